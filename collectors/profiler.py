@@ -1,0 +1,225 @@
+"""torch.profiler collector: record forwards, write the TensorBoard trace, attribute every kernel.
+
+On GPU every device event (kernel, memcpy, memset) is linked by the profiler to the CPU operator
+that launched it; walking that operator's parents up to the innermost `mambaprof/...` range gives
+the window, and the window gives the component (see `attribute`). On CPU the units are the leaf
+operators (aten ops with no children), attributed the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
+from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
+
+
+@dataclass
+class KernelEvent:
+    """One kernel (GPU) or leaf operator (CPU) of a profiled forward. Times in microseconds."""
+
+    iteration: int
+    seq: int
+    name: str
+    layer: int
+    component: str
+    attribution: str
+    range_name: str | None
+    device_type: str
+    device_index: int
+    start_us: float
+    duration_us: float
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence native (C++) writes to stderr for a moment: kineto prints `USDT: profiler_start/stop`
+    lines on every start and stop that would break the progress display. Python's own stderr
+    (and anything the model prints between these calls) is unaffected."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def record(fn: Callable[[], Any], device: torch.device, iterations: int, trace_dir: Path | None,
+           worker_name: str, profile_memory: bool = False) -> list[Any]:
+    """Run `fn` 1 + `iterations` times under torch.profiler (the first is the profiler's warm-up).
+
+    Returns the profiler's FunctionEvents of the recorded iterations; writes a gzipped Chrome /
+    TensorBoard trace to `trace_dir` when given.
+    """
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    captured: dict[str, Any] = {}
+    tb_handler = (tensorboard_trace_handler(str(trace_dir), worker_name=worker_name, use_gzip=True)
+                  if trace_dir is not None else None)
+
+    def on_ready(prof: Any) -> None:
+        if tb_handler is not None:
+            tb_handler(prof)
+        captured["events"] = list(prof.events())
+
+    prof = profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=iterations, repeat=1),
+                   on_trace_ready=on_ready, profile_memory=profile_memory)
+    with quiet_native_stderr():
+        prof.__enter__()
+    try:
+        for _ in range(iterations + 1):
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            with quiet_native_stderr():
+                prof.step()
+    finally:
+        with quiet_native_stderr():
+            prof.__exit__(None, None, None)
+    return captured.get("events", [])
+
+
+def _windows_up(event: Any) -> list[tuple[Window, Any]]:
+    """mambaprof windows enclosing a CPU event (itself included), innermost first."""
+    out = []
+    cur = event
+    while cur is not None:
+        window = parse_range(cur.name)
+        if window is not None:
+            out.append((window, cur))
+        cur = cur.cpu_parent
+    return out
+
+
+def attribute(events: list[Any], families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
+    """Attribute each device kernel (or CPU leaf op when there are none) to a layer and component.
+
+    families: layer -> `mamba1`/`mamba2` (for name rules inside unsplit mixers).
+    fused_norm_layers: layers whose block leftover is the fused add+norm (else `residual`).
+    Kernels outside every `mambaprof/model/forward` range are not part of a measured forward and
+    are dropped.
+    """
+    cpu_events = [e for e in events if e.device_type == DeviceType.CPU]
+    device_events = [e for e in events if e.device_type != DeviceType.CPU]
+    forwards = sorted((e for e in cpu_events if e.name == Window(MODEL_LAYER, FORWARD).range_name),
+                      key=lambda e: e.time_range.start)
+    iteration_of = {id(e): i for i, e in enumerate(forwards)}
+    on_gpu = bool(device_events)
+    if on_gpu:
+        by_id = {e.id: e for e in cpu_events}
+        units = [(k, by_id.get(k.linked_correlation_id)) for k in device_events]
+    else:
+        units = [(e, e) for e in cpu_events if not e.cpu_children and parse_range(e.name) is None
+                 and not e.is_user_annotation]
+
+    rows: list[KernelEvent] = []
+    pending: dict[tuple[int, int], list[KernelEvent]] = defaultdict(list)
+    for unit, launcher in units:
+        chain = _windows_up(launcher) if launcher is not None else []
+        fwd = next((ev for w, ev in chain if w.name == FORWARD), None)
+        if fwd is None:
+            continue
+        iteration = iteration_of[id(fwd)]
+        inner, inner_ev = chain[0]
+        duration = (unit.time_range.elapsed_us() if on_gpu else unit.self_cpu_time_total)
+        row = KernelEvent(
+            iteration=iteration, seq=0, name=unit.name, layer=inner.layer, component="other",
+            attribution="range", range_name=inner.range_name,
+            device_type="cuda" if on_gpu else "cpu",
+            device_index=int(unit.device_index) if on_gpu else -1,
+            start_us=float(unit.time_range.start - fwd.time_range.start), duration_us=float(duration))
+        if inner.name in BY_NAME:
+            row.component = inner.name
+        elif inner.name == BLOCK:
+            row.component = "norm" if inner.layer in fused_norm_layers else "residual"
+        elif inner.name == MIXER:
+            row.attribution = "name_rule"
+            pending[(iteration, id(inner_ev))].append(row)
+        else:  # forward window only
+            row.layer, row.attribution = MODEL_LAYER, "none"
+        rows.append(row)
+
+    for kernels in pending.values():
+        kernels.sort(key=lambda r: r.start_us)
+        family = families.get(kernels[0].layer, "mamba1")
+        for row, comp in zip(kernels, attribute_mixer_kernels([r.name for r in kernels], family), strict=True):
+            row.component = comp
+
+    rows.sort(key=lambda r: (r.iteration, r.start_us))
+    seq: dict[int, int] = defaultdict(int)
+    for row in rows:
+        row.seq = seq[row.iteration]
+        seq[row.iteration] += 1
+    return rows
+
+
+@dataclass
+class KernelStats:
+    """Summed kernel time of one (layer, component) per forward, over profiled forwards (ms)."""
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    samples: int
+    count_per_forward: int
+    attribution: str
+
+
+def component_stats(rows: list[KernelEvent], iterations: int) -> dict[tuple[int, str], KernelStats]:
+    """Per (layer, component): statistics over forwards of the summed kernel time."""
+    per: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0] * iterations)
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    how: dict[tuple[int, str], str] = {}
+    for r in rows:
+        if r.iteration >= iterations:
+            continue
+        key = (r.layer, r.component)
+        per[key][r.iteration] += r.duration_us / 1000.0
+        counts[key] += 1
+        how.setdefault(key, r.attribution)
+    out = {}
+    for key, values in per.items():
+        out[key] = KernelStats(
+            median_ms=statistics.median(values), mean_ms=statistics.fmean(values), min_ms=min(values),
+            max_ms=max(values), samples=iterations, count_per_forward=round(counts[key] / iterations),
+            attribution=how[key])
+    return out
+
+
+def forward_totals(rows: list[KernelEvent], iterations: int) -> tuple[float, float, int]:
+    """(median kernel ms per forward, % attributed to a named component, kernels per forward)."""
+    total = [0.0] * iterations
+    named = [0.0] * iterations
+    for r in rows:
+        if r.iteration >= iterations:
+            continue
+        total[r.iteration] += r.duration_us / 1000.0
+        if r.component != "other":
+            named[r.iteration] += r.duration_us / 1000.0
+    if iterations == 0 or sum(total) == 0:
+        return 0.0, 0.0, 0
+    pct = 100.0 * sum(named) / sum(total)
+    return statistics.median(total), pct, round(len(rows) / iterations)

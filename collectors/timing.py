@@ -1,0 +1,126 @@
+"""Timers: CUDA events on GPU, perf_counter on CPU, behind one interface.
+
+`ForwardTimer` times one whole forward; `WindowTimer` is a listener that timestamps every
+window boundary of an instrumented forward and returns each window's span. Callers never
+branch on the device: `make_clock(device)` picks the implementation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mambaprof.instrument import Window
+
+
+class Clock:
+    """Timestamps on the host (CPU device): `mark()` returns a handle, `elapsed_ms(a, b)` a span."""
+
+    def mark(self) -> Any:
+        """Record a timestamp now."""
+        return time.perf_counter_ns()
+
+    def sync(self) -> None:
+        """Wait until every recorded timestamp is final (no-op on the host)."""
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds between two marks."""
+        return (end - start) / 1e6
+
+    def reset(self) -> None:
+        """Forget marks (lets implementations reuse resources)."""
+
+
+class CudaClock(Clock):
+    """Timestamps on the GPU stream with CUDA events (reused from a pool)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pool: list[torch.cuda.Event] = []
+        self._used = 0
+
+    def mark(self) -> Any:
+        if self._used == len(self._pool):
+            self._pool.append(torch.cuda.Event(enable_timing=True))
+        event = self._pool[self._used]
+        self._used += 1
+        event.record()
+        return event
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(start.elapsed_time(end))
+
+    def reset(self) -> None:
+        self._used = 0
+
+
+def make_clock(device: torch.device) -> Clock:
+    """The clock for `device`: CUDA events for cuda, perf_counter otherwise."""
+    return CudaClock(device) if device.type == "cuda" else Clock()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all work on `device` (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ForwardTimer:
+    """Times one call: device time between markers before and after, and host time including sync."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.clock = make_clock(device)
+
+    def time(self, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+        """Run fn once; return (device_ms, host_ms, result)."""
+        self.clock.reset()
+        synchronize(self.device)
+        host0 = time.perf_counter_ns()
+        start = self.clock.mark()
+        result = fn()
+        end = self.clock.mark()
+        self.clock.sync()
+        host_ms = (time.perf_counter_ns() - host0) / 1e6
+        return self.clock.elapsed_ms(start, end), host_ms, result
+
+
+class WindowTimer:
+    """Listener: marks every window boundary; `spans()` gives ms per window, summed per forward."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.clock = make_clock(device)
+        self._open: list[tuple[Window, Any]] = []
+        self._closed: list[tuple[Window, Any, Any]] = []
+
+    def reset(self) -> None:
+        """Start a new forward."""
+        self.clock.reset()
+        self._open.clear()
+        self._closed.clear()
+
+    def enter(self, window: Window) -> None:
+        self._open.append((window, self.clock.mark()))
+
+    def exit(self, window: Window) -> None:
+        end = self.clock.mark()
+        while self._open:
+            w, start = self._open.pop()
+            self._closed.append((w, start, end))
+            if w == window:
+                break
+
+    def spans(self) -> dict[Window, float]:
+        """Milliseconds per window for the forward since `reset()` (several occurrences add up)."""
+        self.clock.sync()
+        out: dict[Window, float] = defaultdict(float)
+        for window, start, end in self._closed:
+            out[window] += self.clock.elapsed_ms(start, end)
+        return dict(out)

@@ -1,0 +1,65 @@
+"""Parsing and checking command-line values shared by several commands."""
+
+from __future__ import annotations
+
+import typer
+
+from mambaprof.errors import BadArgumentError
+
+MAX_SEQLEN = 1 << 22  # 4M tokens: beyond this a value is a typo, not a plan
+MAX_BATCH = 1 << 14
+
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")
+
+
+def parse_int_list(text: str, option: str, minimum: int = 1, maximum: int = MAX_SEQLEN) -> list[int]:
+    """`64,256,1024` or `64..16384` (powers of two between) -> sorted unique ints, each checked.
+
+    Raises BadArgumentError naming the option and the bad item.
+    """
+    items = [t.strip() for t in text.replace(" ", "").split(",")]
+    if not text.strip() or not any(items):
+        raise BadArgumentError(f"{option} is empty", f"give a list such as {option} 64,256,1024")
+    values: list[int] = []
+    for item in items:
+        if not item:
+            raise BadArgumentError(f"{option} {text!r} has an empty item", "remove the extra comma")
+        if ".." in item:
+            lo_text, hi_text = item.split("..", 1)
+            lo, hi = _int(lo_text, option, text), _int(hi_text, option, text)
+            if lo > hi:
+                raise BadArgumentError(f"{option} range {item!r} is empty (start > end)")
+            _check(lo, option, minimum, maximum)
+            _check(hi, option, minimum, maximum)
+            value = lo
+            while value <= hi:
+                values.append(value)
+                value *= 2
+            continue
+        value = _int(item, option, text)
+        _check(value, option, minimum, maximum)
+        values.append(value)
+    return sorted(set(values))
+
+
+def _int(item: str, option: str, text: str) -> int:
+    try:
+        return int(item)
+    except ValueError:
+        raise BadArgumentError(f"{option} {text!r}: {item!r} is not a whole number",
+                               f"give a list such as {option} 64,256,1024") from None
+
+
+def _check(value: int, option: str, minimum: int, maximum: int) -> None:
+    if value < minimum:
+        raise BadArgumentError(f"{option} value {value} must be at least {minimum}")
+    if value > maximum:
+        raise BadArgumentError(f"{option} value {value} is absurdly large (limit {maximum})",
+                               "check for a typo")
+
+
+def parse_nonnegative(value: int, option: str, maximum: int = 10_000) -> int:
+    """Check a count option (repeats, warm-up): 0 <= value <= maximum."""
+    if value < 0 or value > maximum:
+        raise BadArgumentError(f"{option} {value} must be between 0 and {maximum}")
+    return value

@@ -1,0 +1,44 @@
+"""User-facing errors: each carries a one-line message saying what was wrong, where, and what to do.
+
+The CLI prints these as a single line and exits non-zero; anything else is a bug and gets a
+traceback only under `--debug`.
+"""
+
+from __future__ import annotations
+
+
+class MambaprofError(Exception):
+    """An error the user can act on. `exit_code` is what the CLI exits with."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+    def one_line(self) -> str:
+        """The message and hint joined on one line, as the CLI prints it."""
+        text = self.message.replace("\n", " ").strip()
+        if self.hint:
+            text = f"{text} ({self.hint.strip()})"
+        return text
+
+
+class ModelLoadError(MambaprofError):
+    """The model file, checkpoint or preset could not be turned into an nn.Module."""
+
+
+class UnsupportedModelError(MambaprofError):
+    """The model has no Mamba mixer that an adapter supports."""
+
+
+class BadArgumentError(MambaprofError):
+    """A command-line value (seqlens, batches, dtype, paths...) is invalid."""
+
+
+class RunDirectoryError(MambaprofError):
+    """A run directory is missing, incomplete, corrupted or from a newer schema."""

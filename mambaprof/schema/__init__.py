@@ -1,0 +1,13 @@
+"""The Parquet schema of a run directory: every table, every column, its unit and meaning.
+
+One place for all of it. `SCHEMA_VERSION` changes whenever a table or column changes;
+readers refuse runs written with a newer version. docs/SCHEMA.md is generated from these
+definitions (`python -m mambaprof.schema > docs/SCHEMA.md`), and a test keeps it in sync.
+"""
+
+from __future__ import annotations
+
+from mambaprof.schema import core as _core  # noqa: F401  (registers runs, points, components, kernels)
+from mambaprof.schema.base import SCHEMA_VERSION, TABLES, Column, Table, get_table, render_markdown
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "Column", "Table", "get_table", "render_markdown"]

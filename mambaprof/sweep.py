@@ -1,0 +1,238 @@
+"""The sweep: every (batch, seqlen) point measured, written as it finishes, failures recorded.
+
+A point that runs out of memory is recorded with status `oom` and the sweep goes on; an exception
+raised by the model at one point is recorded as `error` (one line) and the sweep goes on; SIGINT
+and SIGTERM stop the sweep after closing the run record as `incomplete`. Every finished point is
+already on disk (atomic part files), so nothing finished is ever lost.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from mambaprof import __version__
+from mambaprof.env import collect_env
+from mambaprof.errors import MambaprofError
+from mambaprof.inputs import make_call
+from mambaprof.loading import LoadedModel
+from mambaprof.measure import PointCollector, PointSpec, measure_point
+from mambaprof.rundir import RunWriter, utcnow
+from mambaprof.schema.base import json_cell
+from mambaprof.structure import ModelStructure
+
+
+class RunInterrupted(BaseException):
+    """Raised inside the sweep when SIGINT or SIGTERM arrives."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@dataclass
+class TraceConfig:
+    """How to trace: the sweep grid and the measurement passes per point."""
+
+    seqlens: list[int]
+    batches: list[int]
+    device: torch.device
+    dtype: torch.dtype
+    repeats: int = 10
+    warmup: int = 3
+    profile_repeats: int = 3
+    mode: str = "split"
+    tensorboard: bool = True
+    seed: int = 0
+
+    def points(self) -> list[tuple[int, int]]:
+        """(batch, seqlen) pairs in sweep order: batch-major, seqlen ascending."""
+        return [(b, s) for b in self.batches for s in sorted(self.seqlens)]
+
+    def as_json(self) -> str:
+        """The configuration as JSON for the run record."""
+        return json_cell({"seqlens": self.seqlens, "batches": self.batches, "device": str(self.device),
+                          "dtype": str(self.dtype).replace("torch.", ""), "repeats": self.repeats,
+                          "warmup": self.warmup, "profile_repeats": self.profile_repeats, "mode": self.mode,
+                          "tensorboard": self.tensorboard, "seed": self.seed})
+
+
+@dataclass
+class SweepResult:
+    """How the sweep ended: counts by status, and the run status written to the record."""
+
+    status: str
+    reason: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    point_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for out-of-memory on GPU (torch.OutOfMemoryError) or CPU (allocator failures)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text.lower()
+                                               or "can't allocate memory" in text
+                                               or "not enough memory" in text.lower())
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`."""
+    if isinstance(exc, MambaprofError):
+        return exc.one_line()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def free_memory(device: torch.device) -> None:
+    """Release what a failed point left behind."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM raise RunInterrupted (main thread only)."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        previous.clear()
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure, config: TraceConfig,
+               started_at: Any, status: str, reason: str | None, counts: dict[str, int],
+               finished_at: Any = None, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `runs` row for this trace."""
+    env = collect_env(str(config.device))
+    model = loaded.model
+    return {
+        **(identity or {"rank": 0, "world_size": 1}),
+        "mambaprof_version": __version__, "status": status, "status_reason": reason,
+        "command": shlex.join(sys.argv), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
+        "started_at": started_at, "finished_at": finished_at,
+        "model_source": loaded.source, "model_ref": loaded.ref, "model_class": type(model).__name__,
+        "model_family": structure.family, "n_layers": len(structure.mixers),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "mixer_classes": ",".join(structure.mixer_classes),
+        "model_config_json": json_cell(loaded.config) if loaded.config else None,
+        "config_json": config.as_json(), "seqlens": sorted(config.seqlens), "batches": config.batches,
+        "dtype": str(config.dtype).replace("torch.", ""), "mode": config.mode, "repeats": config.repeats,
+        "warmup": config.warmup, "profile_repeats": config.profile_repeats,
+        "device": env.device, "device_name": env.device_name, "device_count": env.device_count,
+        "device_memory_bytes": env.device_memory_bytes, "driver_version": env.driver_version,
+        "cuda_version": env.cuda_version, "torch_version": env.torch_version,
+        "transformers_version": env.transformers_version, "mamba_ssm_version": env.mamba_ssm_version,
+        "causal_conv1d_version": env.causal_conv1d_version, "triton_version": env.triton_version,
+        "python_version": env.python_version, "platform": env.platform,
+        "n_points": len(config.points()), "n_points_ok": counts.get("ok", 0),
+        "n_points_oom": counts.get("oom", 0), "n_points_error": counts.get("error", 0),
+    }
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig, writer: RunWriter,
+              extra_collectors: Sequence[PointCollector] = (), progress: ProgressFn | None = None,
+              debug: bool = False, identity: dict[str, Any] | None = None,
+              points: Sequence[tuple[int, int, int]] | None = None) -> SweepResult:
+    """Measure every point, writing each as it finishes; return how the sweep ended.
+
+    points: (point_id, batch, seqlen) to run (default: all of config.points(); distributed runs
+    pass their shard). progress(done, total, description) is called before and after each point.
+    """
+    identity = identity or {"rank": 0, "world_size": 1}
+    todo = list(points) if points is not None else [(i, b, s) for i, (b, s) in enumerate(config.points())]
+    report = progress or (lambda done, total, desc: None)
+    started = utcnow()
+    counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
+    writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
+                                       identity=identity))
+    trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
+    status, reason = "complete", None
+    rows: list[dict[str, Any]] = []
+    try:
+        with interrupts_raise():
+            for done, (pid, batch, seqlen) in enumerate(todo):
+                desc = f"b={batch} L={seqlen}"
+                report(done, len(todo), desc)
+                row = _run_point(pid, batch, seqlen, loaded, structure, config, writer, extra_collectors,
+                                 trace_dir, identity, debug, lambda ph, d=done, s=desc: report(d, len(todo),
+                                                                                              f"{s} · {ph}"))
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+                rows.append(row)
+                report(done + 1, len(todo), desc)
+    except RunInterrupted as exc:
+        status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
+    finally:
+        if status == "complete":
+            failed = counts["oom"] + counts["error"]
+            if counts["ok"] == 0 and todo:
+                status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
+            elif failed:
+                status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
+        writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason, counts,
+                                           finished_at=utcnow(), identity=identity))
+    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows)
+
+
+def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure: ModelStructure,
+               config: TraceConfig, writer: RunWriter, extra: Sequence[PointCollector], trace_dir: Path | None,
+               identity: dict[str, Any], debug: bool, phase: Callable[[str], None]) -> dict[str, Any]:
+    base = {"run_id": writer.run_id, **identity, "point_id": pid, "device": str(config.device),
+            "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
+    spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
+                     repeats=config.repeats, warmup=config.warmup, profile_repeats=config.profile_repeats,
+                     mode=config.mode, trace_dir=trace_dir)
+    started = utcnow()
+    try:
+        call = make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype,
+                         loaded.make_inputs, seed=config.seed)
+        result = measure_point(spec, structure, call, base, extra, on_phase=phase)
+        del call
+    except RunInterrupted:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded, the sweep goes on
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted("SIGINT") from exc
+        if debug and not is_oom(exc):
+            raise
+        free_memory(config.device)
+        row = {**base, "tokens": batch * seqlen, "mode": config.mode, "status": "oom" if is_oom(exc) else "error",
+               "error": one_line(exc), "started_at": started, "finished_at": utcnow(),
+               "repeats": config.repeats, "warmup": config.warmup, "profile_repeats": config.profile_repeats}
+        writer.write_rows("points", [row], pid)
+        return row
+    result.point.update(started_at=started, finished_at=utcnow())
+    # tables first, points last: a point row on disk means the point's data is complete
+    writer.write_rows("components", result.components, pid)
+    writer.write_rows("kernels", result.kernels, pid)
+    for table, rows in result.extra.items():
+        writer.write_rows(table, rows, pid)
+    writer.write_rows("points", [result.point], pid)
+    free_memory(config.device)
+    return result.point

@@ -1,0 +1,71 @@
+"""One call from "what the user named" to a finished run directory (used by trace, study, demo)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mambaprof.errors import BadArgumentError
+from mambaprof.loading import LoadedModel, load_default, load_hf_checkpoint, load_model_file, load_preset
+from mambaprof.measure import PointCollector
+from mambaprof.rundir import RunWriter
+from mambaprof.structure import ModelStructure, discover
+from mambaprof.sweep import ProgressFn, SweepResult, TraceConfig, run_sweep
+
+
+@dataclass
+class ModelSource:
+    """Exactly one of: a model.py path, a checkpoint directory, a preset name, or nothing (default)."""
+
+    model_file: Path | None = None
+    hf_dir: Path | None = None
+    preset: str | None = None
+    backend: str = "auto"
+
+    def check(self) -> None:
+        """Refuse more than one source."""
+        given = [n for n, v in (("MODEL_FILE", self.model_file), ("--hf", self.hf_dir), ("--preset", self.preset))
+                 if v is not None]
+        if len(given) > 1:
+            raise BadArgumentError(f"give only one model source, not {' and '.join(given)}")
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+        """Load the model onto `device` in `dtype`."""
+        self.check()
+        if self.model_file is not None:
+            return load_model_file(self.model_file, device, dtype)
+        if self.hf_dir is not None:
+            return load_hf_checkpoint(self.hf_dir, device, dtype)
+        if self.preset is not None:
+            return load_preset(self.preset, device, dtype, backend=self.backend)
+        return load_default(device, dtype)
+
+
+@dataclass
+class TraceOutcome:
+    """A finished trace: where it is, what was traced, how it ended."""
+
+    run_dir: Path
+    run_id: str
+    loaded: LoadedModel
+    structure: ModelStructure
+    result: SweepResult
+
+
+def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = False,
+          extra_collectors: Sequence[PointCollector] = (), progress: ProgressFn | None = None,
+          debug: bool = False, writer: RunWriter | None = None, identity: dict[str, Any] | None = None,
+          points: Sequence[tuple[int, int, int]] | None = None) -> TraceOutcome:
+    """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise."""
+    loaded = source.load(config.device, config.dtype)
+    structure = discover(loaded.model)
+    writer = writer or RunWriter(out, force=force)
+    writer.prepare()
+    result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
+                       debug=debug, identity=identity, points=points)
+    return TraceOutcome(run_dir=writer.out, run_id=writer.run_id, loaded=loaded, structure=structure,
+                        result=result)
