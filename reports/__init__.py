@@ -1,0 +1,1 @@
+"""Reports: readers of run directories (never re-running a model) and their renderers."""
