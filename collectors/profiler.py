@@ -65,11 +65,51 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+@dataclass
+class DeviceEvent:
+    """A device activity (kernel, memcpy, memset) from the raw Kineto results. Times in us, relative
+    to the trace start (the same origin as the FunctionEvents' time ranges)."""
+
+    name: str
+    device_index: int
+    start_us: float
+    duration_us: float
+    linked_id: int  # correlation id of the CPU event that launched it (FunctionEvent.id)
+
+
+@dataclass
+class Recording:
+    """What one profiled run gives attribution: CPU FunctionEvents and the device activities."""
+
+    cpu_events: list[Any]
+    device_events: list[DeviceEvent]
+
+
+def device_events_of(prof: Any) -> list[DeviceEvent]:
+    """Device activities with their launch links, read from the profiler's raw Kineto results.
+
+    (FunctionEvent.linked_correlation_id only exists in newer torch; the raw events have had
+    linked_correlation_id() for long.)
+    """
+    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    if results is None:
+        return []
+    t0 = results.trace_start_ns()
+    out = []
+    for ev in results.events():
+        if ev.device_type() == DeviceType.CPU:
+            continue
+        out.append(DeviceEvent(name=ev.name(), device_index=int(ev.device_index()),
+                               start_us=(ev.start_ns() - t0) / 1e3, duration_us=ev.duration_ns() / 1e3,
+                               linked_id=int(ev.linked_correlation_id())))
+    return out
+
+
 def record(fn: Callable[[], Any], device: torch.device, iterations: int, trace_dir: Path | None,
-           worker_name: str, profile_memory: bool = False) -> list[Any]:
+           worker_name: str, profile_memory: bool = False) -> Recording:
     """Run `fn` 1 + `iterations` times under torch.profiler (the first is the profiler's warm-up).
 
-    Returns the profiler's FunctionEvents of the recorded iterations; writes a gzipped Chrome /
+    Returns the recorded iterations' CPU events and device activities; writes a gzipped Chrome /
     TensorBoard trace to `trace_dir` when given.
     """
     activities = [ProfilerActivity.CPU]
@@ -82,7 +122,8 @@ def record(fn: Callable[[], Any], device: torch.device, iterations: int, trace_d
     def on_ready(prof: Any) -> None:
         if tb_handler is not None:
             tb_handler(prof)
-        captured["events"] = list(prof.events())
+        captured["cpu"] = [e for e in prof.events() if e.device_type == DeviceType.CPU]
+        captured["device"] = device_events_of(prof) if device.type == "cuda" else []
 
     prof = profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=iterations, repeat=1),
                    on_trace_ready=on_ready, profile_memory=profile_memory)
@@ -98,7 +139,7 @@ def record(fn: Callable[[], Any], device: torch.device, iterations: int, trace_d
     finally:
         with quiet_native_stderr():
             prof.__exit__(None, None, None)
-    return captured.get("events", [])
+    return Recording(captured.get("cpu", []), captured.get("device", []))
 
 
 def _windows_up(event: Any) -> list[tuple[Window, Any]]:
@@ -113,43 +154,42 @@ def _windows_up(event: Any) -> list[tuple[Window, Any]]:
     return out
 
 
-def attribute(events: list[Any], families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
-    """Attribute each device kernel (or CPU leaf op when there are none) to a layer and component.
+def attribute(recording: Recording, families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
+    """Attribute each device activity (or CPU leaf op when there are none) to a layer and component.
 
     families: layer -> `mamba1`/`mamba2` (for name rules inside unsplit mixers).
     fused_norm_layers: layers whose block leftover is the fused add+norm (else `residual`).
-    Kernels outside every `mambaprof/model/forward` range are not part of a measured forward and
-    are dropped.
+    Activities outside every `mambaprof/model/forward` range are not part of a measured forward
+    and are dropped.
     """
-    cpu_events = [e for e in events if e.device_type == DeviceType.CPU]
-    device_events = [e for e in events if e.device_type != DeviceType.CPU]
+    cpu_events = recording.cpu_events
     forwards = sorted((e for e in cpu_events if e.name == Window(MODEL_LAYER, FORWARD).range_name),
                       key=lambda e: e.time_range.start)
     iteration_of = {id(e): i for i, e in enumerate(forwards)}
-    on_gpu = bool(device_events)
+    on_gpu = bool(recording.device_events)
+    units: list[tuple[str, int, float, float, Any]] = []  # name, device, start, duration, launcher
     if on_gpu:
         by_id = {e.id: e for e in cpu_events}
-        units = [(k, by_id.get(k.linked_correlation_id)) for k in device_events]
+        units = [(d.name, d.device_index, d.start_us, d.duration_us, by_id.get(d.linked_id))
+                 for d in recording.device_events]
     else:
-        units = [(e, e) for e in cpu_events if not e.cpu_children and parse_range(e.name) is None
-                 and not e.is_user_annotation]
+        units = [(e.name, -1, e.time_range.start, e.self_cpu_time_total, e) for e in cpu_events
+                 if not e.cpu_children and parse_range(e.name) is None and not e.is_user_annotation]
 
     rows: list[KernelEvent] = []
     pending: dict[tuple[int, int], list[KernelEvent]] = defaultdict(list)
-    for unit, launcher in units:
+    for name, device_index, start_us, duration_us, launcher in units:
         chain = _windows_up(launcher) if launcher is not None else []
         fwd = next((ev for w, ev in chain if w.name == FORWARD), None)
         if fwd is None:
             continue
         iteration = iteration_of[id(fwd)]
         inner, inner_ev = chain[0]
-        duration = (unit.time_range.elapsed_us() if on_gpu else unit.self_cpu_time_total)
         row = KernelEvent(
-            iteration=iteration, seq=0, name=unit.name, layer=inner.layer, component="other",
-            attribution="range", range_name=inner.range_name,
-            device_type="cuda" if on_gpu else "cpu",
-            device_index=int(unit.device_index) if on_gpu else -1,
-            start_us=float(unit.time_range.start - fwd.time_range.start), duration_us=float(duration))
+            iteration=iteration, seq=0, name=name, layer=inner.layer, component="other",
+            attribution="range", range_name=inner.range_name, device_type="cuda" if on_gpu else "cpu",
+            device_index=device_index, start_us=float(start_us - fwd.time_range.start),
+            duration_us=float(duration_us))
         if inner.name in BY_NAME:
             row.component = inner.name
         elif inner.name == BLOCK:

@@ -209,11 +209,11 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     if spec.profile_repeats > 0:
         phase("profiler")
         worker = f"point{spec.point_id:04d}_b{spec.batch}_l{spec.seqlen}"
-        events = profiler.record(lambda: ctx.run_instrumented([RangeListener()]), spec.device,
-                                 spec.profile_repeats, spec.trace_dir, worker)
+        recording = profiler.record(lambda: ctx.run_instrumented([RangeListener()]), spec.device,
+                                    spec.profile_repeats, spec.trace_dir, worker)
         families = {s.layer: s.dims.family for s in structure.mixers}
-        kernel_rows = profiler.attribute(events, families, structure.fused_norm_layers)
-        del events
+        kernel_rows = profiler.attribute(recording, families, structure.fused_norm_layers)
+        del recording
         kstats = profiler.component_stats(kernel_rows, spec.profile_repeats)
         fwd_kernel_ms, attributed_pct, kernel_count = profiler.forward_totals(kernel_rows, spec.profile_repeats)
 

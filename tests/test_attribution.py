@@ -1,0 +1,72 @@
+"""Kernel attribution rules, including the GPU branch (device activities linked to CPU launches),
+exercised with synthetic events so it runs on the CPU."""
+
+from types import SimpleNamespace
+
+from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
+from mambaprof.collectors.profiler import DeviceEvent, Recording, attribute, component_stats, forward_totals
+from torch.autograd import DeviceType
+
+
+def cpu_event(eid, name, start, end, parent=None):
+    ev = SimpleNamespace(id=eid, name=name, device_type=DeviceType.CPU, cpu_parent=parent, cpu_children=[],
+                         is_user_annotation=name.startswith("mambaprof/"),
+                         time_range=SimpleNamespace(start=start, end=end, elapsed_us=lambda: end - start),
+                         self_cpu_time_total=end - start)
+    if parent is not None:
+        parent.cpu_children.append(ev)
+    return ev
+
+
+def test_gpu_branch_links_kernels_to_ranges_and_blocks():
+    fwd = cpu_event(1, "mambaprof/model/forward", 0, 1000)
+    block = cpu_event(2, "mambaprof/L0/block", 10, 900, fwd)
+    scan = cpu_event(3, "mambaprof/L0/ssm_scan", 100, 200, block)
+    mm = cpu_event(4, "aten::mm", 300, 310, block)  # in the block, outside any component
+    head = cpu_event(5, "mambaprof/model/lm_head", 910, 990, fwd)
+    linear = cpu_event(6, "aten::linear", 915, 985, head)
+    loose = cpu_event(7, "aten::add", 995, 999, fwd)
+    outside = cpu_event(8, "aten::copy_", 2000, 2010)
+    dev = [
+        DeviceEvent("selective_scan_fwd_kernel", 0, 150, 40.0, 3),  # linked to the range itself
+        DeviceEvent("vectorized_elementwise_kernel", 0, 320, 5.0, 4),
+        DeviceEvent("nvjet_hsh_gemm", 0, 930, 50.0, 6),
+        DeviceEvent("elementwise_add", 0, 996, 1.0, 7),
+        DeviceEvent("Memcpy DtoH", 0, 2005, 3.0, 8),  # not inside a forward: dropped
+        DeviceEvent("orphan", 0, 500, 2.0, 999),  # launcher unknown: dropped
+    ]
+    rows = attribute(Recording([fwd, block, scan, mm, head, linear, loose, outside], dev), {0: "mamba1"}, {0})
+    got = {r.name: (r.layer, r.component, r.attribution) for r in rows}
+    assert got == {
+        "selective_scan_fwd_kernel": (0, "ssm_scan", "range"),
+        "vectorized_elementwise_kernel": (0, "norm", "range"),  # fused add+norm block leftover
+        "nvjet_hsh_gemm": (-1, "lm_head", "range"),
+        "elementwise_add": (-1, "other", "none"),
+    }
+    assert [r.seq for r in rows] == [0, 1, 2, 3] and all(r.device_type == "cuda" for r in rows)
+    total, pct, count = forward_totals(rows, 1)
+    assert total == (40 + 5 + 50 + 1) / 1000 and count == 4
+    assert pct == 100 * 95 / 96
+    stats = component_stats(rows, 1)
+    assert stats[(0, "ssm_scan")].median_ms == 0.04
+
+
+def test_unsplit_mixer_kernels_follow_name_rules_in_launch_order():
+    fwd = cpu_event(1, "mambaprof/model/forward", 0, 1000)
+    mixer = cpu_event(2, "mambaprof/L0/mixer", 10, 900, fwd)
+    launch = cpu_event(3, "MambaInnerFn", 20, 800, mixer)
+    names = ["sm90_xmma_gemm_bf16", "causal_conv1d_fwd_kernel", "sm90_xmma_gemm_bf16", "nvjet_gemm",
+             "elementwise_kernel", "selective_scan_fwd_kernel", "sm90_xmma_gemm_bf16"]
+    dev = [DeviceEvent(n, 0, 100 + 10 * i, 1.0, 3) for i, n in enumerate(names)]
+    rows = attribute(Recording([fwd, mixer, launch], dev), {0: "mamba1"}, set())
+    assert [r.component for r in rows] == ["in_proj", "conv1d", "ssm_params", "ssm_params", "ssm_params",
+                                           "ssm_scan", "out_proj"]
+    assert {r.attribution for r in rows} == {"name_rule"}
+
+
+def test_mamba2_name_rules():
+    names = ["gemm", "causal_conv1d_fwd_kernel", "_chunk_cumsum_fwd_kernel", "_chunk_state_fwd_kernel",
+             "_state_passing_fwd_kernel", "_bmm_chunk_fwd_kernel", "_chunk_scan_fwd_kernel",
+             "_layer_norm_fwd_1pass_kernel", "gemm"]
+    assert attribute_mixer_kernels(names, "mamba2") == [
+        "in_proj", "conv1d", "ssm_scan", "ssm_scan", "ssm_scan", "ssm_scan", "ssm_scan", "gating", "out_proj"]
