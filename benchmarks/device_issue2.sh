@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Device run for the trace-pipeline issue: GPU tests + fidelity/attribution sweep at d_model 2048.
+# Device run for the trace-pipeline issue: GPU tests + fidelity/attribution sweep at d_model 2048,
+# plus a diagnostic of the split forward's own cost at the launch-bound point (L=1024).
 # Usage on the device (repo root): bash benchmarks/device_issue2.sh   (writes under $OUT)
 source benchmarks/device_setup.sh
 date -u +%Y-%m-%dT%H:%M:%SZ > "$OUT/date.txt"
 python3 -m mambaprof env --json > "$OUT/env.json" 2>&1
-python3 -c "import mamba_ssm, causal_conv1d, selective_scan_cuda; print('mamba_ssm ok', mamba_ssm.__version__)" 2>&1 | tee -a "$OUT/log.txt"
-timeout 240 python3 -m pytest -m gpu tests/gpu -q -x -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/pytest_gpu.txt"
+timeout 300 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider 2>&1 | tail -40 > "$OUT/pytest_gpu.txt"
+tail -3 "$OUT/pytest_gpu.txt"
 mkdir -p /tmp/runs
 for fam in mamba-1.4b mamba2-1.3b; do
   timeout 200 python3 -m mambaprof trace --preset $fam --backend mamba_ssm --seqlens 1024,4096,16384 --batch 8 \
-      --dtype bf16 --repeats 10 --warmup 3 --profile-repeats 3 --out /tmp/runs/$fam --force 2>&1 | tail -15 | tee -a "$OUT/log.txt"
+      --dtype bf16 --repeats 10 --warmup 3 --profile-repeats 3 --out /tmp/runs/$fam --force 2>&1 | tail -12 | tee -a "$OUT/log.txt"
 done
 (cd /tmp/runs && tar --exclude='*/tb/*' -czf "$OUT/runs_issue2.tar.gz" .) 2>&1 | tee -a "$OUT/log.txt"
-ls -la "$OUT"
+for fam in mamba2-1.3b mamba-1.4b; do
+  timeout 120 python3 benchmarks/diag_split_overhead.py --preset $fam --batch 8 --seqlen 1024 --repeats 10 > "$OUT/diag_$fam.txt" 2>&1
+  head -30 "$OUT/diag_$fam.txt"
+done

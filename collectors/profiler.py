@@ -8,7 +8,9 @@ operators (aten ops with no children), attributed the same way.
 
 from __future__ import annotations
 
+import bisect
 import os
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -19,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
+from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
 from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
@@ -68,13 +70,19 @@ def quiet_native_stderr() -> Iterator[None]:
 @dataclass
 class DeviceEvent:
     """A device activity (kernel, memcpy, memset) from the raw Kineto results. Times in us, relative
-    to the trace start (the same origin as the FunctionEvents' time ranges)."""
+    to the trace start (the same origin as the FunctionEvents' time ranges).
+
+    launch_us: host time of the CUDA runtime/driver call that launched it (cudaLaunchKernel,
+    cuLaunchKernel, cudaMemcpyAsync...), matched by CUDA correlation id; None if not recorded.
+    linked_id: correlation id of the PyTorch op the profiler linked it to (0 if none).
+    """
 
     name: str
     device_index: int
     start_us: float
     duration_us: float
-    linked_id: int  # correlation id of the CPU event that launched it (FunctionEvent.id)
+    linked_id: int
+    launch_us: float | None = None
 
 
 @dataclass
@@ -85,23 +93,33 @@ class Recording:
     device_events: list[DeviceEvent]
 
 
-def device_events_of(prof: Any) -> list[DeviceEvent]:
-    """Device activities with their launch links, read from the profiler's raw Kineto results.
+_LAUNCH_API = re.compile(r"^cu(da)?[A-Z]\w*$")
 
-    (FunctionEvent.linked_correlation_id only exists in newer torch; the raw events have had
-    linked_correlation_id() for long.)
+
+def device_events_of(prof: Any) -> list[DeviceEvent]:
+    """Device activities with their launch times and links, from the profiler's raw Kineto results.
+
+    Kernels launched straight from a C++ extension or Triton inside a marker range (the selective
+    scan, the SSD kernels) have no PyTorch op to link to, so the launch call's host time is what
+    places them in a range.
     """
     results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
     if results is None:
         return []
     t0 = results.trace_start_ns()
+    events = list(results.events())
+    launches: dict[int, float] = {}
+    for ev in events:
+        if ev.device_type() == DeviceType.CPU and _LAUNCH_API.match(ev.name()):
+            launches.setdefault(int(ev.correlation_id()), (ev.start_ns() - t0) / 1e3)
     out = []
-    for ev in results.events():
+    for ev in events:
         if ev.device_type() == DeviceType.CPU:
             continue
         out.append(DeviceEvent(name=ev.name(), device_index=int(ev.device_index()),
                                start_us=(ev.start_ns() - t0) / 1e3, duration_us=ev.duration_ns() / 1e3,
-                               linked_id=int(ev.linked_correlation_id())))
+                               linked_id=int(ev.linked_correlation_id()),
+                               launch_us=launches.get(int(ev.correlation_id()))))
     return out
 
 
@@ -154,35 +172,70 @@ def _windows_up(event: Any) -> list[tuple[Window, Any]]:
     return out
 
 
+class _RangeIndex:
+    """mambaprof ranges by host time: the innermost range containing an instant."""
+
+    def __init__(self, cpu_events: list[Any]) -> None:
+        ranges = [e for e in cpu_events if parse_range(e.name) is not None]
+        ranges.sort(key=lambda e: e.time_range.start)
+        self.ranges = ranges
+        self.starts = [e.time_range.start for e in ranges]
+
+    def innermost(self, t: float) -> Any | None:
+        """The innermost range with start <= t <= end (ranges nest, so the latest-starting one)."""
+        i = bisect.bisect_right(self.starts, t) - 1
+        while i >= 0:
+            e = self.ranges[i]
+            if e.time_range.end >= t:
+                return e
+            i -= 1
+        return None
+
+
 def attribute(recording: Recording, families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
     """Attribute each device activity (or CPU leaf op when there are none) to a layer and component.
 
+    GPU: the launch call's host time places the activity in the innermost marker range; without a
+    recorded launch, the PyTorch op it is linked to; without either, its start on the GPU assigns it
+    to a forward (component `other`, attribution `none`) so that no device time inside a forward is
+    ever dropped. CPU: leaf operators, placed by their parents.
     families: layer -> `mamba1`/`mamba2` (for name rules inside unsplit mixers).
     fused_norm_layers: layers whose block leftover is the fused add+norm (else `residual`).
-    Activities outside every `mambaprof/model/forward` range are not part of a measured forward
-    and are dropped.
     """
     cpu_events = recording.cpu_events
     forwards = sorted((e for e in cpu_events if e.name == Window(MODEL_LAYER, FORWARD).range_name),
                       key=lambda e: e.time_range.start)
     iteration_of = {id(e): i for i, e in enumerate(forwards)}
+    forward_starts = [e.time_range.start for e in forwards]
     on_gpu = bool(recording.device_events)
-    units: list[tuple[str, int, float, float, Any]] = []  # name, device, start, duration, launcher
+    units: list[tuple[str, int, float, float, Any, int | None]] = []  # name, dev, start, dur, launcher, iter
     if on_gpu:
         by_id = {e.id: e for e in cpu_events}
-        units = [(d.name, d.device_index, d.start_us, d.duration_us, by_id.get(d.linked_id))
-                 for d in recording.device_events]
+        index = _RangeIndex(cpu_events)
+        for d in recording.device_events:
+            launcher = index.innermost(d.launch_us) if d.launch_us is not None else None
+            if launcher is None and d.linked_id:
+                launcher = by_id.get(d.linked_id)
+            fallback_iter = None
+            if launcher is None and forwards:
+                i = bisect.bisect_right(forward_starts, d.start_us) - 1
+                if i >= 0 and (i + 1 < len(forwards) or d.start_us <= forwards[i].time_range.end + 1e6):
+                    fallback_iter = i
+            units.append((d.name, d.device_index, d.start_us, d.duration_us, launcher, fallback_iter))
     else:
-        units = [(e.name, -1, e.time_range.start, e.self_cpu_time_total, e) for e in cpu_events
+        units = [(e.name, -1, e.time_range.start, e.self_cpu_time_total, e, None) for e in cpu_events
                  if not e.cpu_children and parse_range(e.name) is None and not e.is_user_annotation]
 
     rows: list[KernelEvent] = []
     pending: dict[tuple[int, int], list[KernelEvent]] = defaultdict(list)
-    for name, device_index, start_us, duration_us, launcher in units:
+    for name, device_index, start_us, duration_us, launcher, fallback_iter in units:
         chain = _windows_up(launcher) if launcher is not None else []
         fwd = next((ev for w, ev in chain if w.name == FORWARD), None)
         if fwd is None:
-            continue
+            if fallback_iter is None:
+                continue
+            fwd = forwards[fallback_iter]
+            chain = [(Window(MODEL_LAYER, FORWARD), fwd)]
         iteration = iteration_of[id(fwd)]
         inner, inner_ev = chain[0]
         row = KernelEvent(
@@ -199,6 +252,8 @@ def attribute(recording: Recording, families: dict[int, str], fused_norm_layers:
             pending[(iteration, id(inner_ev))].append(row)
         else:  # forward window only
             row.layer, row.attribution = MODEL_LAYER, "none"
+            if launcher is None:
+                row.range_name = None
         rows.append(row)
 
     for kernels in pending.values():

@@ -42,13 +42,16 @@ class CudaClock(Clock):
         self.device = device
         self._pool: list[torch.cuda.Event] = []
         self._used = 0
+        self._stream: torch.cuda.Stream | None = None
 
     def mark(self) -> Any:
         if self._used == len(self._pool):
             self._pool.append(torch.cuda.Event(enable_timing=True))
         event = self._pool[self._used]
         self._used += 1
-        event.record()
+        if self._stream is None:
+            self._stream = torch.cuda.current_stream(self.device)
+        event.record(self._stream)
         return event
 
     def sync(self) -> None:
@@ -59,6 +62,7 @@ class CudaClock(Clock):
 
     def reset(self) -> None:
         self._used = 0
+        self._stream = None
 
 
 def make_clock(device: torch.device) -> Clock:

@@ -90,6 +90,11 @@ class Probe:
 
     def exit(self, window: Window) -> None:
         """Close `window` (and any window left open inside it by an exception)."""
+        if self._open and self._open[-1] is window:  # the common case, kept cheap
+            self._open.pop()
+            for listener in reversed(self.listeners):
+                listener.exit(window)
+            return
         if window not in self._open:
             return
         while self._open:
@@ -104,14 +109,25 @@ class Probe:
         while self._open:
             self.exit(self._open[-1])
 
-    @contextmanager
-    def window(self, window: Window) -> Iterator[None]:
+    def window(self, window: Window) -> WindowContext:
         """Context manager form of enter/exit."""
-        self.enter(window)
-        try:
-            yield
-        finally:
-            self.exit(window)
+        return WindowContext(self, window)
+
+
+class WindowContext:
+    """`with` support for one window of one probe (a plain class: cheaper than a generator)."""
+
+    __slots__ = ("probe", "window")
+
+    def __init__(self, probe: Probe, window: Window) -> None:
+        self.probe = probe
+        self.window = window
+
+    def __enter__(self) -> None:
+        self.probe.enter(self.window)
+
+    def __exit__(self, *exc: object) -> None:
+        self.probe.exit(self.window)
 
 
 class Instrumenter:
@@ -175,9 +191,13 @@ class Instrumenter:
         module, adapter, layer = site.module, site.adapter, site.layer
         original: Callable[..., Any] = type(module).forward.__get__(module)
         mixer_window = Window(layer, MIXER)
+        contexts: dict[str, WindowContext] = {}
 
-        def window(component: str) -> Any:
-            return probe.window(Window(layer, component))
+        def window(component: str) -> WindowContext:
+            ctx = contexts.get(component)
+            if ctx is None:
+                ctx = contexts[component] = WindowContext(probe, Window(layer, component))
+            return ctx
 
         def split_forward(*args: Any, **kwargs: Any) -> Any:
             probe.enter(mixer_window)

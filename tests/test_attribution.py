@@ -3,9 +3,10 @@ exercised with synthetic events so it runs on the CPU."""
 
 from types import SimpleNamespace
 
+from torch.autograd import DeviceType
+
 from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
 from mambaprof.collectors.profiler import DeviceEvent, Recording, attribute, component_stats, forward_totals
-from torch.autograd import DeviceType
 
 
 def cpu_event(eid, name, start, end, parent=None):
@@ -18,7 +19,7 @@ def cpu_event(eid, name, start, end, parent=None):
     return ev
 
 
-def test_gpu_branch_links_kernels_to_ranges_and_blocks():
+def test_gpu_branch_places_kernels_by_launch_time_and_link():
     fwd = cpu_event(1, "mambaprof/model/forward", 0, 1000)
     block = cpu_event(2, "mambaprof/L0/block", 10, 900, fwd)
     scan = cpu_event(3, "mambaprof/L0/ssm_scan", 100, 200, block)
@@ -28,12 +29,14 @@ def test_gpu_branch_links_kernels_to_ranges_and_blocks():
     loose = cpu_event(7, "aten::add", 995, 999, fwd)
     outside = cpu_event(8, "aten::copy_", 2000, 2010)
     dev = [
-        DeviceEvent("selective_scan_fwd_kernel", 0, 150, 40.0, 3),  # linked to the range itself
-        DeviceEvent("vectorized_elementwise_kernel", 0, 320, 5.0, 4),
-        DeviceEvent("nvjet_hsh_gemm", 0, 930, 50.0, 6),
-        DeviceEvent("elementwise_add", 0, 996, 1.0, 7),
-        DeviceEvent("Memcpy DtoH", 0, 2005, 3.0, 8),  # not inside a forward: dropped
-        DeviceEvent("orphan", 0, 500, 2.0, 999),  # launcher unknown: dropped
+        # launched from a C++ extension inside the ssm_scan range: no op link, placed by launch time
+        DeviceEvent("selective_scan_fwd_kernel", 0, 450, 40.0, linked_id=0, launch_us=150),
+        DeviceEvent("vectorized_elementwise_kernel", 0, 520, 5.0, linked_id=4, launch_us=305),
+        DeviceEvent("nvjet_hsh_gemm", 0, 930, 50.0, linked_id=6, launch_us=None),  # link only
+        DeviceEvent("elementwise_add", 0, 996, 1.0, linked_id=7, launch_us=996),
+        DeviceEvent("Memcpy DtoH", 0, 2005, 3.0, linked_id=8, launch_us=2004),  # not in a forward: dropped
+        # nothing links it: kept as unattributed time of the forward it ran in
+        DeviceEvent("orphan", 0, 600, 2.0, linked_id=0, launch_us=None),
     ]
     rows = attribute(Recording([fwd, block, scan, mm, head, linear, loose, outside], dev), {0: "mamba1"}, {0})
     got = {r.name: (r.layer, r.component, r.attribution) for r in rows}
@@ -42,11 +45,12 @@ def test_gpu_branch_links_kernels_to_ranges_and_blocks():
         "vectorized_elementwise_kernel": (0, "norm", "range"),  # fused add+norm block leftover
         "nvjet_hsh_gemm": (-1, "lm_head", "range"),
         "elementwise_add": (-1, "other", "none"),
+        "orphan": (-1, "other", "none"),
     }
-    assert [r.seq for r in rows] == [0, 1, 2, 3] and all(r.device_type == "cuda" for r in rows)
+    assert [r.seq for r in rows] == [0, 1, 2, 3, 4] and all(r.device_type == "cuda" for r in rows)
     total, pct, count = forward_totals(rows, 1)
-    assert total == (40 + 5 + 50 + 1) / 1000 and count == 4
-    assert pct == 100 * 95 / 96
+    assert total == (40 + 5 + 2 + 50 + 1) / 1000 and count == 5
+    assert pct == 100 * 95 / 98
     stats = component_stats(rows, 1)
     assert stats[(0, "ssm_scan")].median_ms == 0.04
 
@@ -57,7 +61,7 @@ def test_unsplit_mixer_kernels_follow_name_rules_in_launch_order():
     launch = cpu_event(3, "MambaInnerFn", 20, 800, mixer)
     names = ["sm90_xmma_gemm_bf16", "causal_conv1d_fwd_kernel", "sm90_xmma_gemm_bf16", "nvjet_gemm",
              "elementwise_kernel", "selective_scan_fwd_kernel", "sm90_xmma_gemm_bf16"]
-    dev = [DeviceEvent(n, 0, 100 + 10 * i, 1.0, 3) for i, n in enumerate(names)]
+    dev = [DeviceEvent(n, 0, 100 + 10 * i, 1.0, linked_id=0, launch_us=30 + i) for i, n in enumerate(names)]
     rows = attribute(Recording([fwd, mixer, launch], dev), {0: "mamba1"}, set())
     assert [r.component for r in rows] == ["in_proj", "conv1d", "ssm_params", "ssm_params", "ssm_params",
                                            "ssm_scan", "out_proj"]

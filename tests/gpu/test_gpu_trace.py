@@ -27,14 +27,14 @@ pytestmark = [
 DEV = torch.device("cuda:0")
 
 
-def _model(family: str, d_model: int = 1024, layers: int = 4) -> LoadedModel:
+def _model(family: str, d_model: int = 2048, layers: int = 4) -> LoadedModel:
     torch.manual_seed(0)
     preset = Preset(f"test-{family}", family, d_model=d_model, n_layer=layers,
                     d_state=16 if family == "mamba1" else 128)
     return LoadedModel(build_mamba_ssm(preset, DEV, torch.bfloat16).eval(), "preset", preset.name)
 
 
-def _measure(family: str, mode: str, batch: int = 4, seqlen: int = 2048, repeats: int = 15):
+def _measure(family: str, mode: str, batch: int = 4, seqlen: int = 4096, repeats: int = 15):
     loaded = _model(family)
     st = discover(loaded.model)
     spec = PointSpec(0, batch, seqlen, DEV, torch.bfloat16, repeats=repeats, warmup=3, profile_repeats=3, mode=mode)
