@@ -123,6 +123,14 @@ def interrupts_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def command_line() -> str:
+    """The command as the user typed it (`python -m mambaprof` shows as `mambaprof`)."""
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("__main__.py") or os.path.basename(argv[0]) == "mambaprof"):
+        argv[0] = "mambaprof"
+    return shlex.join(argv)
+
+
 def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure, config: TraceConfig,
                started_at: Any, status: str, reason: str | None, counts: dict[str, int],
                finished_at: Any = None, identity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,7 +140,7 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
     return {
         **(identity or {"rank": 0, "world_size": 1}),
         "mambaprof_version": __version__, "status": status, "status_reason": reason,
-        "command": shlex.join(sys.argv), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
+        "command": command_line(), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
         "started_at": started_at, "finished_at": finished_at,
         "model_source": loaded.source, "model_ref": loaded.ref, "model_class": type(model).__name__,
         "model_family": structure.family, "n_layers": len(structure.mixers),
