@@ -101,7 +101,5 @@ def trace_command(
     result = outcome.result
     typer.echo(f"run directory: {outcome.run_dir}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
-    if result.status == "failed":
-        raise typer.Exit(3)
-    if result.status == "incomplete" and result.reason and result.reason.startswith("interrupted"):
-        raise typer.Exit(130)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
