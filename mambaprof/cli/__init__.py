@@ -23,6 +23,7 @@ app = typer.Typer(
 
 # sub-commands register themselves on `app` when imported
 from mambaprof.cli import env as _env  # noqa: E402,F401
+from mambaprof.cli import study as _study  # noqa: E402,F401
 from mambaprof.cli import trace as _trace  # noqa: E402,F401
 
 
