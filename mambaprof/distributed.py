@@ -523,8 +523,7 @@ def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConf
     owned = set(assignment[info.rank])
     mine = [p for p in every if p[0] in owned]
     started = utcnow()
-    with interrupts_raise():
-        run_dir, run_id = _setup(info, coord, config, out, force, started, wait_s)
+    run_dir, run_id = _setup(info, coord, config, out, force, started, wait_s)
     coord.announce({"device": str(config.device), "local_rank": info.local_rank, "started_at": started})
     writer = RankWriter(run_dir, run_id, info, assignment[info.rank], shard, device=str(config.device),
                         started_at=started)
@@ -535,7 +534,7 @@ def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConf
     failure: BaseException | None = None
     try:
         with interrupts_raise():
-            if not shard and info.world_size > 1:
+            if not shard:
                 writer.backend = init_process_group(info, config.device, coord.raw_store, wait_s)
             outcome = trace(source, config, run_dir, writer=writer, identity=info.identity(), points=mine,
                             progress=progress, debug=debug, extra_collectors=extra_collectors)
@@ -562,6 +561,8 @@ def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConf
                 final = {"status": "incomplete", "reason": "interrupted before rank 0 finished", "failures": []}
         verdict = RunVerdict(final["status"], final.get("reason"), {}, list(final.get("failures") or []))
     if failure is not None and debug:
+        if info.rank == 0:
+            coord.release()
         raise failure
     return RankOutcome(info=info, run_dir=run_dir, run_id=run_id, report=report, trace=outcome,
                        run_status=verdict.status, run_reason=verdict.reason, failures=verdict.failures,
@@ -582,7 +583,7 @@ def _finish(coord: Coordinator, writer: RankWriter, config: TraceConfig, info: R
         _record_lost(coord, writer, info, k, assignment[k], on_disk[k])
     verdict = judge(reports, assignment, on_disk)
     record = {**(writer.record or base_record(config, info, started)), "rank": 0, "world_size": info.world_size,
-              "status": verdict.status, "status_reason": verdict.reason, "finished_at": utcnow(),
+              "status": verdict.status, "status_reason": verdict.reason, "started_at": started, "finished_at": utcnow(),
               "n_points": len({p for pids in assignment.values() for p in pids}),
               "n_points_ok": verdict.counts["ok"], "n_points_oom": verdict.counts["oom"],
               "n_points_error": verdict.counts["error"]}

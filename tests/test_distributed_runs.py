@@ -28,6 +28,13 @@ def torchrun(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
                           env={**os.environ, **LOOPBACK, **(env or {})})
 
 
+def launch(argv: list[str], env=None) -> subprocess.CompletedProcess:
+    """`mambaprof.launch.launch_distributed(ARGV, 2)` in a fresh process, bounded in time."""
+    code = f"import sys; from mambaprof.launch import launch_distributed; sys.exit(launch_distributed({argv!r}, 2))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, **LOOPBACK, **(env or {})})
+
+
 def tables(run):
     return {name: read_table(run, name).to_pandas() for name in ("points", "components", "kernels", "ranks")}
 
@@ -126,7 +133,8 @@ def test_failing_rank_is_reported_and_the_others_data_stays(tmp_path, how):
     model.write_text(textwrap.dedent(BAD_MODEL))
     out = tmp_path / "run"
     # shards: rank 0 gets L=64; rank 1 gets L=16 then L=32, where it raises / dies
-    proc = torchrun("trace", str(model), "--out", str(out), "--seqlens", "16,32,64", *FAST, env={"HOW": how})
+    args = ["trace", str(model), "--out", str(out), "--seqlens", "16,32,64", *FAST]
+    proc = launch(args, env={"HOW": how}) if how == "raise" else torchrun(*args, env={"HOW": how})
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: rank")]
     run = read_run_record(out)
@@ -137,6 +145,8 @@ def test_failing_rank_is_reported_and_the_others_data_stays(tmp_path, how):
     if how == "raise":
         assert errors == ["error: rank 1 incomplete: 0 point(s) oom, 1 error; first: point 1 (b=1 L=32): "
                           "RuntimeError: boom on rank 1"], proc.stderr[-3000:]
+        assert proc.returncode == 3 and "error: 1 of 2 ranks did not succeed: rank 1 (exit 3)" in proc.stderr
+        assert "Traceback" not in proc.stderr
         assert points.loc[32, "status"] == "error" and points.loc[64, "status"] == "ok"
         assert list(ranks.status) == ["complete", "incomplete"]
         assert (run["n_points_ok"], run["n_points_error"]) == (2, 1)
@@ -151,10 +161,8 @@ def test_failing_rank_is_reported_and_the_others_data_stays(tmp_path, how):
 
 def test_data_parallel_model_communicates_through_launch_distributed(tmp_path):
     out = tmp_path / "run"
-    argv = ["trace", str(EXAMPLES / "data_parallel.py"), "--no-shard", "--out", str(out), "--seqlens", "32", *FAST]
-    code = f"import sys; from mambaprof.launch import launch_distributed; sys.exit(launch_distributed({argv!r}, 2))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, **LOOPBACK})
+    proc = launch(["trace", str(EXAMPLES / "data_parallel.py"), "--no-shard", "--out", str(out), "--seqlens", "32",
+                   *FAST])
     assert proc.returncode == 0, proc.stderr[-3000:]
     t = tables(out)
     assert set(t["points"]["rank"]) == {0, 1} and list(t["points"].point_id) == [0, 0]  # every rank, every point

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mambaprof.schema.base import Column, Table, register
-from mambaprof.schema.core import I32, I64, TS, B, S, identity_columns
+from mambaprof.schema.core import I32, RUNS, TS, B, S, identity_columns
+
+
+def _runs_column(name: str) -> Column:
+    """A column of `runs` that means the same per rank (one definition, one doc)."""
+    return next(c for c in RUNS.columns if c.name == name)
+
 
 RANKS = register(Table(
     name="ranks",
@@ -16,10 +22,10 @@ RANKS = register(Table(
     key=("run_id", "rank"),
     columns=identity_columns(per_point=False) + (
         Column("local_rank", I32, "", "Rank within its node (LOCAL_RANK): picks the GPU, cuda:LOCAL_RANK."),
-        Column("hostname", S, "", "Host name of the rank's machine."),
-        Column("pid", I64, "", "Process id of the rank."),
+        _runs_column("hostname"),
+        _runs_column("pid"),
         Column("device", S, "", "Device the rank ran on, e.g. `cuda:1` or `cpu`."),
-        Column("device_name", S, "", "Device name (GPU model, or the CPU model)."),
+        _runs_column("device_name"),
         Column("sharded", B, "", "True: the sweep points were split across ranks (each point on one rank). "
                "False: every rank ran every point (a model that itself runs across ranks)."),
         Column("backend", S, "", "Process-group backend initialised for the model (`nccl` or `gloo`); null "
@@ -33,8 +39,6 @@ RANKS = register(Table(
         Column("finished_at", TS, "UTC", "When the rank ended (null while running)."),
         Column("point_ids", pa.list_(I32), "", "Sweep points (`points.point_id`) given to this rank."),
         Column("n_points", I32, "", "Sweep points given to this rank."),
-        Column("n_points_ok", I32, "", "Points of this rank that finished with status `ok`."),
-        Column("n_points_oom", I32, "", "Points of this rank that ran out of memory."),
-        Column("n_points_error", I32, "", "Points of this rank that failed with another error."),
+        *(_runs_column(f"n_points_{k}") for k in ("ok", "oom", "error")),
     ),
 ))
