@@ -280,3 +280,27 @@ def test_rank_view_numbers():
     assert steps.loc[1, ["slowest_rank", "slowest_ms", "fastest_ms"]].tolist() == [0, 3.0, 1.0]
     assert view.load.values.tolist() == [[0, 2, 2, 6.0, 6.0], [1, 2, 1, 4.0, 4.0]]
     assert view.world_size == 2
+
+
+def test_launch_refuses_bad_nproc_and_nested_launches(monkeypatch):
+    from mambaprof.errors import BadArgumentError
+    from mambaprof.launch import launch_distributed, rank_threads
+
+    with pytest.raises(BadArgumentError, match="--nproc 0 must be at least 1"):
+        launch_distributed(["trace"], 0)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(D.DistributedError, match="already rank 1 of 2: a rank cannot launch ranks"):
+        launch_distributed(["trace"], 2)
+    assert int(rank_threads(1)) >= int(rank_threads(2)) >= 1 and rank_threads(10_000) == "1"
+
+
+def test_timeout_from_environment(monkeypatch):
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    assert D.timeout_s() == 600.0
+    monkeypatch.setenv(D.TIMEOUT_ENV, "12.5")
+    assert D.timeout_s() == 12.5
+    for bad in ("soon", "0"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(D.DistributedError, match=D.TIMEOUT_ENV):
+            D.timeout_s()
