@@ -20,18 +20,18 @@ through a collective, so a rank that fails cannot hang the others:
 4. every rank waits for `final`, and for rank 0 to release it (and, on rank 0's host, to exit),
    before it exits itself, so no early exit code (which makes torchrun stop the others) cuts a rank
    short.
-Each rank exits 0 when its own part is `complete`, 130 when it was only interrupted, else 3; so the
-launcher's exit code is non-zero when any rank is not complete, and rank 0 prints one `error:`
-line per such rank.
+Each rank exits 0 when its own part is `complete`, 128 + the signal when it was interrupted (as a
+1-rank trace does), else 3, even for an oom/error point (a 1-rank trace exits 0 there): the
+launcher's exit code is non-zero whenever any rank is not complete, and rank 0 prints one
+`error:` line per such rank.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
+import signal
 import socket
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +46,26 @@ from mambaprof import __version__
 from mambaprof.env import collect_env
 from mambaprof.errors import MambaprofError
 from mambaprof.measure import PointCollector
-from mambaprof.rundir import TB_DIR, RunWriter, new_run_id, part_name, read_table, utcnow, write_parquet_atomic
+from mambaprof.rundir import (
+    TB_DIR,
+    RunWriter,
+    new_run_id,
+    part_name,
+    process_alive,
+    read_table,
+    utcnow,
+    write_parquet_atomic,
+)
 from mambaprof.schema import get_table
-from mambaprof.sweep import ProgressFn, RunInterrupted, TraceConfig, interrupts_raise, one_line
+from mambaprof.sweep import (
+    ProgressFn,
+    RunInterrupted,
+    SweepResult,
+    TraceConfig,
+    command_line,
+    interrupts_raise,
+    one_line,
+)
 from mambaprof.tracing import ModelSource, TraceOutcome, trace
 
 #: Seconds a rank waits for rank 0's run directory, and the process group's collective timeout.
@@ -58,8 +75,8 @@ DEFAULT_TIMEOUT_S = 600.0
 POLL_S = 0.1
 #: After rank 0 is stopped, how long it still collects reports of the others (seconds).
 GRACE_S = 3.0
-#: Exit codes: a rank or point failed / the rank was only interrupted.
-EXIT_FAILED, EXIT_INTERRUPTED = 3, 130
+#: Exit code of a rank that failed or has a failed point.
+EXIT_FAILED = 3
 
 
 class DistributedError(MambaprofError):
@@ -198,21 +215,6 @@ def destroy_process_group() -> None:
             pass
 
 
-def pid_alive(pid: int) -> bool:
-    """True while process `pid` of this host runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 class Coordinator:
     """The completion protocol over the launcher's store (see the module docstring). Values are JSON."""
 
@@ -236,7 +238,7 @@ class Coordinator:
         if not self._has(f"start/{rank}"):
             return False
         start = self._get(f"start/{rank}")
-        return start.get("hostname") == self.hostname and not pid_alive(int(start["pid"]))
+        return start.get("hostname") == self.hostname and not process_alive(int(start["pid"]))
 
     def wait_for(self, key: str, setter: int, within_s: float | None = None) -> dict[str, Any]:
         """Poll until `key` exists; DistributedError if rank `setter` is gone first or `within_s` passes."""
@@ -310,32 +312,36 @@ class RankReport:
     reason: str | None = None
     error: str | None = None
     points: dict[int, str] = field(default_factory=dict)  # point_id -> status
+    interrupted_by: str | None = None  # SIGINT / SIGTERM
 
     @classmethod
-    def from_points(cls, status: str, reason: str | None, rows: Sequence[Mapping[str, Any]]) -> RankReport:
-        """The report of a finished sweep, from its `points` rows."""
+    def from_sweep(cls, result: SweepResult) -> RankReport:
+        """The report of a finished sweep (its status and `points` rows)."""
+        rows = result.point_rows
         bad = next((r for r in rows if r.get("status") != "ok"), None)
         error = (f"point {bad['point_id']} (b={bad['batch']} L={bad['seqlen']}): {bad.get('error')}"
                  if bad is not None else None)
-        return cls(status, reason, error, {int(r["point_id"]): str(r["status"]) for r in rows})
+        return cls(result.status, result.reason, error, {int(r["point_id"]): str(r["status"]) for r in rows},
+                   result.interrupted_by)
 
     @property
     def exit_code(self) -> int:
-        """What this rank exits with: 0 complete, 130 only interrupted, else 3."""
-        if self.status == "complete":
-            return 0
-        return EXIT_INTERRUPTED if (self.reason or "").startswith("interrupted") else EXIT_FAILED
+        """What this rank exits with: 0 complete, 128 + signal when interrupted, else 3."""
+        if self.interrupted_by is not None:
+            return 128 + int(signal.Signals[self.interrupted_by])
+        return 0 if self.status == "complete" else EXIT_FAILED
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready dict (point ids as strings)."""
         return {"status": self.status, "reason": self.reason, "error": self.error,
-                "points": {str(k): v for k, v in self.points.items()}}
+                "points": {str(k): v for k, v in self.points.items()}, "interrupted_by": self.interrupted_by}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> RankReport:
         """Inverse of as_json."""
         return cls(status=value["status"], reason=value.get("reason"), error=value.get("error"),
-                   points={int(k): v for k, v in (value.get("points") or {}).items()})
+                   points={int(k): v for k, v in (value.get("points") or {}).items()},
+                   interrupted_by=value.get("interrupted_by"))
 
 
 @dataclass
@@ -442,7 +448,7 @@ def base_record(config: TraceConfig, info: RankInfo, started_at: datetime) -> di
     env = collect_env(str(config.device))
     return {
         "rank": 0, "world_size": info.world_size, "mambaprof_version": __version__, "status": "running",
-        "command": shlex.join(sys.argv), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
+        "command": command_line(), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
         "started_at": started_at, "config_json": config.as_json(), "seqlens": sorted(config.seqlens),
         "batches": config.batches, "dtype": str(config.dtype).replace("torch.", ""), "mode": config.mode,
         "repeats": config.repeats, "warmup": config.warmup, "profile_repeats": config.profile_repeats,
@@ -538,9 +544,10 @@ def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConf
                 writer.backend = init_process_group(info, config.device, coord.raw_store, wait_s)
             outcome = trace(source, config, run_dir, writer=writer, identity=info.identity(), points=mine,
                             progress=progress, debug=debug, extra_collectors=extra_collectors)
-        report = RankReport.from_points(outcome.result.status, outcome.result.reason, outcome.result.point_rows)
+        report = RankReport.from_sweep(outcome.result)
     except RunInterrupted as exc:
-        report = RankReport("incomplete", f"interrupted by {exc.signame} before the sweep")
+        report = RankReport("incomplete", f"interrupted by {exc.signame} before the sweep",
+                            interrupted_by=exc.signame)
         writer.write_rank_row(report.status, report.reason, None, utcnow())
     except Exception as exc:  # noqa: BLE001 - the rank's failure is recorded and reported, never lost
         done = finished_points(run_dir, [info.rank])[info.rank]

@@ -54,7 +54,8 @@ def rank_threads(nproc: int) -> str:
 def launch_distributed(argv: list[str], nproc: int) -> int:
     """Run `mambaprof ARGV` as `nproc` ranks on this machine, as `torchrun --nproc-per-node NPROC -m
     mambaprof ARGV` would, and return the exit code: 0 when every rank exited 0, else the code of
-    the first rank that failed (1 for a rank killed by a signal, 130 when the launch was interrupted).
+    the first rank that failed (1 for a rank killed by a signal, 128 + the signal when the launch itself
+    was interrupted).
 
     Ranks inherit this environment; OMP_NUM_THREADS, when unset, shares the cores between them.
     A failure prints one line naming every rank that did not exit 0 (rank 0 of a trace has already
@@ -87,5 +88,5 @@ def launch_distributed(argv: list[str], nproc: int) -> int:
         return first.exitcode if first.exitcode > 0 else 1
     except SignalException as exc:
         sys.stderr.write(f"error: launch interrupted by {exc.sigval.name}\n")
-        return 130
+        return 128 + int(exc.sigval)
     return 0

@@ -199,14 +199,19 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
 
 
 def process_alive(pid: int) -> bool:
-    """True if a process with this pid exists on this machine."""
+    """True if a process with this pid runs on this machine (a zombie, dead but not yet reaped by its
+    parent, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it just exited
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def run_state(record: dict[str, Any]) -> tuple[str, str | None]:

@@ -21,7 +21,8 @@ from mambaprof import distributed as D
 from mambaprof.collectors.kernel_rules import is_communication
 from mambaprof.collectors.profiler import DeviceEvent, Recording, attribute, forward_totals
 from mambaprof.reports import ranks as R
-from mambaprof.rundir import RunWriter, read_run_record, read_table
+from mambaprof.rundir import RunWriter, process_alive, read_run_record, read_table
+from mambaprof.sweep import SweepResult
 
 ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
        "MASTER_PORT": "29500", "TORCHELASTIC_RESTART_COUNT": "0"}
@@ -74,15 +75,16 @@ def test_judge_combines_reports():
     verdict = D.judge({0: ok, 1: D.RankReport("complete", points={1: "ok", 3: "ok"})}, assignment)
     assert (verdict.status, verdict.reason, verdict.counts, verdict.failures) == (
         "complete", None, {"ok": 4, "oom": 0, "error": 0}, [])
-    bad = D.RankReport.from_points("incomplete", "0 point(s) oom, 1 error", [
+    bad = D.RankReport.from_sweep(SweepResult("incomplete", "0 point(s) oom, 1 error", point_rows=[
         {"point_id": 1, "batch": 1, "seqlen": 32, "status": "error", "error": "RuntimeError: boom"},
-        {"point_id": 3, "batch": 1, "seqlen": 64, "status": "ok"}])
+        {"point_id": 3, "batch": 1, "seqlen": 64, "status": "ok"}]))
     verdict = D.judge({0: ok, 1: bad}, assignment)
     assert verdict.status == "incomplete" and verdict.counts == {"ok": 3, "oom": 0, "error": 1}
     assert verdict.failures == ["rank 1 incomplete: 0 point(s) oom, 1 error; first: point 1 (b=1 L=32): "
                                 "RuntimeError: boom"]
     assert bad.exit_code == 3 and ok.exit_code == 0
-    assert D.RankReport("incomplete", "interrupted by SIGTERM after 0 of 1 points").exit_code == 130
+    stopped = D.RankReport("incomplete", "interrupted by SIGTERM after 0 of 1 points", interrupted_by="SIGTERM")
+    assert stopped.exit_code == 143 and D.RankReport.from_json(stopped.as_json()) == stopped
     # a lost rank: its finished points (on disk) still count
     verdict = D.judge({0: ok, 1: None}, assignment, on_disk={1: {1: "ok"}})
     assert verdict.counts["ok"] == 3 and verdict.failures[0].startswith("rank 1 lost")
@@ -101,16 +103,16 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_pid_alive_sees_dead_and_zombie_processes():
+def test_process_alive_sees_dead_and_zombie_processes():
     import os
 
-    assert D.pid_alive(os.getpid())
-    assert not D.pid_alive(_dead_pid())
+    assert process_alive(os.getpid())
+    assert not process_alive(_dead_pid())
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped until wait()
     deadline = time.time() + 30
-    while D.pid_alive(zombie.pid) and time.time() < deadline:
+    while process_alive(zombie.pid) and time.time() < deadline:
         time.sleep(0.05)
-    assert not D.pid_alive(zombie.pid)
+    assert not process_alive(zombie.pid)
     zombie.wait()
 
 
