@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from mambaprof import completion as C
 from mambaprof import distributed as D
 from mambaprof.collectors.kernel_rules import is_communication
 from mambaprof.collectors.profiler import DeviceEvent, Recording, attribute, forward_totals
@@ -71,29 +72,29 @@ def test_shards_cover_every_point_once_and_balance_tokens(world):
 
 def test_judge_combines_reports():
     assignment = {0: [0, 2], 1: [1, 3]}
-    ok = D.RankReport("complete", points={0: "ok", 2: "ok"})
-    verdict = D.judge({0: ok, 1: D.RankReport("complete", points={1: "ok", 3: "ok"})}, assignment)
+    ok = C.RankReport("complete", points={0: "ok", 2: "ok"})
+    verdict = C.judge({0: ok, 1: C.RankReport("complete", points={1: "ok", 3: "ok"})}, assignment)
     assert (verdict.status, verdict.reason, verdict.counts, verdict.failures) == (
         "complete", None, {"ok": 4, "oom": 0, "error": 0}, [])
-    bad = D.RankReport.from_sweep(SweepResult("incomplete", "0 point(s) oom, 1 error", point_rows=[
+    bad = C.RankReport.from_sweep(SweepResult("incomplete", "0 point(s) oom, 1 error", point_rows=[
         {"point_id": 1, "batch": 1, "seqlen": 32, "status": "error", "error": "RuntimeError: boom"},
         {"point_id": 3, "batch": 1, "seqlen": 64, "status": "ok"}]))
-    verdict = D.judge({0: ok, 1: bad}, assignment)
+    verdict = C.judge({0: ok, 1: bad}, assignment)
     assert verdict.status == "incomplete" and verdict.counts == {"ok": 3, "oom": 0, "error": 1}
     assert verdict.failures == ["rank 1 incomplete: 0 point(s) oom, 1 error; first: point 1 (b=1 L=32): "
                                 "RuntimeError: boom"]
     assert bad.exit_code == 3 and ok.exit_code == 0
-    stopped = D.RankReport("incomplete", "interrupted by SIGTERM after 0 of 1 points", interrupted_by="SIGTERM")
-    assert stopped.exit_code == 143 and D.RankReport.from_json(stopped.as_json()) == stopped
+    stopped = C.RankReport("incomplete", "interrupted by SIGTERM after 0 of 1 points", interrupted_by="SIGTERM")
+    assert stopped.exit_code == 143 and C.RankReport.from_json(stopped.as_json()) == stopped
     # a lost rank: its finished points (on disk) still count
-    verdict = D.judge({0: ok, 1: None}, assignment, on_disk={1: {1: "ok"}})
+    verdict = C.judge({0: ok, 1: None}, assignment, on_disk={1: {1: "ok"}})
     assert verdict.counts["ok"] == 3 and verdict.failures[0].startswith("rank 1 lost")
-    verdict = D.judge({0: D.RankReport("failed", error="ModelLoadError: x"), 1: None}, assignment)
+    verdict = C.judge({0: C.RankReport("failed", error="ModelLoadError: x"), 1: None}, assignment)
     assert verdict.status == "failed" and verdict.failures[0] == "rank 0 failed: ModelLoadError: x"
     # --no-shard: a point is ok only when every rank ran it ok
     both = {0: [0], 1: [0]}
-    verdict = D.judge({0: D.RankReport("complete", points={0: "ok"}),
-                       1: D.RankReport("incomplete", "1 oom", points={0: "oom"})}, both)
+    verdict = C.judge({0: C.RankReport("complete", points={0: "ok"}),
+                       1: C.RankReport("incomplete", "1 oom", points={0: "oom"})}, both)
     assert verdict.counts == {"ok": 0, "oom": 1, "error": 0} and verdict.status == "failed"
 
 
@@ -122,14 +123,14 @@ def store():
 
 
 def test_store_protocol_collects_reports_and_notices_a_dead_rank(store):
-    lead = D.Coordinator(store, D.RankInfo(0, 3, 0, 3))
-    ranks = [D.Coordinator(store, D.RankInfo(k, 3, k, 3)) for k in (1, 2)]
+    lead = C.Coordinator(store, D.RankInfo(0, 3, 0, 3))
+    ranks = [C.Coordinator(store, D.RankInfo(k, 3, k, 3)) for k in (1, 2)]
     ranks[0].announce({"device": "cpu", "local_rank": 1})
     ranks[1].store.set("start/2", json.dumps({"hostname": lead.hostname, "pid": _dead_pid()}))
 
     def finish_later():
         time.sleep(0.5)
-        ranks[0].report_done(D.RankReport("complete", points={1: "ok"}).as_json())
+        ranks[0].report_done(C.RankReport("complete", points={1: "ok"}).as_json())
 
     thread = threading.Thread(target=finish_later)
     thread.start()
@@ -138,11 +139,11 @@ def test_store_protocol_collects_reports_and_notices_a_dead_rank(store):
     thread.join()
     assert time.monotonic() - started < 10
     assert reports[2] is None  # its process is gone and it never reported
-    assert D.RankReport.from_json(reports[1]) == D.RankReport("complete", points={1: "ok"})
+    assert C.RankReport.from_json(reports[1]) == C.RankReport("complete", points={1: "ok"})
     # a rank waiting for rank 0's word gives up, with a message, when rank 0's process is gone
-    gone = D.Coordinator(store, D.RankInfo(0, 3, 0, 3, attempt=1))
+    gone = C.Coordinator(store, D.RankInfo(0, 3, 0, 3, attempt=1))
     gone.store.set("start/0", json.dumps({"hostname": lead.hostname, "pid": _dead_pid()}))
-    waiter = D.Coordinator(store, D.RankInfo(1, 3, 1, 3, attempt=1))
+    waiter = C.Coordinator(store, D.RankInfo(1, 3, 1, 3, attempt=1))
     with pytest.raises(D.DistributedError, match="rank 0 stopped before it published 'final'"):
         waiter.wait_for("final", 0)
     with pytest.raises(D.DistributedError, match="gave up waiting 0 s for 'other' from rank 2"):

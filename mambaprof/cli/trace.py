@@ -13,9 +13,10 @@ from rich.table import Table
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import sweep_progress
-from mambaprof.distributed import RankInfo, detect, rank_device, run_distributed_trace
+from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
 from mambaprof.loading import resolve_device, resolve_dtype
+from mambaprof.rank_trace import run_distributed_trace
 from mambaprof.rundir import new_run_id
 from mambaprof.sweep import TraceConfig
 from mambaprof.tracing import ModelSource, TraceOutcome, trace
