@@ -5,6 +5,9 @@ the model's own forward has no component boundaries. Inside a mixer's window, ke
 launch order: names identify the convolution, the scan and the gated norm; GEMMs and unnamed
 elementwise kernels take the phase they fall in (before the conv: in_proj; between conv and scan:
 ssm_params; after the scan: out_proj, or gating for the gated norm).
+
+Communication (models that run across ranks) is recognised by name wherever it runs: NCCL kernels,
+the c10d operators and the gloo/NCCL backends' ranges go to the `communication` component.
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 GEMM = re.compile(r"gemm|cutlass|xmma|nvjet|sm90_|sm80_|ampere_|cublas|matmul|splitk|gemv|addmm|aten::mm|"
                   r"aten::bmm|aten::linear", re.I)
+
+#: Collective and point-to-point communication: NCCL kernels (`ncclDevKernel_AllReduce_...`), c10d and
+#: functional-collective operators (`c10d::allreduce_`, `_c10d_functional::all_gather_into_tensor`),
+#: the backends' ranges (`gloo:all_reduce`, `nccl:broadcast`) and PyTorch's `record_param_comms`.
+#: Plain `broadcast` is left out on purpose: `aten::broadcast_tensors` is not communication.
+COMMUNICATION = re.compile(r"nccl|gloo|c10d|record_param_comms|all_?reduce|all_?gather|reduce_?scatter|"
+                           r"all_?to_?all", re.I)
+
+
+def is_communication(name: str) -> bool:
+    """True for kernels and operators that move data between ranks (NCCL, gloo, c10d collectives)."""
+    return bool(COMMUNICATION.search(name))
 
 
 def classify(name: str) -> str | None:

@@ -4,6 +4,10 @@ On GPU every device event (kernel, memcpy, memset) is linked by the profiler to 
 that launched it; walking that operator's parents up to the innermost `mambaprof/...` range gives
 the window, and the window gives the component (see `attribute`). On CPU the units are the leaf
 operators (aten ops with no children), attributed the same way.
+
+Communication (NCCL kernels, c10d operators and whatever runs under them, gloo's collectives on
+its own threads) goes to the `communication` component by name, wherever it runs; its layer is
+that of the range it was launched in (-1 outside the blocks).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
+from mambaprof.collectors.kernel_rules import attribute_mixer_kernels, is_communication
 from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
@@ -205,13 +209,34 @@ class _RangeIndex:
         return None
 
 
+def _forward_index(forwards: list[Any], starts: list[float], t: float, after_us: float) -> int | None:
+    """Index of the forward an unlinked activity starting at `t` belongs to: the last forward started
+    before it (the last forward only up to `after_us` past its end)."""
+    i = bisect.bisect_right(starts, t) - 1
+    if i >= 0 and (i + 1 < len(forwards) or t <= forwards[i].time_range.end + after_us):
+        return i
+    return None
+
+
+def _under_communication(event: Any) -> bool:
+    """True when a CPU event is, or runs inside, a communication operator (c10d::..., nccl:...)."""
+    cur = event
+    while cur is not None:
+        if is_communication(cur.name):
+            return True
+        cur = cur.cpu_parent
+    return False
+
+
 def attribute(recording: Recording, families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
     """Attribute each device activity (or CPU leaf op when there are none) to a layer and component.
 
     GPU: the launch call's host time places the activity in the innermost marker range; without a
     recorded launch, the PyTorch op it is linked to; without either, its start on the GPU assigns it
     to a forward (component `other`, attribution `none`) so that no device time inside a forward is
-    ever dropped. CPU: leaf operators, placed by their parents.
+    ever dropped. CPU: leaf operators, placed by their parents; a collective that the backend runs on
+    its own thread (gloo) is placed by its start time, with its whole span.
+    Communication is recognised by name (see kernel_rules.is_communication) and overrides the range.
     families: layer -> `mamba1`/`mamba2` (for name rules inside unsplit mixers).
     fused_norm_layers: layers whose block leftover is the fused add+norm (else `residual`).
     """
@@ -231,13 +256,19 @@ def attribute(recording: Recording, families: dict[int, str], fused_norm_layers:
                 launcher = by_id.get(d.linked_id)
             fallback_iter = None
             if launcher is None and forwards:
-                i = bisect.bisect_right(forward_starts, d.start_us) - 1
-                if i >= 0 and (i + 1 < len(forwards) or d.start_us <= forwards[i].time_range.end + 1e6):
-                    fallback_iter = i
+                fallback_iter = _forward_index(forwards, forward_starts, d.start_us, after_us=1e6)
             units.append((d.name, d.device_index, d.start_us, d.duration_us, launcher, fallback_iter))
     else:
-        units = [(e.name, -1, e.time_range.start, e.self_cpu_time_total, e, None) for e in cpu_events
-                 if not e.cpu_children and parse_range(e.name) is None and not e.is_user_annotation]
+        for e in cpu_events:
+            if parse_range(e.name) is not None:
+                continue
+            start = e.time_range.start
+            if e.cpu_parent is None and is_communication(e.name):  # a backend thread's collective (gloo)
+                i = _forward_index(forwards, forward_starts, start, after_us=0.0)
+                if i is not None and start <= forwards[i].time_range.end:  # the forward waits for it
+                    units.append((e.name, -1, start, e.time_range.end - start, None, i))
+            elif not e.is_user_annotation and (not e.cpu_children or is_communication(e.name)):
+                units.append((e.name, -1, start, e.self_cpu_time_total, e, None))
 
     rows: list[KernelEvent] = []
     pending: dict[tuple[int, int], list[KernelEvent]] = defaultdict(list)
@@ -256,7 +287,13 @@ def attribute(recording: Recording, families: dict[int, str], fused_norm_layers:
             attribution="range", range_name=inner.range_name, device_type="cuda" if on_gpu else "cpu",
             device_index=device_index, start_us=float(start_us - fwd.time_range.start),
             duration_us=float(duration_us))
-        if inner.name in BY_NAME:
+        if is_communication(name) or (launcher is not None and _under_communication(launcher)):
+            row.component, row.attribution = "communication", "name_rule"
+            if inner.name == FORWARD:
+                row.layer = MODEL_LAYER
+            if launcher is None:
+                row.range_name = None
+        elif inner.name in BY_NAME:
             row.component = inner.name
         elif inner.name == BLOCK:
             row.component = "norm" if inner.layer in fused_norm_layers else "residual"

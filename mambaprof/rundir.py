@@ -1,8 +1,10 @@
 """Run directories: atomic Parquet writes, the run record, and reading tables back.
 
 Layout: `<run>/<table>/part-*.parquet` for every table of `mambaprof.schema`, plus `tb/` for
-TensorBoard traces. Every file is written to a hidden temporary name in the same folder, fsynced,
-then renamed into place, so a crash never leaves a half-written file that looks whole.
+TensorBoard traces. Distributed runs put each rank's parts in `<run>/<table>/rank=K/` (hive-style
+partitions, see docs/DISTRIBUTED.md); the run record `runs/` is never partitioned. Every file is
+written to a hidden temporary name in the same folder, fsynced, then renamed into place, so a
+crash never leaves a half-written file that looks whole.
 """
 
 from __future__ import annotations
@@ -156,10 +158,10 @@ class RunWriter:
                 pass
 
     def write_run_record(self, record: Mapping[str, Any]) -> Path:
-        """Write (or rewrite) the single-row `runs` table."""
+        """Write (or rewrite) the single-row `runs` table (never partitioned: one record per run)."""
         row = {"run_id": self.run_id, "schema_version": SCHEMA_VERSION, **record}
         arrow = get_table(RUN_TABLE).build([row])
-        return write_parquet_atomic(arrow, self.table_dir(RUN_TABLE) / part_name(None))
+        return write_parquet_atomic(arrow, self.out / RUN_TABLE / part_name(None))
 
 
 def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None) -> pa.Table:
@@ -190,19 +192,26 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunDirectoryError(f"table {table!r} of {run_dir} is unreadable: {exc}".splitlines()[0],
                                 "the file is truncated or corrupted; `mambaprof validate` lists which") from exc
-    # Partition columns (e.g. `rank` from rank=K folders) duplicate real columns: keep the file's.
+    # A rank=K folder's `rank` and the files' own `rank` column are the same value (the distributed
+    # writer derives both from one rank); where a partition key and a column share a name, pyarrow
+    # (like DuckDB with hive_partitioning) reports the folder's value.
     return result
 
 
 def process_alive(pid: int) -> bool:
-    """True if a process with this pid exists on this machine."""
+    """True if a process with this pid runs on this machine (a zombie, dead but not yet reaped by its
+    parent, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it just exited
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def run_state(record: dict[str, Any]) -> tuple[str, str | None]:

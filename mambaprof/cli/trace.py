@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -12,8 +13,10 @@ from rich.table import Table
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import sweep_progress
+from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
 from mambaprof.loading import resolve_device, resolve_dtype
+from mambaprof.rank_trace import run_distributed_trace
 from mambaprof.rundir import new_run_id
 from mambaprof.sweep import TraceConfig
 from mambaprof.tracing import ModelSource, TraceOutcome, trace
@@ -68,6 +71,27 @@ def print_summary(outcome: TraceOutcome, console: Console) -> None:
     console.print(table)
 
 
+def trace_on_rank(info: RankInfo, source: ModelSource, config: TraceConfig, out: Path | None, force: bool,
+                  shard: bool, quiet: bool, debug: bool) -> int:
+    """One rank of `torchrun ... -m mambaprof trace`: rank 0 shows the progress, the summary and every rank
+    that is not complete (one `error:` line each); returns this rank's exit code."""
+    lead = info.rank == 0
+    with sweep_progress(f"trace · rank 0 of {info.world_size}", Console(stderr=True),
+                        enabled=lead and not quiet) as progress:
+        outcome = run_distributed_trace(info, source, config, out, force=force, shard=shard, progress=progress,
+                                        debug=debug)
+    try:
+        if lead:
+            if not quiet and outcome.trace is not None:
+                print_summary(outcome.trace, Console())
+            typer.echo(f"run directory: {outcome.run_dir}  ({info.world_size} ranks, status {outcome.run_status})")
+            for line in outcome.failures:
+                sys.stderr.write(f"error: {line}\n")
+    finally:
+        outcome.release()
+    return outcome.exit_code
+
+
 @app.command("trace")
 def trace_command(
     model_file: Path | None = typer.Argument(None, help="model.py defining build_model() (and optionally "
@@ -90,13 +114,21 @@ def trace_command(
     tensorboard: bool = typer.Option(True, "--tb/--no-tb", help="Write the TensorBoard trace (tb/)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<run id>)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run in --out."),
+    shard: bool = typer.Option(True, "--shard/--no-shard", help="Under torchrun: split the sweep points across "
+                               "ranks (default), or run every point on every rank, for a model that itself runs "
+                               "across ranks (data or tensor parallel; the process group is initialised for it)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary table."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Trace a model over a sweep of batch sizes and sequence lengths into a Parquet run directory."""
     source = ModelSource(model_file=model_file, hf_dir=hf, preset=preset, backend=backend)
     source.check()
+    ranks = detect()
+    if ranks is not None:
+        device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, mode, tensorboard)
+    if ranks is not None:
+        raise typer.Exit(trace_on_rank(ranks, source, config, out, force, shard, quiet, debug))
     out = out or Path("runs") / new_run_id()
     console = Console(stderr=True)
     with sweep_progress("trace", console, enabled=not quiet) as progress:
