@@ -253,7 +253,8 @@ def _component_rows(spec: PointSpec, structure: ModelStructure, identity: dict[s
             z_bytes = float(elem * spec.batch * spec.seqlen * site.dims.d_inner)
             counts[(site.layer, "ssm_scan")] = counts[(site.layer, "ssm_scan")] + Count(gating.flops, z_bytes)
     keys = expected_components(structure)
-    keys += [k for k in kstats if k not in keys]
+    marked = set(keys)  # components with a marker window; others (e.g. communication) have kernel time only
+    keys += [k for k in kstats if k not in marked]
     rows = []
     for layer, comp in keys:
         site = sites.get(layer)
@@ -267,7 +268,7 @@ def _component_rows(spec: PointSpec, structure: ModelStructure, identity: dict[s
         if site is not None and site.fused_add_norm and comp == "norm":
             note = "includes the residual add (fused add+norm kernel)"
         row["note"] = note
-        if split and walls and comp not in fused:
+        if split and walls and comp not in fused and (layer, comp) in marked:
             values = [w.get((layer, comp), 0.0) for w in walls]
             st = _stats(values)
             row.update({"wall_ms_median": st["median"], "wall_ms_mean": st["mean"], "wall_ms_min": st["min"],
