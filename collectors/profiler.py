@@ -2,8 +2,8 @@
 
 On GPU every device event (kernel, memcpy, memset) is linked by the profiler to the CPU operator
 that launched it; walking that operator's parents up to the innermost `mambaprof/...` range gives
-the window, and the window gives the component (see `attribute`). On CPU the units are the leaf
-operators (aten ops with no children), attributed the same way.
+the window, and the window gives the component (see `attribute`). On CPU the units are the
+operators' self times (each op minus its children), attributed the same way.
 
 Communication (NCCL kernels, c10d operators and whatever runs under them, gloo's collectives on
 its own threads) goes to the `communication` component by name, wherever it runs; its layer is
@@ -35,7 +35,7 @@ from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
 @dataclass
 class KernelEvent:
-    """One kernel (GPU) or leaf operator (CPU) of a profiled forward. Times in microseconds."""
+    """One kernel (GPU) or operator self time (CPU) of a profiled forward. Times in microseconds."""
 
     iteration: int
     seq: int
@@ -229,12 +229,12 @@ def _under_communication(event: Any) -> bool:
 
 
 def attribute(recording: Recording, families: dict[int, str], fused_norm_layers: set[int]) -> list[KernelEvent]:
-    """Attribute each device activity (or CPU leaf op when there are none) to a layer and component.
+    """Attribute each device activity (or CPU operator self time when there are none) to a layer and component.
 
     GPU: the launch call's host time places the activity in the innermost marker range; without a
     recorded launch, the PyTorch op it is linked to; without either, its start on the GPU assigns it
     to a forward (component `other`, attribution `none`) so that no device time inside a forward is
-    ever dropped. CPU: leaf operators, placed by their parents; a collective that the backend runs on
+    ever dropped. CPU: every operator's self time, placed by its parents; a collective that the backend runs on
     its own thread (gloo) is placed by its start time, with its whole span.
     Communication is recognised by name (see kernel_rules.is_communication) and overrides the range.
     families: layer -> `mamba1`/`mamba2` (for name rules inside unsplit mixers).
@@ -267,7 +267,9 @@ def attribute(recording: Recording, families: dict[int, str], fused_norm_layers:
                 i = _forward_index(forwards, forward_starts, start, after_us=0.0)
                 if i is not None and start <= forwards[i].time_range.end:  # the forward waits for it
                     units.append((e.name, -1, start, e.time_range.end - start, None, i))
-            elif not e.is_user_annotation and (not e.cpu_children or is_communication(e.name)):
+            elif not e.is_user_annotation and e.self_cpu_time_total > 0:
+                # every operator's self time (its time minus its children's): an op with children, such as
+                # aten::mm allocating its output, keeps the time it spent itself; nothing is counted twice
                 units.append((e.name, -1, start, e.self_cpu_time_total, e, None))
 
     rows: list[KernelEvent] = []

@@ -102,3 +102,18 @@ def test_gpu_copies_of_annotations_are_not_device_activities():
     assert not is_device_activity(FakeKinetoEvent("mambaprof/L0/ssm_scan", "kernel"))  # by name too
     assert not is_device_activity(FakeKinetoEvent("ProfilerStep#3", "gpu_user_annotation"))
     assert not is_device_activity(FakeKinetoEvent("my_range", "kernel", user=True))
+
+
+def test_cpu_operators_count_their_self_time_once():
+    fwd = cpu_event(1, "mambaprof/model/forward", 0, 1000)
+    proj = cpu_event(2, "mambaprof/L0/in_proj", 10, 500, fwd)
+    linear = cpu_event(3, "aten::linear", 20, 420, proj)
+    mm = cpu_event(4, "aten::mm", 30, 410, linear)
+    empty = cpu_event(5, "aten::empty", 35, 40, mm)
+    for ev, self_us in ((linear, 20.0), (mm, 375.0), (empty, 5.0)):
+        ev.self_cpu_time_total = self_us
+    rows = attribute(Recording([fwd, proj, linear, mm, empty], []), {0: "mamba1"}, set())
+    assert {r.name: r.duration_us for r in rows} == {"aten::linear": 20.0, "aten::mm": 375.0, "aten::empty": 5.0}
+    assert all(r.component == "in_proj" and r.device_type == "cpu" for r in rows)
+    total, pct, _ = forward_totals(rows, 1)
+    assert total == 0.4 and pct == 100.0

@@ -110,10 +110,10 @@ POINTS = register(Table(
         Column("host_ms_median", F64, "ms", "Median host wall time of the original forward including the "
                "final synchronisation (what a user waits)."),
         Column("forward_kernel_ms", F64, "ms", "Median over profiled forwards of the summed duration of all "
-               "device kernels (GPU) or leaf operators (CPU) in one forward."),
+               "device kernels (GPU) or operator self times (CPU) in one forward."),
         Column("attributed_kernel_pct", F64, "%", "Share of forward_kernel_ms attributed to a named component "
                "(anything but `other`)."),
-        Column("kernel_count", I32, "", "Kernels (GPU) or leaf operators (CPU) per forward."),
+        Column("kernel_count", I32, "", "Kernels (GPU) or operators with self time (CPU) per forward."),
         Column("output_check", S, "", "`pass`, `fail` (split output differs from the original beyond the "
                "tolerance) or `skipped`."),
         Column("output_max_abs_err", F64, "", "max |split - original| over the model output."),
@@ -151,7 +151,7 @@ COMPONENTS = register(Table(
         Column("kernel_ms_min", F64, "ms", "Smallest summed kernel duration per forward."),
         Column("kernel_ms_max", F64, "ms", "Largest summed kernel duration per forward."),
         Column("kernel_samples", I32, "", "Profiled forwards behind the kernel statistics."),
-        Column("kernel_count", I32, "", "Kernels (or CPU leaf operators) per forward in this component."),
+        Column("kernel_count", I32, "", "Kernels (or CPU operators with self time) per forward in this component."),
         Column("attribution", S, "", "How kernels were attributed: `range` (record_function markers of the "
                "split forward) or `name_rule` (kernel-name rules, as-is mode)."),
         Column("flops", F64, "FLOP", "Closed-form floating-point operations of the component per forward."),
@@ -163,7 +163,7 @@ COMPONENTS = register(Table(
 
 KERNELS = register(Table(
     name="kernels",
-    doc="One row per kernel event (GPU) or leaf operator (CPU) recorded by torch.profiler, with the "
+    doc="One row per kernel event (GPU) or operator (CPU, its self time) recorded by torch.profiler, with the "
         "component it is attributed to.",
     key=("run_id", "rank", "point_id", "iteration", "seq"),
     columns=identity_columns() + (
