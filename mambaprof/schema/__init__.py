@@ -8,6 +8,7 @@ definitions (`python -m mambaprof.schema > docs/SCHEMA.md`), and a test keeps it
 from __future__ import annotations
 
 from mambaprof.schema import core as _core  # noqa: F401  (registers runs, points, components, kernels)
+from mambaprof.schema import summary as _summary  # noqa: F401  (registers the report's summary_* tables)
 from mambaprof.schema.base import SCHEMA_VERSION, TABLES, Column, Table, get_table, render_markdown
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "Column", "Table", "get_table", "render_markdown"]
