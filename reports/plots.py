@@ -114,7 +114,7 @@ def scaling_lines(series: pd.DataFrame, scaling: pd.DataFrame, crossovers: list[
         ax.set_ylabel(f"{basis} time per forward (ms)")
         ax.set_title(f"{family_label(family)}, batch {batch}: component (exponent)", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _svg(fig)
 
 

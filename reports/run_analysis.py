@@ -191,12 +191,12 @@ class RunComparison:
 
     def __init__(self, run_a: Path | str, run_b: Path | str, basis: str = "auto", peaks_file: Path | None = None,
                  use_calibration: bool = True) -> None:
-        first = RunAnalysis(run_a, basis, peaks_file, use_calibration)
-        if basis == "auto":
-            second = RunAnalysis(run_b, "auto", peaks_file, use_calibration)
-            basis = "kernel" if first.data.on_gpu and second.data.on_gpu else "wall"
-        self.a = RunAnalysis(run_a, basis, peaks_file, use_calibration) if first.basis != basis else first
+        self.a = RunAnalysis(run_a, basis, peaks_file, use_calibration)
         self.b = RunAnalysis(run_b, basis, peaks_file, use_calibration)
+        if basis == "auto" and self.a.basis != self.b.basis:
+            common = "kernel" if self.a.data.on_gpu and self.b.data.on_gpu else "wall"
+            for analysis in (self.a, self.b):  # nothing is computed yet: the basis can still change
+                analysis.basis = attribution.choose_basis(analysis.data, common)
         self.basis = self.a.basis
 
     @property

@@ -270,3 +270,33 @@ def test_summary_frames_match_schema(m1):
     run = frames["summary_run"].iloc[0]
     assert run.time_basis == "kernel" and run.peak_tflop_per_s == 989.0 and "h100" in run.peaks_source.lower()
     assert not math.isnan(frames["summary_crossover"].crossover_seqlen.iloc[0])
+
+
+def test_comparison_of_gpu_and_cpu_runs_uses_one_basis(tmp_path):
+    gpu = make_run(tmp_path / "gpu")
+    cpu = make_run(tmp_path / "cpu", Spec(device="cpu", device_name="AMD EPYC", dtype="float32", model_ref="c"))
+    cmp = RunComparison(gpu, cpu, use_calibration=False)
+    assert cmp.basis == "wall" and cmp.a.basis == cmp.b.basis == "wall"
+    assert any("different devices" in w for w in cmp.warnings)
+    assert any("different dtypes" in w for w in cmp.warnings)
+    scan = at(cmp.components, seqlen=L_MAX, component="ssm_scan")
+    assert scan.a_ms == pytest.approx(2 * R**1.5 * 1.1)  # wall time of the GPU run
+
+
+def test_calibration_store_round_trip_and_corrupt_file(tmp_path, monkeypatch):
+    from mambaprof.errors import MambaprofError
+    from mambaprof.reports import calibration
+
+    monkeypatch.setenv("MAMBAPROF_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert calibration.calibration_path() == tmp_path / "cfg" / "peaks.json"
+    assert calibration.load_calibration("AMD EPYC") is None
+    mine = peaks_mod.DevicePeaks("AMD EPYC", {"float32": 0.1}, 20.0, "test", kind="calibrated")
+    other = peaks_mod.DevicePeaks("NVIDIA H100 80GB HBM3", {"bfloat16": 700.0}, 3000.0, "test", kind="calibrated")
+    calibration.store_calibration(mine, [])
+    calibration.store_calibration(other, [])
+    got = calibration.load_calibration("AMD EPYC")
+    assert got.kind == "calibrated" and got.gb_per_s == 20.0 and got.tflops("fp32") == 0.1
+    assert calibration.load_calibration("NVIDIA H100 80GB HBM3").tflops("bf16") == 700.0
+    calibration.calibration_path().write_text("{not json")
+    with pytest.raises(MambaprofError, match="unreadable"):
+        calibration.load_calibration("AMD EPYC")

@@ -8,7 +8,14 @@ import typer
 
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION
-from mambaprof.cli.report import BASIS_HELP, PEAKS_HELP, print_warnings, terminal_console
+from mambaprof.cli.report import (
+    BASIS_OPTION,
+    CALIBRATION_OPTION,
+    PEAKS_OPTION,
+    QUIET_OPTION,
+    print_warnings,
+    terminal_console,
+)
 
 
 @app.command("compare")
@@ -16,11 +23,10 @@ def compare_command(
     run_a: Path = typer.Argument(..., help="Baseline run directory (A), e.g. the Mamba-1 run."),
     run_b: Path = typer.Argument(..., help="Other run directory (B), e.g. the Mamba-2 run."),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML comparison to FILE."),
-    basis: str = typer.Option("auto", "--basis", help=BASIS_HELP),
-    peaks: Path | None = typer.Option(None, "--peaks", help=PEAKS_HELP),
-    calibration: bool = typer.Option(True, "--calibration/--no-calibration",
-                                     help="Use stored `mambaprof calibrate` results for the runs' devices."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but the files written."),
+    basis: str = BASIS_OPTION,
+    peaks: Path | None = PEAKS_OPTION,
+    calibration: bool = CALIBRATION_OPTION,
+    quiet: bool = QUIET_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Compare two runs (Mamba-1 vs Mamba-2, before vs after) component by component."""

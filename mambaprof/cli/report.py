@@ -17,6 +17,13 @@ PEAKS_HELP = ('JSON file of device peaks for the roofline: {"name": ..., "tflop_
               "table).")
 
 
+BASIS_OPTION = typer.Option("auto", "--basis", help=BASIS_HELP)
+PEAKS_OPTION = typer.Option(None, "--peaks", help=PEAKS_HELP)
+CALIBRATION_OPTION = typer.Option(True, "--calibration/--no-calibration",
+                                  help="Use a stored `mambaprof calibrate` result for the run's device.")
+QUIET_OPTION = typer.Option(False, "--quiet", help="Print nothing but the files written.")
+
+
 def terminal_console() -> Console:
     """A console for reports: the terminal's width, or 100 columns when the output is not a terminal."""
     console = Console()
@@ -36,11 +43,10 @@ def report_command(
     parquet: Path | None = typer.Option(None, "--parquet", help="Also write the summary tables to DIR "
                                         "(DIR/summary_*.parquet and DIR/README.md)."),
     per_layer: bool = typer.Option(False, "--per-layer", help="Add the per-layer breakdown (terminal and HTML)."),
-    basis: str = typer.Option("auto", "--basis", help=BASIS_HELP),
-    peaks: Path | None = typer.Option(None, "--peaks", help=PEAKS_HELP),
-    calibration: bool = typer.Option(True, "--calibration/--no-calibration",
-                                     help="Use a stored `mambaprof calibrate` result for the run's device."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but the files written."),
+    basis: str = BASIS_OPTION,
+    peaks: Path | None = PEAKS_OPTION,
+    calibration: bool = CALIBRATION_OPTION,
+    quiet: bool = QUIET_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Attribution per component, regime, scaling and roofline of one run (never re-runs the model)."""

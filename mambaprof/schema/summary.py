@@ -19,6 +19,33 @@ _BASIS = Column("time_basis", S, "", "`kernel` (summed kernel durations) or `wal
                 "`time_ms` and every rate derived from it use.")
 
 
+def _times(summed: bool) -> tuple[Column, ...]:
+    """wall_ms, kernel_ms, time_basis, time_ms: per layer, or summed over a family's layers."""
+    over = "Sum over layers of the mean" if summed else "Mean"
+    return (
+        Column("wall_ms", F64, "ms", f"{over} span per forward (null in as-is mode)."),
+        Column("kernel_ms", F64, "ms", f"{over} summed kernel duration per forward."),
+        _BASIS,
+        Column("time_ms", F64, "ms", "`kernel_ms` or `wall_ms`, per `time_basis`."),
+    )
+
+
+def _counts() -> tuple[Column, ...]:
+    """Closed-form FLOPs and minimum bytes per forward."""
+    return (
+        Column("flops", F64, "FLOP", "Closed-form floating-point operations per forward."),
+        Column("bytes_min", F64, "bytes", "Closed-form minimum memory traffic per forward."),
+    )
+
+
+def _rates() -> tuple[Column, ...]:
+    """Achieved compute and bandwidth on time_ms."""
+    return (
+        Column("achieved_tflop_per_s", F64, "TFLOP/s", "flops / time_ms."),
+        Column("achieved_gb_per_s", F64, "GB/s", "bytes_min / time_ms (1 GB = 1e9 bytes)."),
+    )
+
+
 def _extras() -> tuple[Column, ...]:
     """Hardware columns (energy, memory, measured DRAM bytes), null where the run has no such table."""
     return (
@@ -39,21 +66,16 @@ SUMMARY_COMPONENTS = register(Table(
         Column("family", S, "", "`mamba1`, `mamba2` (the layers of that mixer family) or `model` (layer -1)."),
         Column("component", S, "", "Component of the taxonomy (see README)."),
         Column("n_layers", I32, "", "Layers summed into this row."),
-        Column("wall_ms", F64, "ms", "Sum over layers of the mean span per forward (null in as-is mode)."),
-        Column("kernel_ms", F64, "ms", "Sum over layers of the mean summed kernel duration per forward."),
-        _BASIS,
-        Column("time_ms", F64, "ms", "`kernel_ms` or `wall_ms`, per `time_basis`."),
+        *_times(summed=True),
         Column("share_of_block_pct", F64, "%", "time_ms / the family's block time (all its mixer, norm and "
                "residual components) x 100; null for family `model`."),
         Column("share_of_forward_pct", F64, "%", "time_ms / the whole forward's time on the same basis x 100."),
         Column("kernel_of_wall_pct", F64, "%", "kernel_ms / wall_ms x 100: how busy the device was during the "
                "component's span (low: launch gaps or host overhead)."),
         Column("kernel_count", I64, "", "Kernels (GPU) or leaf operators (CPU) per forward."),
-        Column("flops", F64, "FLOP", "Closed-form floating-point operations per forward."),
-        Column("bytes_min", F64, "bytes", "Closed-form minimum memory traffic per forward."),
+        *_counts(),
         Column("intensity_flop_per_byte", F64, "FLOP/byte", "flops / bytes_min (arithmetic intensity)."),
-        Column("achieved_tflop_per_s", F64, "TFLOP/s", "flops / time_ms."),
-        Column("achieved_gb_per_s", F64, "GB/s", "bytes_min / time_ms (1 GB = 1e9 bytes)."),
+        *_rates(),
         Column("peak_tflop_per_s", F64, "TFLOP/s", "Device peak for the run's dtype (see `peaks_source` in "
                "summary_run); null when unknown."),
         Column("peak_gb_per_s", F64, "GB/s", "Device peak memory bandwidth; null when unknown."),
@@ -76,15 +98,10 @@ SUMMARY_LAYERS = register(Table(
         Column("layer", I32, "", "Mamba layer index; -1 outside the blocks."),
         Column("family", S, "", "`mamba1`, `mamba2` or `model`."),
         Column("component", S, "", "Component of the taxonomy."),
-        Column("wall_ms", F64, "ms", "Mean span per forward."),
-        Column("kernel_ms", F64, "ms", "Mean summed kernel duration per forward."),
-        _BASIS,
-        Column("time_ms", F64, "ms", "`kernel_ms` or `wall_ms`, per `time_basis`."),
+        *_times(summed=False),
         Column("share_of_layer_pct", F64, "%", "time_ms / the layer's block time x 100; null for layer -1."),
-        Column("flops", F64, "FLOP", "Closed-form floating-point operations per forward."),
-        Column("bytes_min", F64, "bytes", "Closed-form minimum memory traffic per forward."),
-        Column("achieved_tflop_per_s", F64, "TFLOP/s", "flops / time_ms."),
-        Column("achieved_gb_per_s", F64, "GB/s", "bytes_min / time_ms."),
+        *_counts(),
+        *_rates(),
     ),
 ))
 
