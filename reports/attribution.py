@@ -49,13 +49,15 @@ def _sort(frame: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     return frame.sort_values(by).drop(columns=["_fam", "_comp"]).reset_index(drop=True)
 
 
+HARDWARE = (*hardware.COMPONENT_COLUMNS, hardware.ENERGY_WEIGHT)
+
+
 def _with_extras(data: RunData, comps: pd.DataFrame) -> pd.DataFrame:
     extras = hardware.component_extras(data.optional)
-    for col in hardware.EXTRA_COLUMNS:
-        if col not in extras.columns:
-            extras[col] = float("nan")
     if extras.empty:
-        return comps.assign(**{c: float("nan") for c in hardware.EXTRA_COLUMNS})
+        return comps.assign(**{c: float("nan") for c in HARDWARE})
+    extras = extras.astype({"rank": comps["rank"].dtype, "point_id": comps["point_id"].dtype,
+                            "layer": comps["layer"].dtype})
     return comps.merge(extras, on=hardware.COMPONENT_KEYS, how="left")
 
 
@@ -74,7 +76,7 @@ def layer_table(data: RunData, basis: str) -> pd.DataFrame:
     out["kernel_ms"] = comps["kernel_ms_mean"].astype(float)
     out["time_basis"] = basis
     out["time_ms"] = out[_SOURCE[basis]]
-    for col in ("flops", "bytes_min", *hardware.EXTRA_COLUMNS):
+    for col in ("flops", "bytes_min", *HARDWARE):
         out[col] = comps[col].astype(float)
     out["kernel_count"] = comps["kernel_count"].astype("Int64") if "kernel_count" in comps else pd.NA
     out["note"] = comps["note"] if "note" in comps else None
@@ -93,10 +95,10 @@ def component_table(data: RunData, basis: str) -> pd.DataFrame:
     sums = grouped[["wall_ms", "kernel_ms", "flops", "bytes_min"]].sum(min_count=1)
     out = sums.join(grouped["layer"].nunique().rename("n_layers"))
     out = out.join(grouped["kernel_count"].sum(min_count=1).rename("kernel_count"))
-    for col in hardware.EXTRA_COLUMNS:
-        how = hardware.COMBINE[col]
-        part = grouped[col].max() if how == "max" else grouped[col].sum(min_count=1)
-        out = out.join(part.rename(col))
+    for col, how in hardware.COMPONENT_COLUMNS.items():
+        values = layers[col] * layers[hardware.ENERGY_WEIGHT].fillna(1.0) if col == "energy_j" else layers[col]
+        by = values.groupby([layers[k] for k in keys], dropna=False)
+        out = out.join((by.max() if how == "max" else by.sum(min_count=1)).rename(col))
     out = out.join(grouped["note"].first().rename("note")).reset_index()
     out["time_basis"] = basis
     out["time_ms"] = out[_SOURCE[basis]]
@@ -105,6 +107,7 @@ def component_table(data: RunData, basis: str) -> pd.DataFrame:
         is_block)
     out["share_of_forward_pct"] = out.time_ms / _group_total(out, ["rank", "point_id"]) * 100
     out["kernel_of_wall_pct"] = out.kernel_ms / out.wall_ms.where(out.wall_ms > 0) * 100
+    out["bytes_measured_over_min"] = out.bytes_measured / out.bytes_min.where(out.bytes_min > 0)
     return _sort(out, [])
 
 

@@ -112,7 +112,7 @@ def crossover_findings(crossovers: list[Crossover], scaling: pd.DataFrame) -> li
             text = f"{head} takes longer than the projections at every measured length ({span} tokens)."
         elif c.status == "extrapolated":
             text = (f"{head} stays below the projections over {span} tokens; the fitted exponents put the "
-                    f"crossover near {tokens(c.seqlen)} tokens (extrapolated).")
+                    f"crossover at {tokens(c.seqlen)} tokens (extrapolated).")
         elif c.status == "never":
             es = _exponent(scaling, c.family, c.batch, "ssm_scan")
             ep = _exponent(scaling, c.family, c.batch, GROUP_PROJECTIONS)
@@ -200,19 +200,32 @@ def status_findings(points: pd.DataFrame) -> list[Finding]:
     return [Finding("status", f"Points that did not finish: {'; '.join(parts)}.", float(len(bad)), "points")]
 
 
-def hardware_findings(points: pd.DataFrame) -> list[Finding]:
-    """Energy per forward and token, and peak memory, at the longest point of each batch (where present)."""
+def hardware_findings(points: pd.DataFrame, components: pd.DataFrame) -> list[Finding]:
+    """Where the run has hardware tables: energy per forward and per token and peak memory at the longest
+    point of each batch, and the component moving the most DRAM traffic over its minimum."""
     out = []
     ok = points[points.status == "ok"]
     for batch, grp in ok.groupby("batch"):
         last = grp.sort_values("seqlen").iloc[-1]
+        where = f"at {int(last.seqlen)} tokens (batch {int(batch)})"
         if pd.notna(last.get("energy_j")):
             per_token = last.energy_j / last.tokens * 1e3
-            out.append(Finding("energy", f"Energy at {int(last.seqlen)} tokens (batch {int(batch)}): "
-                                         f"{last.energy_j:.3g} J per forward, {per_token:.3g} mJ per token.",
-                               float(last.energy_j), "J", None, int(batch), int(last.seqlen)))
-        if pd.notna(last.get("mem_peak_bytes")):
-            out.append(Finding("memory", f"Peak memory at {int(last.seqlen)} tokens (batch {int(batch)}): "
-                                         f"{last.mem_peak_bytes / 2**30:.2f} GiB.",
-                               float(last.mem_peak_bytes), "bytes", None, int(batch), int(last.seqlen)))
+            out.append(Finding("energy", f"Energy {where}: {last.energy_j:.3g} J per forward, {per_token:.3g} mJ "
+                                         "per token.", float(last.energy_j), "J", None, int(batch), int(last.seqlen)))
+        parts = [f"{what} {last[col] / 2**20:,.4g} MiB" for what, col in (
+            ("peak allocated", "mem_peak_bytes"), ("activations", "mem_activation_peak_bytes"),
+            ("decode cache", "cache_state_bytes")) if pd.notna(last.get(col))]
+        if parts:
+            value = last.get("mem_peak_bytes")
+            value = last.get("mem_activation_peak_bytes") if pd.isna(value) else value
+            out.append(Finding("memory", f"Memory {where}: {', '.join(parts)}.",
+                               None if pd.isna(value) else float(value), "bytes", None, int(batch), int(last.seqlen)))
+    measured = components[components.bytes_measured_over_min.notna() & components.family.isin(("mamba1", "mamba2"))]
+    for (family, batch, seqlen), grp in measured.groupby(["family", "batch", "seqlen"]):
+        worst = grp.sort_values("bytes_measured_over_min").iloc[-1]
+        text = (f"Measured DRAM traffic, {family_label(family)} at {int(seqlen)} tokens (batch {int(batch)}): "
+                f"{label(worst.component)} moves {worst.bytes_measured_over_min:.2f}x its minimum bytes, the most "
+                "of any component.")
+        out.append(Finding("dram", text, float(worst.bytes_measured_over_min), "x", family, int(batch), int(seqlen),
+                           worst.component))
     return out

@@ -1,116 +1,118 @@
-"""Hardware columns from the optional tables a run may have (`energy`, `memory`, `hw_counters`):
-energy per forward, peak memory, and DRAM bytes measured by Nsight Compute.
+"""Hardware columns from the optional tables the hardware-signal collectors write (`energy`, `memory`,
+`memory_points`, `hw_counters`, `collector_status`; see docs/HARDWARE.md): energy per forward and per
+component, memory peaks and decode-cache sizes, and DRAM bytes measured by Nsight Compute.
 
-The tables come from the hardware-signals collectors; a run without them (a CPU run, no NVML, no
-ncu) simply has no such columns, and every function here returns empty frames. Source columns are
-found by name (units in the names, as the schema requires); each target below lists the names it
-accepts, in order of preference.
+A run without them (a CPU run, no NVML, no ncu) simply has no values: every function returns frames
+with the columns and no rows, and the report leaves the columns empty. Values a collector could not
+resolve (energy `status` other than `resolved`) stay null: never an invented number.
 """
 
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
 
 import pandas as pd
 
 COMPONENT_KEYS = ["rank", "point_id", "layer", "component"]
 POINT_KEYS = ["rank", "point_id"]
 
-
-@dataclass(frozen=True)
-class Target:
-    """One summary column: the table it comes from, accepted source columns (name -> scale to the target
-    unit), regexes whose matching columns are summed when no named one exists, and how layers combine."""
-
-    column: str
-    table: str
-    names: tuple[tuple[str, float], ...]
-    summed_patterns: tuple[str, ...] = ()
-    combine: str = "sum"  # over layers and kernels: `sum` (additive) or `max` (peaks)
+#: Per-layer component columns and how a family's layers combine: `sum` over layers, or `max`.
+COMPONENT_COLUMNS: dict[str, str] = {"bytes_measured": "sum", "energy_j": "sum", "mem_peak_delta_bytes": "max",
+                                     "cache_state_bytes": "sum"}
+#: Per-point columns.
+POINT_COLUMNS: tuple[str, ...] = ("energy_j", "energy_per_token_j", "mem_peak_bytes", "mem_activation_peak_bytes",
+                                  "cache_state_bytes")
+#: Helper column: how many identical layers an energy row stands for (energy is measured on one
+#: representative layer per mixer class and shape).
+ENERGY_WEIGHT = "energy_layers"
 
 
-TARGETS: tuple[Target, ...] = (
-    Target("bytes_measured", "hw_counters", (("dram_bytes", 1.0), ("dram_bytes_total", 1.0)),
-           summed_patterns=(r"^dram.*read.*_bytes$", r"^dram.*write.*_bytes$")),
-    Target("energy_j", "energy", (("energy_j", 1.0), ("energy_mj", 1e-3))),
-    Target("mem_peak_bytes", "memory", (("mem_peak_bytes", 1.0), ("peak_allocated_bytes", 1.0),
-                                        ("allocated_peak_bytes", 1.0), ("peak_bytes", 1.0)), combine="max"),
-)
+def _num(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame.columns:
+        return pd.Series(float("nan"), index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
-def _values(frame: pd.DataFrame, target: Target) -> pd.Series | None:
-    for name, scale in target.names:
-        if name in frame.columns:
-            return pd.to_numeric(frame[name], errors="coerce") * scale
-    parts = [c for pat in target.summed_patterns for c in frame.columns if re.search(pat, c)]
-    if len(parts) == len(target.summed_patterns) and parts:
-        return sum((pd.to_numeric(frame[c], errors="coerce") for c in parts), start=pd.Series(0.0, frame.index))
-    return None
+def _keyed(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = frame.copy()
+    if "rank" not in out.columns:
+        out["rank"] = 0
+    return out.dropna(subset=[k for k in keys if k != "rank"])
 
 
-def _unresolved(frame: pd.DataFrame) -> pd.Series:
-    """Rows a collector marked as not resolved (too short a window): their value is not a number."""
-    for col in ("resolved", "energy_resolved"):
-        if col in frame.columns:
-            return ~frame[col].fillna(False).astype(bool)
-    return pd.Series(False, index=frame.index)
-
-
-def _per_forward(frame: pd.DataFrame, keys: list[str], target: Target) -> pd.DataFrame:
-    values = _values(frame, target)
-    if values is None:
-        return pd.DataFrame(columns=[*keys, target.column])
-    data = frame[[k for k in keys if k in frame.columns]].copy()
-    for k in keys:
-        if k not in data.columns:
-            data[k] = 0 if k == "rank" else pd.NA
-    data[target.column] = values.where(~_unresolved(frame))
-    group = keys + (["iteration"] if "iteration" in frame.columns else [])
-    if "iteration" in frame.columns:
-        data["iteration"] = frame["iteration"]
-    grouped = data.groupby(group, dropna=False)[target.column]
-    agg = (grouped.max() if target.combine == "max" else grouped.sum(min_count=1)).reset_index()
-    if "iteration" in group:
-        agg = agg.groupby(keys, dropna=False)[target.column].mean().reset_index()
-    return agg
+def _resolved(energy: pd.DataFrame) -> pd.Series:
+    if "status" not in energy.columns:
+        return pd.Series(True, index=energy.index)
+    return energy.status == "resolved"
 
 
 def component_extras(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per (rank, point_id, layer, component): the hardware columns that component-level rows give."""
-    out: pd.DataFrame | None = None
-    for target in TARGETS:
-        frame = tables.get(target.table)
-        if frame is None or frame.empty or "component" not in frame.columns or "point_id" not in frame.columns:
-            continue
-        rows = frame[frame.component.notna()]
-        if "layer" not in rows.columns:
-            continue
-        part = _per_forward(rows, COMPONENT_KEYS, target)
-        if part.empty:
-            continue
-        out = part if out is None else out.merge(part, on=COMPONENT_KEYS, how="outer")
-    return out if out is not None else pd.DataFrame(columns=COMPONENT_KEYS)
+    """Per (rank, point_id, layer, component): bytes_measured (sum of the ncu kernels' DRAM bytes),
+    energy_j (resolved component energy of a representative layer) with energy_layers (the layers it
+    stands for), mem_peak_delta_bytes and cache_state_bytes (memory table)."""
+    parts = []
+    hw = tables.get("hw_counters")
+    if hw is not None and not hw.empty and "component" in hw.columns:
+        hw = _keyed(hw, COMPONENT_KEYS)
+        dram = _num(hw, "dram_bytes")
+        dram = dram.where(dram.notna(), _num(hw, "dram_read_bytes") + _num(hw, "dram_write_bytes"))
+        parts.append(hw.assign(bytes_measured=dram).groupby(COMPONENT_KEYS).bytes_measured.sum(min_count=1))
+    energy = tables.get("energy")
+    if energy is not None and not energy.empty and "component" in energy.columns:
+        energy = _keyed(energy, COMPONENT_KEYS)
+        if "scope" in energy.columns:
+            energy = energy[energy.scope == "component"]
+        joules = (_num(energy, "energy_mj") / 1000).where(_resolved(energy))
+        weight = _num(energy, "layers_represented").fillna(1.0)
+        frame = energy.assign(energy_j=joules, **{ENERGY_WEIGHT: weight})
+        parts.append(frame.groupby(COMPONENT_KEYS)[["energy_j", ENERGY_WEIGHT]].agg(
+            {"energy_j": lambda s: s.sum(min_count=1), ENERGY_WEIGHT: "max"}))
+    memory = tables.get("memory")
+    if memory is not None and not memory.empty and "component" in memory.columns:
+        memory = _keyed(memory, COMPONENT_KEYS)
+        frame = memory.assign(mem_peak_delta_bytes=_num(memory, "peak_delta_bytes"),
+                              cache_state_bytes=_num(memory, "cache_state_bytes"))
+        parts.append(frame.groupby(COMPONENT_KEYS)[["mem_peak_delta_bytes", "cache_state_bytes"]].max())
+    out = pd.concat(parts, axis=1).reset_index() if parts else pd.DataFrame(columns=COMPONENT_KEYS)
+    for col in (*COMPONENT_COLUMNS, ENERGY_WEIGHT):
+        if col not in out.columns:
+            out[col] = float("nan")
+    return out
 
 
 def point_extras(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per (rank, point_id): hardware columns of whole forwards (rows without a component), or, where a
-    table has only component rows, their sum (max for peaks) over the point."""
-    out: pd.DataFrame | None = None
-    for target in TARGETS:
-        frame = tables.get(target.table)
-        if frame is None or frame.empty or "point_id" not in frame.columns:
-            continue
-        if "component" in frame.columns and frame.component.isna().any():
-            rows = frame[frame.component.isna()]
-        else:
-            rows = frame
-        part = _per_forward(rows, POINT_KEYS, target)
-        if part.empty:
-            continue
-        out = part if out is None else out.merge(part, on=POINT_KEYS, how="outer")
-    return out if out is not None else pd.DataFrame(columns=POINT_KEYS)
+    """Per (rank, point_id): energy_j and energy_per_token_j of the whole forward (energy rows of scope
+    `forward`), mem_peak_bytes, mem_activation_peak_bytes and cache_state_bytes (memory_points)."""
+    parts = []
+    energy = tables.get("energy")
+    if energy is not None and not energy.empty:
+        energy = _keyed(energy, POINT_KEYS)
+        if "scope" in energy.columns:
+            energy = energy[energy.scope == "forward"]
+        ok = _resolved(energy)
+        frame = energy.assign(energy_j=(_num(energy, "energy_mj") / 1000).where(ok),
+                              energy_per_token_j=_num(energy, "energy_per_token_j").where(ok))
+        parts.append(frame.groupby(POINT_KEYS)[["energy_j", "energy_per_token_j"]].first())
+    mem = tables.get("memory_points")
+    if mem is not None and not mem.empty:
+        mem = _keyed(mem, POINT_KEYS)
+        cache = _num(mem, "recurrent_state_bytes") + _num(mem, "conv_state_bytes")
+        frame = mem.assign(mem_peak_bytes=_num(mem, "peak_allocated_bytes"),
+                           mem_activation_peak_bytes=_num(mem, "activation_peak_bytes"), cache_state_bytes=cache)
+        parts.append(frame.groupby(POINT_KEYS)[["mem_peak_bytes", "mem_activation_peak_bytes",
+                                                "cache_state_bytes"]].max())
+    out = pd.concat(parts, axis=1).reset_index() if parts else pd.DataFrame(columns=POINT_KEYS)
+    for col in POINT_COLUMNS:
+        if col not in out.columns:
+            out[col] = float("nan")
+    return out
 
 
-EXTRA_COLUMNS: tuple[str, ...] = tuple(t.column for t in TARGETS)
-COMBINE: dict[str, str] = {t.column: t.combine for t in TARGETS}
+def collector_warnings(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """One line per run-level collector that did not measure everything (from `collector_status`)."""
+    status = tables.get("collector_status")
+    if status is None or status.empty or "status" not in status.columns:
+        return []
+    rows = status[status.status != "ok"]
+    if "point_id" in rows.columns:
+        rows = rows[rows.point_id.isna()]
+    return [f"collector {r.collector}: {r.status}" + (f" ({r.reason})" if isinstance(r.reason, str) else "")
+            for r in rows.itertuples()]

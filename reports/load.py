@@ -10,12 +10,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from mambaprof.errors import MambaprofError
+from mambaprof.reports import hardware
 from mambaprof.reports.validate import Validation, require_valid
 from mambaprof.rundir import read_run_record, read_table
 from mambaprof.schema import TABLES
 
-#: Tables written by the hardware-signal collectors; each is optional.
-OPTIONAL_TABLES = ("energy", "memory", "hw_counters", "nvml_samples", "io")
+#: Tables of the hardware-signal collectors the report reads; each is optional (see reports/hardware.py).
+OPTIONAL_TABLES = ("energy", "memory", "memory_points", "hw_counters", "collector_status")
 
 FAMILY_LABELS = {"mamba1": "Mamba-1", "mamba2": "Mamba-2", "mixed": "hybrid", "model": "model"}
 
@@ -102,6 +103,7 @@ def load_run(run_dir: Path | str) -> RunData:
             if "rank" not in frame.columns:
                 frame["rank"] = 0
             optional[name] = frame
+    warnings += hardware.collector_warnings(optional)
     points = points.sort_values(["rank", "batch", "seqlen", "point_id"]).reset_index(drop=True)
     return RunData(run_dir=run_dir, record=record, points=points, components=comps.reset_index(drop=True),
                    optional=optional, warnings=warnings)

@@ -55,9 +55,9 @@ def point_table(data: RunData) -> pd.DataFrame:
     for col in ("split_vs_original_pct", "output_check", "attributed_kernel_pct"):
         out[col] = p[col] if col in p else None
     extras = hardware.point_extras(data.optional)
-    for col in hardware.EXTRA_COLUMNS:
-        if col in extras.columns and not extras.empty:
-            out = out.merge(extras[["rank", "point_id", col]], on=["rank", "point_id"], how="left")
-        else:
-            out[col] = np.nan
+    if extras.empty:
+        out = out.assign(**{c: np.nan for c in hardware.POINT_COLUMNS})
+    else:
+        extras = extras.astype({"rank": out["rank"].dtype, "point_id": out["point_id"].dtype})
+        out = out.merge(extras, on=hardware.POINT_KEYS, how="left")
     return out.sort_values(["rank", "batch", "seqlen", "point_id"]).reset_index(drop=True)

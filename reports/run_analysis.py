@@ -132,7 +132,7 @@ class RunAnalysis:
             *findings.crossover_findings(self.crossovers, self.scaling),
             *findings.regime_findings(self.points, self.data.on_gpu),
             *findings.roofline_findings(self.components, self.peaks, self.device_name, self.dtype, self.basis),
-            *findings.hardware_findings(self.points),
+            *findings.hardware_findings(self.points, self.components),
             *findings.fidelity_findings(self.points),
         ]
 

@@ -12,7 +12,6 @@ import pandas as pd
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
 from mambaprof.reports.fmt import ms, num, pct, rate, ratio, si
-from mambaprof.reports.hardware import EXTRA_COLUMNS
 from mambaprof.reports.scaling import GROUP_BLOCK, GROUP_PROJECTIONS, Crossover
 from mambaprof.taxonomy import component_order
 
@@ -25,6 +24,10 @@ class View:
     headers: list[str]
     rows: list[list[str]] = field(default_factory=list)
     caption: str = ""
+
+
+def _bytes(value: Any) -> str:
+    return si(value, "B")
 
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
@@ -48,9 +51,10 @@ def attribution_view(components: pd.DataFrame, family: str, batch: int, seqlen: 
     if compact:
         cols = [c for c in cols if c[1] not in ("flops", "bytes_min")]
         cols[-1] = ("bound", "verdict", lambda v: str(v).replace("-bound", ""))
-    extra = {"bytes_measured": ("meas. bytes", si), "energy_j": ("energy J", lambda v: num(v, ".3g")),
-             "mem_peak_bytes": ("peak mem", lambda v: si(v, "B"))}
-    cols += [(extra[c][0], c, extra[c][1]) for c in EXTRA_COLUMNS if _has(rows, c)]
+    extra = [("meas. bytes", "bytes_measured", si), ("meas/min", "bytes_measured_over_min", rate),
+             ("energy J", "energy_j", lambda v: num(v, ".3g")), ("mem peak", "mem_peak_delta_bytes", _bytes),
+             ("cache", "cache_state_bytes", _bytes)]
+    cols += [e for e in extra if _has(rows, e[1])]
     view = View(f"{family_label(family)} at {seqlen} tokens, batch {batch}", [c[0] for c in cols])
     for _, r in rows.iterrows():
         view.rows.append([fmt(r[key]) if key in r else "-" for _, key, fmt in cols])
@@ -80,7 +84,9 @@ def points_view(points: pd.DataFrame, on_gpu: bool) -> View:
     view = View("Points: regime (launch-bound when wall time >= 2x kernel time)",
                 ["batch", "seqlen", "status", "wall ms", "kernel ms", "idle %", "regime", "tokens/s",
                  "split %", "check"])
-    extras = [("energy J", "energy_j", lambda v: num(v, ".3g")), ("peak mem", "mem_peak_bytes", lambda v: si(v, "B"))]
+    extras = [("energy J", "energy_j", lambda v: num(v, ".3g")),
+              ("mJ/token", "energy_per_token_j", lambda v: num(v * 1e3, ".3g")),
+              ("peak mem", "mem_peak_bytes", _bytes), ("cache", "cache_state_bytes", _bytes)]
     extras = [e for e in extras if _has(points, e[1])]
     view.headers += [e[0] for e in extras]
     for _, r in points.iterrows():

@@ -194,32 +194,77 @@ def test_incomplete_run_states_unfinished_points(tmp_path):
     assert a.points.set_index("seqlen").loc[16384, "status"] == "oom"
 
 
+def _write_plain(writer, name, frame):
+    """A table as the hardware collectors write it (plain Parquet part; read without its schema here)."""
+    folder = writer.out / name
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+
+
 def _hardware_tables(writer, comps):
-    energy = comps[["rank", "point_id", "layer", "component"]].copy()
-    energy["energy_mj"] = comps.kernel_ms_mean * 0.7  # 0.7 W... mJ per ms: a fixed 700 W device
-    hw = pd.concat([comps[["rank", "point_id", "layer", "component"]]] * 2, ignore_index=True)  # two kernels each
-    hw["dram_read_bytes"] = 1000.0
-    hw["dram_write_bytes"] = 500.0
-    mem = comps[["rank", "point_id"]].drop_duplicates().assign(component=None, peak_allocated_bytes=2.0**30)
-    for name, frame in (("energy", energy), ("hw_counters", hw), ("memory", mem)):
-        folder = writer.out / name
-        folder.mkdir()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+    """energy / memory / memory_points / hw_counters / collector_status rows shaped like the hardware
+    collectors' (docs/HARDWARE.md): component energy on one representative layer per family at 700 W."""
+    keys = ["run_id", "rank", "world_size", "point_id", "layer", "component"]
+    mixer = comps[comps.layer >= 0]
+    reps = mixer.groupby("family").layer.min()
+    counts = mixer.groupby("family").layer.nunique()
+    rep_rows = comps[(comps.layer == -1) | comps.apply(lambda r: reps.get(r.family) == r.layer, axis=1)]
+    energy = rep_rows[keys].assign(scope="component", status="resolved", energy_mj=rep_rows.kernel_ms_mean * 0.7,
+                                   layers_represented=rep_rows.family.map(counts).fillna(1).astype(int))
+    energy.loc[energy.component == "gating", "status"] = "unresolved"  # too short a window: no number
+    totals = comps.groupby(["run_id", "rank", "world_size", "point_id", "seqlen", "batch"]).kernel_ms_mean.sum()
+    forward = totals.reset_index().assign(layer=-1, component="forward", scope="forward", status="resolved",
+                                          layers_represented=1)
+    forward["energy_mj"] = forward.kernel_ms_mean * 0.7
+    forward["energy_per_token_j"] = forward.energy_mj / 1000 / (forward.seqlen * forward.batch)
+    _write_plain(writer, "energy", pd.concat([energy, forward[energy.columns.tolist() + ["energy_per_token_j"]]]))
+    hw = pd.concat([comps[keys]] * 2, ignore_index=True)  # two kernels per component window
+    hw = hw.assign(seq=range(len(hw)), dram_read_bytes=1000.0, dram_write_bytes=500.0, dram_bytes=1500.0)
+    _write_plain(writer, "hw_counters", hw)
+    memory = comps[keys].assign(peak_delta_bytes=comps.layer.clip(lower=0) * 1000 + 4096,
+                                cache_state_bytes=(comps.component == "ssm_scan") * 2.0**20)
+    _write_plain(writer, "memory", memory)
+    points = comps[["run_id", "rank", "world_size", "point_id"]].drop_duplicates()
+    _write_plain(writer, "memory_points", points.assign(peak_allocated_bytes=2**30, activation_peak_bytes=2**28,
+                                                        recurrent_state_bytes=2**21, conv_state_bytes=2**20))
+    _write_plain(writer, "collector_status", pd.DataFrame([
+        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "ncu", "point_id": None,
+         "status": "unavailable", "reason": "ncu not found on PATH"},
+        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "nvml", "point_id": None,
+         "status": "ok", "reason": None}]))
 
 
 def test_hardware_columns_when_present(tmp_path):
     run = make_run(tmp_path / "run", extra_tables=_hardware_tables)
     a = RunAnalysis(run, use_calibration=False)
-    assert a.optional_tables == ["energy", "hw_counters", "memory"]
+    assert a.optional_tables == ["collector_status", "energy", "hw_counters", "memory", "memory_points"]
+    assert "collector ncu: unavailable (ncu not found on PATH)" in a.warnings
+    assert not any("collector nvml" in w for w in a.warnings)
     scan = at(a.components, seqlen=L_MAX, family="mamba1", component="ssm_scan")
-    assert scan.energy_j == pytest.approx(2 * R**1.5 * 0.7e-3)
+    assert scan.energy_j == pytest.approx(2 * R**1.5 * 0.7e-3)  # representative layer x 2 layers
     assert scan.bytes_measured == pytest.approx(2 * 2 * 1500.0)  # 2 layers x 2 kernels x (read + write)
+    assert scan.bytes_measured_over_min == pytest.approx(6000.0 / scan.bytes_min)
+    assert scan.mem_peak_delta_bytes == 1000 + 4096  # max over layers 0 and 1
+    assert scan.cache_state_bytes == 2 * 2.0**20
+    assert pd.isna(at(a.components, seqlen=L_MAX, family="mamba1", component="gating").energy_j)  # unresolved
+    assert at(a.components, seqlen=L_MAX, family="model", component="lm_head").energy_j == pytest.approx(
+        1.5 * R * 0.7e-3)
     point = a.points.set_index("seqlen").loc[L_MAX]
-    assert point.mem_peak_bytes == 2.0**30
-    assert any(f.kind == "memory" and "1.00 GiB" in f.text for f in a.findings())
-    # a run without them has the columns, empty
+    kernel_total = a.components[a.components.seqlen == L_MAX].kernel_ms.sum()
+    assert point.energy_j == pytest.approx(kernel_total * 0.7e-3)
+    assert point.energy_per_token_j == pytest.approx(point.energy_j / (L_MAX * 8))
+    assert point.mem_peak_bytes == 2**30 and point.cache_state_bytes == 2**21 + 2**20
+    texts = a.sentences()
+    assert ("Memory at 16384 tokens (batch 8): peak allocated 1,024 MiB, activations 256 MiB, decode cache 3 MiB."
+            in texts)
+    assert any(t.startswith(f"Energy at 16384 tokens (batch 8): {point.energy_j:.3g} J per forward") for t in texts)
+    (dram,) = [f for f in a.findings() if f.kind == "dram" and f.seqlen == L_MAX]
+    block = a.components[(a.components.seqlen == L_MAX) & (a.components.family == "mamba1")]
+    assert dram.value == pytest.approx(block.bytes_measured_over_min.max())
+    # a run without them has the columns, empty, and no warnings about collectors
     bare = RunAnalysis(make_run(tmp_path / "bare"), use_calibration=False)
     assert bare.components.energy_j.isna().all() and bare.points.mem_peak_bytes.isna().all()
+    assert not any(f.kind in ("energy", "memory", "dram") for f in bare.findings())
 
 
 def test_comparison_aligns_points_and_components(tmp_path):

@@ -46,14 +46,33 @@ def _rates() -> tuple[Column, ...]:
     )
 
 
-def _extras() -> tuple[Column, ...]:
-    """Hardware columns (energy, memory, measured DRAM bytes), null where the run has no such table."""
+def _component_hardware() -> tuple[Column, ...]:
+    """Hardware columns per component (run tables `hw_counters`, `energy`, `memory`); null without them."""
     return (
         Column("bytes_measured", F64, "bytes", "DRAM bytes read + written per forward, measured by Nsight Compute "
-               "(run table `hw_counters`); null without it."),
-        Column("energy_j", F64, "J", "Energy per forward from the NVML energy counter (run table `energy`); null "
-               "without it or where the window was too short to resolve."),
-        Column("mem_peak_bytes", F64, "bytes", "Peak allocated device memory (run table `memory`); null without it."),
+               "(run table `hw_counters`, summed over the family's kernels); null without it."),
+        Column("bytes_measured_over_min", F64, "", "bytes_measured / bytes_min: how much more memory traffic the "
+               "kernels make than the closed-form minimum."),
+        Column("energy_j", F64, "J", "Energy per forward from the GPU energy counter (run table `energy`: one "
+               "representative layer x the layers it stands for); null without it or where unresolved."),
+        Column("mem_peak_delta_bytes", F64, "bytes", "Largest transient allocation of the component above the "
+               "memory allocated when it started, max over layers (run table `memory`)."),
+        Column("cache_state_bytes", F64, "bytes", "Decode-cache memory this component would hold, summed over the "
+               "family's layers (recurrent state: ssm_scan; conv state: conv1d; run table `memory`)."),
+    )
+
+
+def _point_hardware() -> tuple[Column, ...]:
+    """Hardware columns per point (run tables `energy`, `memory_points`); null without them."""
+    return (
+        Column("energy_j", F64, "J", "Energy of one forward of the model (run table `energy`, scope forward); "
+               "null without it or where unresolved."),
+        Column("energy_per_token_j", F64, "J", "energy_j / tokens."),
+        Column("mem_peak_bytes", F64, "bytes", "Peak allocated device memory during the forward (run table "
+               "`memory_points`)."),
+        Column("mem_activation_peak_bytes", F64, "bytes", "Peak memory the forward allocated above what was "
+               "allocated before it."),
+        Column("cache_state_bytes", F64, "bytes", "Decode-cache memory (recurrent + conv state) of all layers."),
     )
 
 
@@ -84,7 +103,7 @@ SUMMARY_COMPONENTS = register(Table(
                "peak bandwidth). Above 100 means the time is under-counted."),
         Column("verdict", S, "", "`memory-bound` (intensity below the ridge), `compute-bound`, or `unknown` "
                "(no peaks, or no FLOPs/bytes)."),
-        *_extras(),
+        *_component_hardware(),
         Column("note", S, "", "Caveats carried from the run (e.g. fused components)."),
     ),
 ))
@@ -126,7 +145,7 @@ SUMMARY_POINTS = register(Table(
         Column("split_vs_original_pct", F64, "%", "Cost of the component-split forward vs the original."),
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
-        *_extras(),
+        *_point_hardware(),
     ),
 ))
 
@@ -177,8 +196,8 @@ SUMMARY_FINDINGS = register(Table(
         "each (reused by `mambaprof study`).",
     key=("run_id", "kind", "family", "batch"),
     columns=identity_columns(per_point=False) + (
-        Column("kind", S, "", "`dominant`, `crossover`, `regime`, `roofline`, `fidelity`, `energy`, `memory`, "
-               "`peaks`."),
+        Column("kind", S, "", "`scan`, `dominant`, `crossover`, `regime`, `peaks`, `roofline`, `energy`, "
+               "`memory`, `dram`, `fidelity`, `status`."),
         Column("family", S, "", "Family the finding is about (null for run-wide findings)."),
         Column("batch", I32, "sequences", "Batch size it is about (null for run-wide findings)."),
         Column("seqlen", I32, "tokens", "Sequence length it is about (null where none)."),
