@@ -109,14 +109,3 @@ def component_table(data: RunData, basis: str) -> pd.DataFrame:
     out["kernel_of_wall_pct"] = out.kernel_ms / out.wall_ms.where(out.wall_ms > 0) * 100
     out["bytes_measured_over_min"] = out.bytes_measured / out.bytes_min.where(out.bytes_min > 0)
     return _sort(out, [])
-
-
-def block_totals(components: pd.DataFrame) -> pd.DataFrame:
-    """Per point x block family: block time (sum of its components on the basis), projections time
-    (in_proj + ssm_params + out_proj) and ssm_scan time, in ms."""
-    block = components[components.family.isin(BLOCK_FAMILIES)]
-    keys = ["rank", "point_id", "batch", "seqlen", "family"]
-    total = block.groupby(keys).time_ms.sum(min_count=1).rename("block_ms")
-    proj = block[block.component.isin(PROJECTIONS)].groupby(keys).time_ms.sum(min_count=1).rename("projections_ms")
-    scan = block[block.component == "ssm_scan"].groupby(keys).time_ms.sum(min_count=1).rename("ssm_scan_ms")
-    return pd.concat([total, proj, scan], axis=1).reset_index()

@@ -76,6 +76,7 @@ class _Pipe:
         self.events: list[dict[str, Any]] = []
 
     def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> int:
+        """Write one command; returns its id."""
         self.next_id += 1
         msg: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -84,6 +85,7 @@ class _Pipe:
         return self.next_id
 
     def receive(self, deadline: float) -> dict[str, Any]:
+        """The next message (answer or event); TimeoutError after `deadline` (time.monotonic)."""
         while b"\0" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -100,6 +102,7 @@ class _Pipe:
 
     def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
              timeout: float = 30.0) -> dict[str, Any]:
+        """Send a command and wait for its answer, keeping the events that arrive meanwhile."""
         wanted = self.send(method, params, session)
         deadline = time.monotonic() + timeout
         while True:
@@ -111,6 +114,7 @@ class _Pipe:
             self.events.append(msg)
 
     def wait_event(self, method: str, timeout: float) -> None:
+        """Wait until an event called `method` has arrived (or had already)."""
         deadline = time.monotonic() + timeout
         if any(e.get("method") == method for e in self.events):
             return
@@ -157,6 +161,7 @@ def render_page(html_path: Path, screenshot: Path | None = None, width: int = 12
     from_browser_r, from_browser_w = os.pipe()
 
     def wire_fds() -> None:
+        """In the child: our pipe ends become fds 3 (commands in) and 4 (answers out)."""
         os.dup2(to_browser_r, 3)
         os.dup2(from_browser_w, 4)
 

@@ -62,10 +62,6 @@ class RunData:
         fam = str(self.record.get("model_family") or "")
         return FAMILY_LABELS.get(fam, fam or "unknown")
 
-    def kernels(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """The kernels table (read on demand: it can be large)."""
-        return read_table(self.run_dir, "kernels", columns=columns).to_pandas()
-
 
 def read_optional(run_dir: Path, name: str) -> pd.DataFrame | None:
     """An optional table as a DataFrame, or None when the run does not have it. Tables this mambaprof

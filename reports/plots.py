@@ -191,7 +191,7 @@ def ratio_chart(aligned: pd.DataFrame, label_a: str, label_b: str) -> str:
         for i, seqlen in enumerate(seqlens):
             vals = grp[grp.seqlen == seqlen].set_index("component").ratio.reindex(comps)
             ax.bar(np.arange(len(comps)) + (i - (len(seqlens) - 1) / 2) * width, vals.fillna(0), width=width,
-                   label=f"{seqlen} tokens", color=plt_cycle(i))
+                   label=f"{seqlen} tokens", color=series_color(i))
         ax.axhline(1.0, color="black", lw=1)
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(comps)), [label(c) for c in comps], fontsize=8, rotation=30, ha="right")
@@ -201,7 +201,7 @@ def ratio_chart(aligned: pd.DataFrame, label_a: str, label_b: str) -> str:
     return _svg(fig)
 
 
-def plt_cycle(i: int) -> str:
+def series_color(i: int) -> str:
     """The i-th colour of the series palette (sequence lengths in comparison charts)."""
     series = ["#a0cbe8", "#4e79a7", "#2b4c7e", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1"]
     return series[i % len(series)]

@@ -105,11 +105,6 @@ class RunAnalysis:
         return regime.point_table(self.data)
 
     @cached_property
-    def blocks(self) -> pd.DataFrame:
-        """Per point x block family: block, projections and ssm_scan time (ms)."""
-        return attribution.block_totals(self.components)
-
-    @cached_property
     def scaling(self) -> pd.DataFrame:
         """Fitted exponents per family x batch x component and group (see summary_scaling)."""
         return scaling.scaling_table(self.components)
