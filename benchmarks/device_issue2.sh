@@ -13,7 +13,3 @@ for fam in mamba-1.4b mamba2-1.3b; do
       --dtype bf16 --repeats 10 --warmup 3 --profile-repeats 3 --out /tmp/runs/$fam --force 2>&1 | tail -12 | tee -a "$OUT/log.txt"
 done
 (cd /tmp/runs && tar --exclude='*/tb/*' -czf "$OUT/runs_issue2.tar.gz" .) 2>&1 | tee -a "$OUT/log.txt"
-for fam in mamba2-1.3b mamba-1.4b; do
-  timeout 120 python3 benchmarks/diag_split_overhead.py --preset $fam --batch 8 --seqlen 1024 --repeats 10 > "$OUT/diag_$fam.txt" 2>&1
-  head -30 "$OUT/diag_$fam.txt"
-done

@@ -96,6 +96,19 @@ class Recording:
 _LAUNCH_API = re.compile(r"^cu(da)?[A-Z]\w*$")
 
 
+def is_device_activity(ev: Any) -> bool:
+    """True for real device work (kernels, copies, sets); False for Kineto's GPU-side copies of
+    user annotations (`gpu_user_annotation`, e.g. our `mambaprof/...` ranges or `ProfilerStep#N`),
+    which span other kernels and would count their time twice."""
+    activity = str(getattr(ev, "activity_type", lambda: "")() or "")
+    if "user_annotation" in activity:
+        return False
+    if getattr(ev, "is_user_annotation", lambda: False)() or getattr(ev, "is_hidden_event", lambda: False)():
+        return False
+    name = ev.name()
+    return parse_range(name) is None and not name.startswith("ProfilerStep#")
+
+
 def device_events_of(prof: Any) -> list[DeviceEvent]:
     """Device activities with their launch times and links, from the profiler's raw Kineto results.
 
@@ -114,7 +127,7 @@ def device_events_of(prof: Any) -> list[DeviceEvent]:
             launches.setdefault(int(ev.correlation_id()), (ev.start_ns() - t0) / 1e3)
     out = []
     for ev in events:
-        if ev.device_type() == DeviceType.CPU:
+        if ev.device_type() == DeviceType.CPU or not is_device_activity(ev):
             continue
         out.append(DeviceEvent(name=ev.name(), device_index=int(ev.device_index()),
                                start_us=(ev.start_ns() - t0) / 1e3, duration_us=ev.duration_ns() / 1e3,

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from mambaprof.instrument import Window
+from mambaprof.instrument import MIXER, Window
+from mambaprof.taxonomy import MIXER_COMPONENTS
 
 
 class Clock:
@@ -97,34 +98,69 @@ class ForwardTimer:
 
 
 class WindowTimer:
-    """Listener: marks every window boundary; `spans()` gives ms per window, summed per forward."""
+    """Listener: marks every window boundary; `spans()` gives ms per window, summed per forward.
+
+    Inside a split mixer, component windows are back to back (the adapter contract: every op of the
+    split forward is inside a component window), so the boundary between two components, and
+    between the mixer's edge and its first/last component, is one instant: it gets one timestamp
+    instead of two. That halves the CUDA events a forward records.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.clock = make_clock(device)
         self._open: list[tuple[Window, Any]] = []
         self._closed: list[tuple[Window, Any, Any]] = []
+        self._last: tuple[str, Window, Any] | None = None
 
     def reset(self) -> None:
         """Start a new forward."""
         self.clock.reset()
         self._open.clear()
         self._closed.clear()
+        self._last = None
+
+    def _adjacent(self, kind: str, window: Window) -> Any | None:
+        """The previous boundary's timestamp when it is the same instant as this one."""
+        last = self._last
+        if last is None:
+            return None
+        last_kind, last_window, mark = last
+        if last_window.layer != window.layer:
+            return None
+        if kind == "enter" and window.name in MIXER_COMPONENTS:
+            if (last_kind == "exit" and last_window.name in MIXER_COMPONENTS) or (
+                    last_kind == "enter" and last_window.name == MIXER):
+                return mark
+        if kind == "exit" and window.name == MIXER and last_kind == "exit" and last_window.name in MIXER_COMPONENTS:
+            return mark
+        return None
 
     def enter(self, window: Window) -> None:
-        self._open.append((window, self.clock.mark()))
+        mark = self._adjacent("enter", window)
+        if mark is None:
+            mark = self.clock.mark()
+        self._open.append((window, mark))
+        self._last = ("enter", window, mark)
 
     def exit(self, window: Window) -> None:
-        end = self.clock.mark()
+        end = self._adjacent("exit", window)
+        if end is None:
+            end = self.clock.mark()
         while self._open:
             w, start = self._open.pop()
             self._closed.append((w, start, end))
             if w == window:
                 break
+        self._last = ("exit", window, end)
 
     def spans(self) -> dict[Window, float]:
         """Milliseconds per window for the forward since `reset()` (several occurrences add up)."""
         self.clock.sync()
         out: dict[Window, float] = defaultdict(float)
+        cache: dict[tuple[int, int], float] = {}
         for window, start, end in self._closed:
-            out[window] += self.clock.elapsed_ms(start, end)
+            key = (id(start), id(end))
+            if key not in cache:
+                cache[key] = self.clock.elapsed_ms(start, end) if start is not end else 0.0
+            out[window] += cache[key]
         return dict(out)

@@ -40,5 +40,14 @@ class BadArgumentError(MambaprofError):
     """A command-line value (seqlens, batches, dtype, paths...) is invalid."""
 
 
+class StorageError(MambaprofError):
+    """Results could not be written (disk full, file-size limit, read-only or vanished directory).
+
+    The sweep stops; what was already written stays readable.
+    """
+
+    exit_code = 4
+
+
 class RunDirectoryError(MambaprofError):
     """A run directory is missing, incomplete, corrupted or from a newer schema."""

@@ -48,15 +48,19 @@ def make_call(model: nn.Module, structure: ModelStructure, batch: int, seqlen: i
         try:
             value = make_inputs(batch, seqlen, device, dtype)
         except Exception as exc:  # noqa: BLE001 - user code
-            raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) raised {type(exc).__name__}: {exc}",
-                                 "run with --debug for the traceback") from exc
+            text = str(exc).strip().splitlines()
+            raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) raised {type(exc).__name__}"
+                                 f"{': ' + text[0] if text else ''}", "run with --debug for the traceback") from exc
         if isinstance(value, dict):
-            return ModelCall(model, (), dict(value))
-        if isinstance(value, (tuple, list)):
-            return ModelCall(model, tuple(value), {})
-        if isinstance(value, torch.Tensor):
-            return ModelCall(model, (value,), {})
-        raise ModelLoadError(f"make_inputs returned {type(value).__name__}; expected a tensor, tuple or dict")
+            call = ModelCall(model, (), dict(value))
+        elif isinstance(value, (tuple, list)):
+            call = ModelCall(model, tuple(value), {})
+        elif isinstance(value, torch.Tensor):
+            call = ModelCall(model, (value,), {})
+        else:
+            raise ModelLoadError(f"make_inputs returned {type(value).__name__}; expected a tensor, tuple or dict")
+        check_inputs(call, batch, seqlen, device, dtype)
+        return call
     gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + batch * 7919 + seqlen)
     if structure.embeddings:
         vocab = structure.embeddings[0].num_embeddings
@@ -69,6 +73,29 @@ def make_call(model: nn.Module, structure: ModelStructure, batch: int, seqlen: i
         return ModelCall(model, (ids,), kwargs)
     hidden = torch.randn((batch, seqlen, structure.d_model), generator=gen).to(device=device, dtype=dtype)
     return ModelCall(model, (hidden,), {})
+
+
+def check_inputs(call: ModelCall, batch: int, seqlen: int, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse make_inputs results that cannot be what the point asks for.
+
+    Every tensor must be on `device`; floating tensors must have `dtype`; at least one tensor must
+    have batch x seqlen as its first two dimensions. Raises ModelLoadError saying which rule broke.
+    """
+    tensors = [v for v in (*call.args, *call.kwargs.values()) if isinstance(v, torch.Tensor)]
+    if not tensors:
+        raise ModelLoadError("make_inputs returned no tensor", "return the model's input tensor(s)")
+    for t in tensors:
+        same_gpu = t.device.type == device.type == "cuda" and t.device.index in (None, device.index)
+        if t.device != device and not same_gpu:
+            raise ModelLoadError(f"make_inputs returned a tensor on {t.device}, but the run is on {device}",
+                                 "create inputs with the `device` argument")
+        if t.is_floating_point() and t.dtype != dtype:
+            raise ModelLoadError(f"make_inputs returned a {str(t.dtype).replace('torch.', '')} tensor, but --dtype is "
+                                 f"{str(dtype).replace('torch.', '')}", "create inputs with the `dtype` argument")
+    if not any(t.dim() >= 2 and tuple(t.shape[:2]) == (batch, seqlen) for t in tensors):
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors[:3])
+        raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) returned shape(s) {shapes}; no tensor starts with "
+                             f"batch {batch} x seqlen {seqlen}", "honour the batch and seqlen arguments")
 
 
 def first_tensor(output: Any) -> torch.Tensor:

@@ -52,6 +52,7 @@ def quiet_transformers() -> None:
     except Exception:  # noqa: BLE001 - transformers missing or broken: nothing to quiet
         return
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,6 +183,9 @@ def load_hf_checkpoint(directory: Path, device: torch.device, dtype: torch.dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
     except Exception as exc:  # noqa: BLE001
+        if "mismatched_sizes" in str(exc) or "size mismatch" in str(exc):
+            raise ModelLoadError(f"loading the checkpoint in {directory} failed: the weights' shapes do not match "
+                                 "config.json", "was config.json edited, or saved from another model?") from exc
         raise ModelLoadError(f"loading the checkpoint in {directory} failed: {_exc_line(exc)}",
                              "do the weights match config.json?") from exc
     return LoadedModel(model=_place(model, device, dtype), source="hf", ref=str(directory),

@@ -146,6 +146,15 @@ class RunWriter:
         arrow = get_table(table).build(rows)
         return write_parquet_atomic(arrow, self.table_dir(table) / part_name(point_id, suffix))
 
+    def remove_point_parts(self, point_id: int) -> None:
+        """Delete the parts this writer wrote for one point (after a failed write left it partial)."""
+        for table in TABLES:
+            path = self.table_dir(table) / part_name(point_id)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
     def write_run_record(self, record: Mapping[str, Any]) -> Path:
         """Write (or rewrite) the single-row `runs` table."""
         row = {"run_id": self.run_id, "schema_version": SCHEMA_VERSION, **record}
@@ -183,6 +192,36 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
                                 "the file is truncated or corrupted; `mambaprof validate` lists which") from exc
     # Partition columns (e.g. `rank` from rank=K folders) duplicate real columns: keep the file's.
     return result
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(record: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, reason) of a run as a reader should see it.
+
+    A record still saying `running` whose writer process is gone (same host, pid not alive) was
+    killed or crashed between points: it reads as `incomplete` with that reason.
+    """
+    import socket
+
+    status, reason = record.get("status"), record.get("status_reason")
+    if status != "running":
+        return str(status), reason
+    pid, host = record.get("pid"), record.get("hostname")
+    if host == socket.gethostname() and pid is not None and not process_alive(int(pid)):
+        return "incomplete", (f"the run's process (pid {pid}) is no longer running: it was killed or crashed; "
+                              "finished points are readable")
+    where = "" if host == socket.gethostname() else f" on {host}"
+    return "running", f"still being written by pid {pid}{where} (or killed there)"
 
 
 def read_run_record(run_dir: Path | str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ already on disk (atomic part files), so nothing finished is ever lost.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import shlex
@@ -24,7 +25,7 @@ import torch
 
 from mambaprof import __version__
 from mambaprof.env import collect_env
-from mambaprof.errors import MambaprofError
+from mambaprof.errors import MambaprofError, StorageError
 from mambaprof.inputs import make_call
 from mambaprof.loading import LoadedModel
 from mambaprof.measure import PointCollector, PointSpec, measure_point
@@ -76,6 +77,15 @@ class SweepResult:
     reason: str | None
     counts: dict[str, int] = field(default_factory=dict)
     point_rows: list[dict[str, Any]] = field(default_factory=list)
+    interrupted_by: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit code for this outcome: 0 done (even with oom/error points), 3 nothing finished,
+        128 + signal number when interrupted (130 SIGINT, 143 SIGTERM)."""
+        if self.interrupted_by is not None:
+            return 128 + int(signal.Signals[self.interrupted_by])
+        return 3 if self.status == "failed" else 0
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -94,6 +104,18 @@ def one_line(exc: BaseException) -> str:
         return exc.one_line()
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """True when an exception says results cannot be written (disk full, file too large, read-only)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def free_memory(device: torch.device) -> None:
@@ -123,6 +145,14 @@ def interrupts_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def command_line() -> str:
+    """The command as the user typed it (`python -m mambaprof` shows as `mambaprof`)."""
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("__main__.py") or os.path.basename(argv[0]) == "mambaprof"):
+        argv[0] = "mambaprof"
+    return shlex.join(argv)
+
+
 def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure, config: TraceConfig,
                started_at: Any, status: str, reason: str | None, counts: dict[str, int],
                finished_at: Any = None, identity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,7 +162,7 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
     return {
         **(identity or {"rank": 0, "world_size": 1}),
         "mambaprof_version": __version__, "status": status, "status_reason": reason,
-        "command": shlex.join(sys.argv), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
+        "command": command_line(), "cwd": os.getcwd(), "hostname": env.hostname, "pid": os.getpid(),
         "started_at": started_at, "finished_at": finished_at,
         "model_source": loaded.source, "model_ref": loaded.ref, "model_class": type(model).__name__,
         "model_family": structure.family, "n_layers": len(structure.mixers),
@@ -175,6 +205,8 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
     status, reason = "complete", None
     rows: list[dict[str, Any]] = []
+    storage_error: StorageError | None = None
+    interrupted_by: str | None = None
     try:
         with interrupts_raise():
             for done, (pid, batch, seqlen) in enumerate(todo):
@@ -187,7 +219,11 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                 rows.append(row)
                 report(done + 1, len(todo), desc)
     except RunInterrupted as exc:
+        interrupted_by = exc.signame
         status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
+    except StorageError as exc:
+        status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
+        storage_error = exc
     finally:
         if status == "complete":
             failed = counts["oom"] + counts["error"]
@@ -195,9 +231,17 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                 status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
             elif failed:
                 status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
-        writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason, counts,
-                                           finished_at=utcnow(), identity=identity))
-    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows)
+        try:
+            writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason, counts,
+                                               finished_at=utcnow(), identity=identity))
+        except OSError as exc:
+            if not is_storage_failure(exc):
+                raise
+            reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+    if storage_error is not None:
+        raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
+                           "free disk space or raise the file-size limit, then trace the rest into a new --out")
+    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
 
 
 def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure: ModelStructure,
@@ -219,6 +263,10 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
     except BaseException as exc:  # noqa: BLE001 - recorded, the sweep goes on
         if isinstance(exc, KeyboardInterrupt):
             raise RunInterrupted("SIGINT") from exc
+        if is_storage_failure(exc):  # e.g. the TensorBoard trace could not be written
+            writer.remove_point_parts(pid)
+            raise StorageError(f"could not write results of point {pid} (b={batch} L={seqlen}): {one_line(exc)}") \
+                from exc
         if debug and not is_oom(exc):
             raise
         free_memory(config.device)
@@ -229,10 +277,15 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
         return row
     result.point.update(started_at=started, finished_at=utcnow())
     # tables first, points last: a point row on disk means the point's data is complete
-    writer.write_rows("components", result.components, pid)
-    writer.write_rows("kernels", result.kernels, pid)
-    for table, rows in result.extra.items():
-        writer.write_rows(table, rows, pid)
-    writer.write_rows("points", [result.point], pid)
+    try:
+        writer.write_rows("components", result.components, pid)
+        writer.write_rows("kernels", result.kernels, pid)
+        for table, rows in result.extra.items():
+            writer.write_rows(table, rows, pid)
+        writer.write_rows("points", [result.point], pid)
+    except OSError as exc:
+        writer.remove_point_parts(pid)
+        raise StorageError(f"could not write results of point {pid} (b={batch} L={seqlen}): "
+                           f"{exc.strerror or exc}") from exc
     free_memory(config.device)
     return result.point

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mambaprof.errors import BadArgumentError
+from mambaprof.inputs import make_call
 from mambaprof.loading import LoadedModel, load_default, load_hf_checkpoint, load_model_file, load_preset
 from mambaprof.measure import PointCollector
 from mambaprof.rundir import RunWriter
@@ -63,6 +64,9 @@ def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = Fal
     """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise."""
     loaded = source.load(config.device, config.dtype)
     structure = discover(loaded.model)
+    if loaded.make_inputs is not None:  # fail fast, before any directory is made, on inputs that cannot work
+        batch, seqlen = config.points()[0]
+        make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype, loaded.make_inputs)
     writer = writer or RunWriter(out, force=force)
     writer.prepare()
     result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,

@@ -8,9 +8,7 @@ describing every column. pandas: `pd.read_parquet("DIR/summary_components.parque
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -23,26 +21,9 @@ from mambaprof.schema import TABLES, get_table
 SUMMARY_TABLES: tuple[str, ...] = tuple(name for name in TABLES if name.startswith("summary_"))
 
 
-def _cell(value: Any, arrow_type: pa.DataType) -> Any:
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if pa.types.is_integer(arrow_type):
-        return int(value)
-    if pa.types.is_floating(arrow_type):
-        return float(value)
-    if pa.types.is_string(arrow_type):
-        return str(value)
-    return value
-
-
 def frame_to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
     """A summary DataFrame -> Arrow table with exactly the registered schema (NaN becomes null)."""
-    spec = get_table(name)
-    types = {c.name: c.type for c in spec.columns}
-    rows = [{col: _cell(val, types[col]) for col, val in row.items()} for row in frame.to_dict("records")]
-    return spec.build(rows)
+    return get_table(name).build(frame.to_dict("records"))
 
 
 def readme(tables: tuple[str, ...] = SUMMARY_TABLES) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mambaprof.errors import MambaprofError, RunDirectoryError
-from mambaprof.rundir import RUN_TABLE, read_run_record, read_table
+from mambaprof.rundir import RUN_TABLE, read_run_record, read_table, run_state
 from mambaprof.schema import SCHEMA_VERSION, get_table
 from mambaprof.taxonomy import BY_NAME
 
@@ -148,13 +148,11 @@ def _check_consistency(result: Validation, run_dir: Path, record: dict[str, Any]
     for col in ("wall_ms_mean", "kernel_ms_mean"):
         if (comps[col].dropna() < 0).any():
             result.add("error", f"{run_dir}/components", f"negative {col}", "the table is corrupted; trace again")
-    status = record.get("status")
+    status, reason = run_state(record)
     if status == "running":
-        result.add("warning", f"{run_dir}/runs", "the run is still running or was killed without a trace of "
-                   "it; only its finished points are reported")
+        result.add("warning", f"{run_dir}/runs", f"the run is {reason}; only its finished points are reported")
     elif status in ("incomplete", "failed"):
-        reason = record.get("status_reason") or "some points did not finish"
-        result.add("warning", f"{run_dir}/runs", f"run status {status}: {reason}")
+        result.add("warning", f"{run_dir}/runs", f"run status {status}: {reason or 'some points did not finish'}")
     if "output_check" in points.columns:
         failed = points[(points.status == "ok") & (points.output_check == "fail")]
         if not failed.empty:

@@ -74,3 +74,31 @@ def test_mamba2_name_rules():
              "_layer_norm_fwd_1pass_kernel", "gemm"]
     assert attribute_mixer_kernels(names, "mamba2") == [
         "in_proj", "conv1d", "ssm_scan", "ssm_scan", "ssm_scan", "ssm_scan", "ssm_scan", "gating", "out_proj"]
+
+
+class FakeKinetoEvent:
+    def __init__(self, name, activity="kernel", user=False):
+        self._name, self._activity, self._user = name, activity, user
+
+    def name(self):
+        return self._name
+
+    def activity_type(self):
+        return self._activity
+
+    def is_user_annotation(self):
+        return self._user
+
+    def is_hidden_event(self):
+        return False
+
+
+def test_gpu_copies_of_annotations_are_not_device_activities():
+    from mambaprof.collectors.profiler import is_device_activity
+
+    assert is_device_activity(FakeKinetoEvent("selective_scan_fwd_kernel"))
+    assert is_device_activity(FakeKinetoEvent("Memcpy HtoD (Pageable -> Device)", "gpu_memcpy"))
+    assert not is_device_activity(FakeKinetoEvent("mambaprof/L0/ssm_scan", "gpu_user_annotation"))
+    assert not is_device_activity(FakeKinetoEvent("mambaprof/L0/ssm_scan", "kernel"))  # by name too
+    assert not is_device_activity(FakeKinetoEvent("ProfilerStep#3", "gpu_user_annotation"))
+    assert not is_device_activity(FakeKinetoEvent("my_range", "kernel", user=True))

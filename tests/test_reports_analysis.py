@@ -345,3 +345,18 @@ def test_calibration_store_round_trip_and_corrupt_file(tmp_path, monkeypatch):
     calibration.calibration_path().write_text("{not json")
     with pytest.raises(MambaprofError, match="unreadable"):
         calibration.load_calibration("AMD EPYC")
+
+
+def test_run_killed_while_running_reads_as_incomplete(tmp_path):
+    import socket
+
+    from mambaprof.rundir import RunWriter, read_run_record
+
+    run = make_run(tmp_path / "run")
+    record = read_run_record(run)
+    record.update(status="running", pid=2**22 + 12345, hostname=socket.gethostname())  # no such process
+    RunWriter(run, run_id=record.pop("run_id")).write_run_record(
+        {k: v for k, v in record.items() if k != "schema_version"})
+    a = RunAnalysis(run, use_calibration=False)
+    assert any("run status incomplete" in w and "no longer running" in w for w in a.warnings)
+    assert len(a.points) == 5  # its finished points are all reported

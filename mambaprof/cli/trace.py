@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,17 +44,21 @@ def print_summary(outcome: TraceOutcome, console: Console) -> None:
     """A rich table of the sweep: one row per point."""
     table = Table(title=f"{outcome.loaded.ref} · {len(outcome.structure.mixers)} Mamba layers "
                         f"({outcome.structure.family}) · run {outcome.run_id}")
-    for col in ("batch", "seqlen", "status", "original ms", "split ms", "split vs orig", "kernel ms",
-                "attributed", "output"):
-        table.add_column(col, justify="right")
+    table.box = box.SIMPLE_HEAD
+    for col in ("B", "L", "status", "orig ms", "split ms", "split Δ", "kern ms", "named", "check"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.caption = ("B batch, L seqlen; orig/split ms: median time of the model's own forward and of the "
+                     "component-split forward; kern ms: kernel time per forward; named: share of it in a component")
     for row in outcome.result.point_rows:
         if row["status"] != "ok":
             table.add_row(str(row["batch"]), str(row["seqlen"]), f"[red]{row['status']}", "", "", "", "", "",
                           row.get("error") or "")
             continue
 
-        def fmt(value: float | None, spec: str = ".3f") -> str:
-            return "-" if value is None else format(value, spec)
+        def fmt(value: float | None, spec: str = "") -> str:
+            if value is None:
+                return "-"
+            return format(value, spec or (".3f" if value < 100 else ".1f"))
 
         check = row["output_check"]
         table.add_row(str(row["batch"]), str(row["seqlen"]), "ok", fmt(row["original_ms_median"]),
@@ -101,7 +106,5 @@ def trace_command(
     result = outcome.result
     typer.echo(f"run directory: {outcome.run_dir}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
-    if result.status == "failed":
-        raise typer.Exit(3)
-    if result.status == "incomplete" and result.reason and result.reason.startswith("interrupted"):
-        raise typer.Exit(130)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -65,7 +65,7 @@ class Table:
     def build(self, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         """Rows (dicts) -> Arrow table with exactly this schema.
 
-        Unknown keys are an error (they would be silently lost); missing keys become null,
+        Unknown keys are an error (they would be silently lost); missing keys and NaN become null,
         except for non-nullable columns, which raise.
         """
         rows = list(rows)
@@ -79,7 +79,7 @@ class Table:
             values = [row.get(col.name) for row in rows]
             if not col.nullable and any(v is None for v in values):
                 raise ValueError(f"table {self.name!r}: column {col.name!r} may not be null")
-            arrays.append(pa.array(values, type=col.type))
+            arrays.append(pa.array(values, type=col.type, from_pandas=True))  # NaN from pandas -> null
         return pa.Table.from_arrays(arrays, schema=self.arrow_schema())
 
 

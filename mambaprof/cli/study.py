@@ -1,0 +1,56 @@
+"""`mambaprof study`: the PerfMamba study (Mamba-1 vs Mamba-2, 64..16384 tokens, batch 1 and 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mambaprof.cli import app
+from mambaprof.cli.options import DEBUG_OPTION
+from mambaprof.cli.progress import sweep_progress
+from mambaprof.cli.trace import build_config
+from mambaprof.errors import BadArgumentError
+from mambaprof.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, run_study
+
+
+@app.command("study")
+def study_command(
+    out: Path = typer.Option(Path("runs/study"), "--out", help="Study directory (one run directory per model)."),
+    models: str = typer.Option(",".join(DEFAULT_MODELS), "--models", help="Presets to compare (comma-separated)."),
+    seqlens: str = typer.Option(DEFAULT_SEQLENS, "--seqlens", help="Sequence lengths (list or a..b powers of two)."),
+    batch: str = typer.Option(DEFAULT_BATCHES, "--batch", help="Batch sizes."),
+    dtype: str = typer.Option("auto", "--dtype", help="bf16 (GPU default), fp16 or fp32."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu (tiny models only)."),
+    backend: str = typer.Option("auto", "--backend", help="auto (mamba_ssm where it imports), hf or mamba_ssm."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed forwards per point."),
+    warmup: int = typer.Option(2, "--warmup", help="Warm-up forwards per point."),
+    profile_repeats: int = typer.Option(2, "--profile-repeats", help="Profiled forwards per point."),
+    tensorboard: bool = typer.Option(False, "--tb/--no-tb", help="Also write TensorBoard traces (large)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing study in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or tables."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Run the PerfMamba profiling study on this machine's GPU and write its report."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise BadArgumentError("--models is empty", f"for example --models {','.join(DEFAULT_MODELS)}")
+    config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard)
+    big = [n for n in names if not n.endswith("-tiny")]
+    if config.device.type == "cpu" and big:
+        raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",
+                               "on the CPU use --models mamba-tiny,mamba2-tiny --seqlens 64..256 --batch 1")
+    with sweep_progress("study", Console(stderr=True), enabled=not quiet) as progress:
+        outcome = run_study(names, config, out, backend=backend, force=force, progress=progress, debug=debug)
+    if not quiet:
+        table = Table(title=f"study {out}")
+        for col in ("model", "status", "points ok", "run directory"):
+            table.add_column(col)
+        for m in outcome.models:
+            table.add_row(m.model, m.status, f"{m.n_ok}/{m.n_points}", m.run_dir or "-")
+        Console().print(table)
+    typer.echo(f"study directory: {out}")
+    if not outcome.run_dirs:
+        raise typer.Exit(3)

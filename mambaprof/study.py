@@ -1,0 +1,133 @@
+"""The PerfMamba study in one command: several models, one sweep grid, one run directory each.
+
+A study directory holds one ordinary run directory per model (`<out>/<model>/`) plus the study
+report written from them. Models run one after another, smallest first, each freed before the next;
+a model that fails to load is recorded and the study goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mambaprof.errors import MambaprofError, RunDirectoryError
+from mambaprof.presets import PRESETS, get_preset
+from mambaprof.rundir import MARKER, utcnow
+from mambaprof.sweep import TraceConfig
+from mambaprof.tracing import ModelSource, trace
+
+#: Models of the default study: the 130m and 1.4b-class of each family (the paper's two families).
+DEFAULT_MODELS = ("mamba-130m", "mamba2-130m", "mamba-1.4b", "mamba2-1.3b")
+DEFAULT_SEQLENS = "64..16384"
+DEFAULT_BATCHES = "1,8"
+STUDY_FILE = "study.json"
+
+
+@dataclass
+class ModelOutcome:
+    """How one model of the study ended."""
+
+    model: str
+    run_dir: str | None
+    status: str
+    reason: str | None
+    n_points: int = 0
+    n_ok: int = 0
+
+
+@dataclass
+class StudyOutcome:
+    """A finished (or stopped) study: where, which models, how each ended."""
+
+    out: Path
+    started_at: str
+    finished_at: str | None = None
+    models: list[ModelOutcome] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        """Run directories that hold at least one finished point."""
+        return [Path(m.run_dir) for m in self.models if m.run_dir and m.n_ok > 0]
+
+    def write(self) -> None:
+        """The study manifest (`study.json`): models, their run directories and statuses."""
+        data = {"started_at": self.started_at, "finished_at": self.finished_at, "config": self.config,
+                "models": [asdict(m) for m in self.models]}
+        tmp = self.out / f".{STUDY_FILE}.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.out / STUDY_FILE)
+
+
+def check_models(names: list[str]) -> list[str]:
+    """Validate preset names; order them smallest first (by d_model x layers)."""
+    presets = [get_preset(n) for n in names]
+    presets.sort(key=lambda p: (p.d_model * p.n_layer, p.family))
+    return [p.name for p in presets]
+
+
+def prepare_study_dir(out: Path, force: bool) -> None:
+    """Create the study directory, refusing an existing study unless force (never others' files)."""
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"--out {out} is a file, not a directory", "choose a new directory name")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / STUDY_FILE).exists() and not (out / MARKER).exists():
+            raise RunDirectoryError(f"--out {out} exists and is not empty",
+                                    "mambaprof never writes into a folder of other files; choose a new one")
+        if not force:
+            raise RunDirectoryError(f"--out {out} already holds a study", "pass --force to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "auto", force: bool = False,
+              progress: Callable[[int, int, str], None] | None = None, debug: bool = False) -> StudyOutcome:
+    """Trace every model over the same grid into `<out>/<model>/`; one progress count across all."""
+    models = check_models(models)
+    prepare_study_dir(out, force)
+    per_model = len(base.points())
+    total = per_model * len(models)
+    outcome = StudyOutcome(out=out, started_at=utcnow().isoformat(),
+                           config={"models": models, "config": json.loads(base.as_json()), "backend": backend})
+    outcome.write()
+    report = progress or (lambda done, total_, desc: None)
+    for index, name in enumerate(models):
+        offset = index * per_model
+
+        def model_progress(done: int, _total: int, desc: str, offset: int = offset, name: str = name) -> None:
+            report(offset + done, total, f"{name} {desc}")
+
+        run_dir = out / name
+        try:
+            result = trace(ModelSource(preset=name, backend=backend), base, run_dir, force=force,
+                           progress=model_progress, debug=debug)
+            res = result.result
+            outcome.models.append(ModelOutcome(name, str(run_dir), res.status, res.reason, len(res.point_rows),
+                                               res.counts.get("ok", 0)))
+            del result
+            if res.interrupted_by is not None:
+                break
+        except MambaprofError as exc:
+            if debug:
+                raise
+            outcome.models.append(ModelOutcome(name, str(run_dir) if run_dir.exists() else None, "failed",
+                                               exc.one_line()))
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            outcome.write()
+        report(offset + per_model, total, f"{name} done")
+    outcome.finished_at = utcnow().isoformat()
+    outcome.write()
+    return outcome
+
+
+def known_models() -> str:
+    """Comma-separated preset names, for help texts."""
+    return ", ".join(PRESETS)

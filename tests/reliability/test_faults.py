@@ -1,0 +1,143 @@
+"""Faults mid-run: every finished point stays readable, the run says it is incomplete and why."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from mambaprof.rundir import read_run_record, read_table, run_state
+from reliability.helpers import FAST, TINY_HF, write
+
+pytestmark = pytest.mark.reliability("faults")
+
+GUARDED = TINY_HF + """
+    import os
+    import torch
+
+    class Guard(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+        def forward(self, input_ids, **kw):
+            if input_ids.shape[1] == int(os.environ.get("FAIL_AT", "-1")):
+                raise {exc}
+            return self.inner(input_ids=input_ids, **kw)
+
+    _build = build_model
+    def build_model():
+        return Guard(_build())
+"""
+
+
+def _finished_points_are_whole(out):
+    points = read_table(out, "points").to_pandas()
+    ok = points[points.status == "ok"]
+    comps = read_table(out, "components").to_pandas()
+    assert set(comps.point_id) == set(ok.point_id)
+    return points
+
+
+def test_oom_at_a_point_and_the_sweep_goes_on(tmp_path, cli):
+    oom = 'torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")'
+    model = write(tmp_path, GUARDED.format(exc=oom))
+    out = tmp_path / "run"
+    res = cli("trace", str(model), "--out", str(out), "--seqlens", "16,32,64", *FAST, env={"FAIL_AT": "32"})
+    assert res.returncode == 0, res.stderr
+    points = _finished_points_are_whole(out).set_index("seqlen")
+    assert list(points.status.loc[[16, 32, 64]]) == ["ok", "oom", "ok"]
+    assert "out of memory" in points.loc[32, "error"]
+    run = read_run_record(out)
+    assert run["status"] == "incomplete" and run["n_points_oom"] == 1 and run["n_points_ok"] == 2
+    assert "1 point(s) oom" in run["status_reason"]
+
+
+def test_exception_in_the_users_model_at_one_point(tmp_path, cli):
+    model = write(tmp_path, GUARDED.format(exc='ValueError("position ids overflow")'))
+    out = tmp_path / "run"
+    res = cli("trace", str(model), "--out", str(out), "--seqlens", "16,32,64", *FAST, env={"FAIL_AT": "16"})
+    assert res.returncode == 0, res.stderr
+    points = _finished_points_are_whole(out).set_index("seqlen")
+    assert points.loc[16, "status"] == "error" and points.loc[16, "error"] == "ValueError: position ids overflow"
+    assert list(points.status.loc[[32, 64]]) == ["ok", "ok"]
+    assert read_run_record(out)["n_points_error"] == 1
+
+
+def test_every_point_failing_is_a_failed_run(tmp_path, cli):
+    model = write(tmp_path, GUARDED.format(exc='RuntimeError("broken")'))
+    res = cli("trace", str(model), "--out", str(tmp_path / "run"), "--seqlens", "16", *FAST, env={"FAIL_AT": "16"})
+    assert res.returncode == 3
+    assert read_run_record(tmp_path / "run")["status"] == "failed"
+
+
+def _start(out, seqlens="16,32,64,128,256,512,1024,2048"):
+    return subprocess.Popen([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", seqlens,
+                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_points(out, n=1, timeout=300):
+    deadline = time.time() + timeout
+    folder = out / "points"
+    while time.time() < deadline:
+        if folder.is_dir() and len(list(folder.glob("part-*.parquet"))) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no point finished in time")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_finished_points(tmp_path, sig, code):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_points(out)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    run = read_run_record(out)
+    assert run["status"] == "incomplete" and f"interrupted by {sig.name}" in run["status_reason"]
+    assert run["finished_at"] is not None
+    points = _finished_points_are_whole(out)
+    assert 1 <= len(points) < 8 and (points.status == "ok").all()
+
+
+def test_sigkill_between_points_reads_as_incomplete(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_points(out, n=2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    run = read_run_record(out)
+    assert run["status"] == "running"  # the process could not say anything...
+    status, reason = run_state(run)  # ...but readers can tell
+    assert status == "incomplete" and "no longer running" in reason and str(run["pid"]) in reason
+    points = pd.read_parquet(out / "points")
+    assert len(points) >= 2 and (points.status == "ok").all()
+    assert not list(out.rglob(".*.tmp"))  # no temporary file left looking like data
+
+
+def test_disk_full_stops_cleanly(tmp_path):
+    out = tmp_path / "run"
+    limit = 600_000  # bytes: small points fit, a large point's kernel table does not
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,2048",
+                           "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet", "--no-tb"],
+                          capture_output=True, text=True, preexec_fn=cap, timeout=600)
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = [x for x in proc.stderr.splitlines() if x.strip()][-1]
+    assert line.startswith("error: could not write results of point 1") and "File too large" in line
+    assert "1 finished point(s) stay readable" in line
+    run = read_run_record(out)
+    assert run["status"] == "incomplete" and "File too large" in run["status_reason"]
+    points = _finished_points_are_whole(out)
+    assert list(points.point_id) == [0]
+    assert not list(out.rglob("part-00001.parquet")) and not list(out.rglob(".*.tmp"))
