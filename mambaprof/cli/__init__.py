@@ -22,9 +22,13 @@ app = typer.Typer(
 )
 
 # sub-commands register themselves on `app` when imported
+from mambaprof.cli import calibrate as _calibrate  # noqa: E402,F401
+from mambaprof.cli import compare as _compare  # noqa: E402,F401
 from mambaprof.cli import env as _env  # noqa: E402,F401
+from mambaprof.cli import report as _report  # noqa: E402,F401
 from mambaprof.cli import study as _study  # noqa: E402,F401
 from mambaprof.cli import trace as _trace  # noqa: E402,F401
+from mambaprof.cli import view as _view  # noqa: E402,F401
 
 
 def _print_error(text: str) -> None:

@@ -1,0 +1,66 @@
+"""`mambaprof report RUN`: the per-component report of one run, in the terminal, as HTML and as Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mambaprof.cli import app
+from mambaprof.cli.options import DEBUG_OPTION
+
+BASIS_HELP = ("Time basis: auto (kernel time on GPU, wall time on CPU), kernel (summed kernel durations) or wall "
+              "(spans between component markers).")
+PEAKS_HELP = ('JSON file of device peaks for the roofline: {"name": ..., "tflop_per_s": {"bfloat16": ...}, '
+              '"gb_per_s": ...} (default: `mambaprof calibrate` result for the run\'s device, else the known-GPU '
+              "table).")
+
+
+BASIS_OPTION = typer.Option("auto", "--basis", help=BASIS_HELP)
+PEAKS_OPTION = typer.Option(None, "--peaks", help=PEAKS_HELP)
+CALIBRATION_OPTION = typer.Option(True, "--calibration/--no-calibration",
+                                  help="Use a stored `mambaprof calibrate` result for the run's device.")
+QUIET_OPTION = typer.Option(False, "--quiet", help="Print nothing but the files written.")
+
+
+def terminal_console() -> Console:
+    """A console for reports: the terminal's width, or 100 columns when the output is not a terminal."""
+    console = Console()
+    return console if console.is_terminal else Console(width=100)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Each warning as one `warning: ...` line on stderr."""
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
+
+
+@app.command("report")
+def report_command(
+    run: Path = typer.Argument(..., help="Run directory written by `mambaprof trace`."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report to FILE."),
+    parquet: Path | None = typer.Option(None, "--parquet", help="Also write the summary tables to DIR "
+                                        "(DIR/summary_*.parquet and DIR/README.md)."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Add the per-layer breakdown (terminal and HTML)."),
+    basis: str = BASIS_OPTION,
+    peaks: Path | None = PEAKS_OPTION,
+    calibration: bool = CALIBRATION_OPTION,
+    quiet: bool = QUIET_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Attribution per component, regime, scaling and roofline of one run (never re-runs the model)."""
+    from mambaprof.reports.render_html import render_report, write_html
+    from mambaprof.reports.render_terminal import print_report
+    from mambaprof.reports.run_analysis import RunAnalysis
+    from mambaprof.reports.summary_parquet import write_summary
+
+    analysis = RunAnalysis(run, basis=basis, peaks_file=peaks, use_calibration=calibration)
+    print_warnings(analysis.warnings)
+    if not quiet:
+        print_report(analysis, terminal_console(), per_layer=per_layer)
+    if html is not None:
+        typer.echo(f"wrote {write_html(render_report(analysis, per_layer=per_layer), html)}")
+    if parquet is not None:
+        written = write_summary(analysis, parquet)
+        typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")

@@ -1,0 +1,231 @@
+"""Findings in words, computed from the analyses (the report's headline; `mambaprof study` reuses them).
+
+Every sentence carries the number behind it (`value`, `unit`) so a reader or a test can check it
+against the tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from mambaprof.reports.fmt import rate
+from mambaprof.reports.load import FAMILY_LABELS
+from mambaprof.reports.peaks import DevicePeaks
+from mambaprof.reports.roofline import ABOVE_ROOF_PCT, roofline_note
+from mambaprof.reports.scaling import GROUP_PROJECTIONS, Crossover
+
+COMPONENT_LABELS = {"ssm_scan": "SSM scan", "ssm_params": "SSM params", "in_proj": "in_proj",
+                    "out_proj": "out_proj", "conv1d": "conv1d", "gating": "gating", "norm": "norm",
+                    "residual": "residual", "embedding": "embedding", "lm_head": "lm_head",
+                    "communication": "communication", "other": "other", "block": "block",
+                    GROUP_PROJECTIONS: "projections"}
+#: A point whose split forward costs more than this (%) over the original is outside the fidelity budget.
+FIDELITY_BUDGET_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence and the number behind it."""
+
+    kind: str
+    text: str
+    value: float | None = None
+    unit: str | None = None
+    family: str | None = None
+    batch: int | None = None
+    seqlen: int | None = None
+    component: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The finding as a dict (a summary_findings row without the identity columns)."""
+        return asdict(self)
+
+
+def label(component: str) -> str:
+    """Display name of a component (`ssm_scan` -> `SSM scan`)."""
+    return COMPONENT_LABELS.get(component, component)
+
+
+def family_label(family: str) -> str:
+    """`mamba1` -> `Mamba-1`."""
+    return FAMILY_LABELS.get(family, family)
+
+
+def tokens(value: float) -> str:
+    """A sequence length in words: exact when whole, else about 3 significant digits (`about 2,350`)."""
+    if float(value).is_integer():
+        return f"{int(value)}"
+    magnitude = 10 ** max(0, int(math.floor(math.log10(abs(value)))) - 2)
+    rounded = round(value / magnitude) * magnitude
+    return f"about {rounded:,.0f}"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0f}%" if value >= 1 else f"{value:.1f}%"
+
+
+def _exponent(scaling: pd.DataFrame, family: str, batch: int, component: str) -> float | None:
+    row = scaling[(scaling.family == family) & (scaling.batch == batch) & (scaling.component == component)]
+    if row.empty or pd.isna(row.exponent.iloc[0]):
+        return None
+    return float(row.exponent.iloc[0])
+
+
+def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str) -> list[Finding]:
+    """Per block family and batch, at the longest length: the SSM scan's share of block time with its
+    exponent, and the dominant component when that is not the scan."""
+    out: list[Finding] = []
+    block = components[components.share_of_block_pct.notna()]
+    for (family, batch), grp in block.groupby(["family", "batch"]):
+        longest = grp[grp.seqlen == grp.seqlen.max()]
+        per_comp = longest.groupby("component").share_of_block_pct.mean().sort_values(ascending=False)
+        if per_comp.empty:
+            continue
+        seqlen = int(longest.seqlen.iloc[0])
+        where = f"of {family_label(family)} block {basis} time at {seqlen} tokens (batch {int(batch)})"
+        for component, kind in (("ssm_scan", "scan"), (per_comp.index[0], "dominant")):
+            if component not in per_comp or (kind == "dominant" and component == "ssm_scan"):
+                continue
+            share = float(per_comp[component])
+            exp = _exponent(scaling, family, int(batch), component)
+            tail = f", exponent {exp:.2f}" if exp is not None else ""
+            head = f"{label(component)}:" if kind == "scan" else f"Largest component: {label(component)},"
+            out.append(Finding(kind, f"{head} {_pct(share)} {where}{tail}.", share, "%",
+                               family, int(batch), seqlen, component))
+    return out
+
+
+def crossover_findings(crossovers: list[Crossover], scaling: pd.DataFrame) -> list[Finding]:
+    """Where the SSM scan overtakes the projections, per family and batch."""
+    out = []
+    for c in crossovers:
+        fam = family_label(c.family)
+        span = f"{c.seqlen_min}-{c.seqlen_max}"
+        head = f"{fam} (batch {c.batch}): SSM scan"
+        if c.status == "measured":
+            text = f"{head} overtakes the projections (in_proj + SSM params + out_proj) at {tokens(c.seqlen)} tokens."
+        elif c.status == "always":
+            text = f"{head} takes longer than the projections at every measured length ({span} tokens)."
+        elif c.status == "extrapolated":
+            text = (f"{head} stays below the projections over {span} tokens; the fitted exponents put the "
+                    f"crossover at {tokens(c.seqlen)} tokens (extrapolated).")
+        elif c.status == "never":
+            es = _exponent(scaling, c.family, c.batch, "ssm_scan")
+            ep = _exponent(scaling, c.family, c.batch, GROUP_PROJECTIONS)
+            grow = f" (exponents {es:.2f} vs {ep:.2f})" if es is not None and ep is not None else ""
+            text = f"{head} stays below the projections over {span} tokens and grows no faster{grow}: no crossover."
+        else:
+            text = f"{head}: too few lengths to place a crossover."
+        out.append(Finding("crossover", text, c.seqlen, "tokens", c.family, c.batch, None, "ssm_scan"))
+    return out
+
+
+def regime_findings(points: pd.DataFrame, on_gpu: bool) -> list[Finding]:
+    """How many points are launch-bound, which, and what would help."""
+    ok = points[points.status == "ok"]
+    bound = ok[ok.regime == "launch-bound"]
+    if ok.empty:
+        return []
+    if bound.empty:
+        worst = float(ok.idle_pct.max()) if ok.idle_pct.notna().any() else float("nan")
+        text = (f"No point is launch-bound (wall time under 2x kernel time everywhere; idle at most "
+                f"{worst:.0f}%).")
+        return [Finding("regime", text, 0.0, "points")]
+    which = "; ".join(f"batch {int(b)} at {', '.join(str(int(s)) for s in g.seqlen)} tokens"
+                      for b, g in bound.groupby("batch"))
+    idle = float(bound.idle_pct.max())
+    idle_word = "GPU idle" if on_gpu else "host overhead"
+    text = (f"{len(bound)} of {len(ok)} points are launch-bound (wall time at least 2x kernel time): {which}; "
+            f"{idle_word} up to {idle:.0f}% of the forward. What helps: {bound.advice.iloc[0]}.")
+    return [Finding("regime", text, float(len(bound)), "points")]
+
+
+def roofline_findings(components: pd.DataFrame, peaks: DevicePeaks | None, device_name: str, dtype: str,
+                      basis: str) -> list[Finding]:
+    """The peaks used, then for the SSM scan and the largest GEMM of each family at its longest point:
+    achieved rates, share of the roof and the verdict."""
+    if peaks is None or peaks.tflops(dtype) is None or not peaks.gb_per_s:
+        text = (f"No {dtype} peaks known for {device_name}: roofline verdicts need `mambaprof calibrate` on that "
+                "machine or --peaks FILE.")
+        return [Finding("peaks", text)]
+    tf, bw = peaks.tflops(dtype), peaks.gb_per_s
+    out = [Finding("peaks", f"Peaks: {rate(tf)} TFLOP/s ({dtype}) and {rate(bw)} GB/s, from {peaks.describe()}.",
+                   tf, "TFLOP/s")]
+    block = components[components.share_of_block_pct.notna()]
+    for (family, batch), grp in block.groupby(["family", "batch"]):
+        longest = grp[grp.seqlen == grp.seqlen.max()]
+        for component in ("ssm_scan", "in_proj"):
+            row = longest[longest.component == component]
+            if row.empty or pd.isna(row.roof_pct.iloc[0]):
+                continue
+            r = row.iloc[0]
+            caveat = f" ({roofline_note(r)})" if r.roof_pct > ABOVE_ROOF_PCT else ""
+            text = (f"{family_label(family)} {label(component)} at {int(r.seqlen)} tokens (batch {int(batch)}): "
+                    f"{rate(r.achieved_gb_per_s)} GB/s and {rate(r.achieved_tflop_per_s)} TFLOP/s on {basis} time, "
+                    f"{r.roof_pct:.0f}% of its roof, {r.verdict} (intensity {rate(r.intensity_flop_per_byte)} "
+                    f"FLOP/byte, ridge {rate(r.ridge_flop_per_byte)}){caveat}.")
+            out.append(Finding("roofline", text, float(r.roof_pct), "%", family, int(batch), int(r.seqlen),
+                               component))
+    return out
+
+
+def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
+    """The split forward's output check and its cost against the original forward."""
+    ok = points[points.status == "ok"]
+    if ok.empty or ok.split_vs_original_pct.isna().all():
+        return []
+    failed = int((ok.output_check == "fail").sum())
+    over = ok[ok.split_vs_original_pct > FIDELITY_BUDGET_PCT]
+    check = ("The split forward's output matched the original at every point" if failed == 0 else
+             f"The split forward's output differed from the original at {failed} point(s)")
+    cost = (f"its cost vs the original forward ranges {ok.split_vs_original_pct.min():+.1f}% to "
+            f"{ok.split_vs_original_pct.max():+.1f}%")
+    budget = (f", above the {FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
+              f"({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in over.itertuples())})"
+              if len(over) else f", within the {FIDELITY_BUDGET_PCT:.0f}% budget")
+    return [Finding("fidelity", f"{check}; {cost}{budget}.", float(ok.split_vs_original_pct.max()), "%")]
+
+
+def status_findings(points: pd.DataFrame) -> list[Finding]:
+    """Points that did not finish (out of memory or errors)."""
+    bad = points[points.status != "ok"]
+    if bad.empty:
+        return []
+    parts = [f"{len(g)} {status} ({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in g.itertuples())})"
+             for status, g in bad.groupby("status")]
+    return [Finding("status", f"Points that did not finish: {'; '.join(parts)}.", float(len(bad)), "points")]
+
+
+def hardware_findings(points: pd.DataFrame, components: pd.DataFrame) -> list[Finding]:
+    """Where the run has hardware tables: energy per forward and per token and peak memory at the longest
+    point of each batch, and the component moving the most DRAM traffic over its minimum."""
+    out = []
+    ok = points[points.status == "ok"]
+    for batch, grp in ok.groupby("batch"):
+        last = grp.sort_values("seqlen").iloc[-1]
+        where = f"at {int(last.seqlen)} tokens (batch {int(batch)})"
+        if pd.notna(last.get("energy_j")):
+            per_token = last.energy_j / last.tokens * 1e3
+            out.append(Finding("energy", f"Energy {where}: {last.energy_j:.3g} J per forward, {per_token:.3g} mJ "
+                                         "per token.", float(last.energy_j), "J", None, int(batch), int(last.seqlen)))
+        parts = [f"{what} {last[col] / 2**20:,.4g} MiB" for what, col in (
+            ("peak allocated", "mem_peak_bytes"), ("activations", "mem_activation_peak_bytes"),
+            ("decode cache", "cache_state_bytes")) if pd.notna(last.get(col))]
+        if parts:
+            value = last.get("mem_peak_bytes")
+            value = last.get("mem_activation_peak_bytes") if pd.isna(value) else value
+            out.append(Finding("memory", f"Memory {where}: {', '.join(parts)}.",
+                               None if pd.isna(value) else float(value), "bytes", None, int(batch), int(last.seqlen)))
+    measured = components[components.bytes_measured_over_min.notna() & components.family.isin(("mamba1", "mamba2"))]
+    for (family, batch, seqlen), grp in measured.groupby(["family", "batch", "seqlen"]):
+        worst = grp.sort_values("bytes_measured_over_min").iloc[-1]
+        text = (f"Measured DRAM traffic, {family_label(family)} at {int(seqlen)} tokens (batch {int(batch)}): "
+                f"{label(worst.component)} moves {worst.bytes_measured_over_min:.2f}x its minimum bytes, the most "
+                "of any component.")
+        out.append(Finding("dram", text, float(worst.bytes_measured_over_min), "x", family, int(batch), int(seqlen),
+                           worst.component))
+    return out

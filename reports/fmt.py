@@ -1,0 +1,55 @@
+"""Number formatting shared by the findings, the terminal and the HTML (a number reads the same everywhere)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+
+def missing(value: Any) -> bool:
+    """True for None, pd.NA and NaN."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value: Any, spec: str = ".3g") -> str:
+    """A number, or `-` when missing."""
+    return "-" if missing(value) else format(float(value), spec)
+
+
+def rate(value: Any) -> str:
+    """A rate or ratio of any size: 3 significant digits below 1000, whole with separators above."""
+    if missing(value):
+        return "-"
+    v = float(value)
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def ms(value: Any) -> str:
+    """Milliseconds with 3-4 significant digits."""
+    if missing(value):
+        return "-"
+    v = float(value)
+    return f"{v:.4g}" if abs(v) >= 1 else f"{v:.3g}"
+
+
+def pct(value: Any) -> str:
+    """Percent with one decimal."""
+    return "-" if missing(value) else f"{float(value):.1f}"
+
+
+def si(value: Any, unit: str = "") -> str:
+    """Engineering notation: 1.2 G, 340 M (for FLOPs and bytes)."""
+    if missing(value):
+        return "-"
+    v = float(value)
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= factor:
+            return f"{v / factor:.3g} {prefix}{unit}"
+    return f"{v:.3g} {unit}".strip()
+
+
+def ratio(value: Any) -> str:
+    """A ratio as `0.62x`."""
+    return "-" if missing(value) else f"{float(value):.2f}x"

@@ -1,0 +1,105 @@
+"""Read a run directory once into DataFrames for the analyses (never re-runs a model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from mambaprof.errors import MambaprofError
+from mambaprof.reports import hardware
+from mambaprof.reports.validate import Validation, require_valid
+from mambaprof.rundir import read_run_record, read_table
+from mambaprof.schema import TABLES
+
+#: Tables of the hardware-signal collectors the report reads; each is optional (see reports/hardware.py).
+OPTIONAL_TABLES = ("energy", "memory", "memory_points", "hw_counters", "collector_status")
+
+FAMILY_LABELS = {"mamba1": "Mamba-1", "mamba2": "Mamba-2", "mixed": "hybrid", "model": "model"}
+
+
+@dataclass
+class RunData:
+    """One run's tables: the run record, all points, the component rows of ok points, and whichever
+    optional hardware tables exist (by name). `warnings` lists what validation and loading noticed."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    points: pd.DataFrame
+    components: pd.DataFrame
+    optional: dict[str, pd.DataFrame] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        """The run's identifier."""
+        return str(self.record.get("run_id") or self.run_dir.name)
+
+    @property
+    def label(self) -> str:
+        """Short human name: the preset or checkpoint or model file name, else the directory name."""
+        ref = self.record.get("model_ref")
+        if ref:
+            return Path(str(ref)).name
+        return self.run_dir.name
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when the run ran on a CUDA device."""
+        return str(self.record.get("device") or "").startswith("cuda")
+
+    @property
+    def dtype(self) -> str:
+        """Compute dtype of the run (e.g. `bfloat16`)."""
+        return str(self.record.get("dtype") or "float32")
+
+    @property
+    def family_label(self) -> str:
+        """`Mamba-1`, `Mamba-2` or `hybrid`."""
+        fam = str(self.record.get("model_family") or "")
+        return FAMILY_LABELS.get(fam, fam or "unknown")
+
+
+def read_optional(run_dir: Path, name: str) -> pd.DataFrame | None:
+    """An optional table as a DataFrame, or None when the run does not have it. Tables this mambaprof
+    does not know the schema of are read as plain Parquet."""
+    folder = run_dir / name
+    if not folder.is_dir():
+        return None
+    if name in TABLES:
+        return read_table(run_dir, name).to_pandas()
+    dataset = ds.dataset(folder, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    return dataset.to_table().to_pandas()
+
+
+def load_run(run_dir: Path | str) -> RunData:
+    """Validate and read a run directory. Raises RunDirectoryError (one line) when it cannot be reported."""
+    run_dir = Path(run_dir)
+    validation: Validation = require_valid(run_dir)
+    record = read_run_record(run_dir)
+    points = read_table(run_dir, "points").to_pandas()
+    comps = read_table(run_dir, "components").to_pandas()
+    for frame in (points, comps):
+        if "rank" not in frame.columns:
+            frame["rank"] = 0
+    ok = points.loc[points.status == "ok", ["rank", "point_id"]]
+    comps = comps.merge(ok, on=["rank", "point_id"], how="inner")
+    warnings = [p.one_line() for p in validation.warnings]
+    optional: dict[str, pd.DataFrame] = {}
+    for name in OPTIONAL_TABLES:
+        try:
+            frame = read_optional(run_dir, name)
+        except (MambaprofError, OSError, ValueError) as exc:
+            warnings.append(f"{run_dir}/{name}: unreadable ({str(exc).splitlines()[0]}); left out")
+            continue
+        if frame is not None:
+            if "rank" not in frame.columns:
+                frame["rank"] = 0
+            optional[name] = frame
+    warnings += hardware.collector_warnings(optional)
+    points = points.sort_values(["rank", "batch", "seqlen", "point_id"]).reset_index(drop=True)
+    return RunData(run_dir=run_dir, record=record, points=points, components=comps.reset_index(drop=True),
+                   optional=optional, warnings=warnings)

@@ -1,0 +1,105 @@
+"""Terminal renderer: rich tables, readable at 100 columns."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mambaprof.reports import views
+from mambaprof.reports.attribution import BLOCK_FAMILIES
+from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
+
+
+def rich_table(view: views.View) -> Group:
+    """A View as its title line, a rich Table (first column left, numbers right; text cells never
+    wrapped) and its caption."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False)
+    for i, header in enumerate(view.headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0, overflow="fold")
+    for row in view.rows:
+        table.add_row(*row)
+    parts: list[RenderableType] = [Text(view.title, style="bold"), table]
+    if view.caption:
+        parts.append(Text(view.caption, style="dim"))
+    return Group(*parts)
+
+
+def _bullets(console: Console, title: str, lines: list[str], style: str = "") -> None:
+    if not lines:
+        return
+    console.print(Text(title, style="bold"))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row("•", Text(line, style=style))
+    console.print(grid)
+    console.print()
+
+
+def _longest_points(analysis: RunAnalysis) -> list[tuple[str, int, int]]:
+    comps = analysis.components
+    block = comps[comps.family.isin(BLOCK_FAMILIES)]
+    out = []
+    for (family, batch), grp in block.groupby(["family", "batch"]):
+        out.append((str(family), int(batch), int(grp.seqlen.max())))
+    return out
+
+
+def print_report(analysis: RunAnalysis, console: Console, per_layer: bool = False) -> None:
+    """The whole report of one run: facts, warnings, findings, attribution at the longest point, shares by
+    sequence length, regime per point, scaling exponents (and per layer on demand)."""
+    console.rule(f"[bold]mambaprof report: {analysis.label}")
+    facts = Table(show_header=False, box=None, pad_edge=False)
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    for name, value in views.run_facts(analysis):
+        facts.add_row(name, value)
+    console.print(facts)
+    console.print()
+    _bullets(console, "Warnings", analysis.warnings, style="yellow")
+    _bullets(console, "Findings", analysis.sentences())
+    for family, batch, seqlen in _longest_points(analysis):
+        console.print(rich_table(views.attribution_view(analysis.components, family, batch, seqlen, analysis.basis,
+                                                        compact=True)))
+        console.print()
+        console.print(rich_table(views.share_matrix(analysis.components, analysis.scaling, family, batch,
+                                                    analysis.basis)))
+        console.print()
+    model_rows = analysis.components[analysis.components.family == "model"]
+    if not model_rows.empty:
+        batch = int(model_rows.batch.max())
+        seqlen = int(model_rows[model_rows.batch == batch].seqlen.max())
+        console.print(rich_table(views.attribution_view(analysis.components, "model", batch, seqlen, analysis.basis,
+                                                        compact=True)))
+        console.print()
+    console.print(rich_table(views.points_view(analysis.points, analysis.data.on_gpu)))
+    console.print()
+    console.print(rich_table(views.scaling_view(analysis.scaling, analysis.crossovers, analysis.basis)))
+    if per_layer:
+        for batch in sorted(analysis.layers.batch.unique()):
+            seqlen = int(analysis.layers[analysis.layers.batch == batch].seqlen.max())
+            console.print()
+            console.print(rich_table(views.layers_view(analysis.layers, int(batch), seqlen, analysis.basis)))
+
+
+def print_comparison(comparison: RunComparison, console: Console) -> None:
+    """Two runs side by side: warnings, headline findings, ratio matrix per batch, the longest common point
+    in detail, and whole-forward times per point."""
+    la, lb = comparison.labels
+    console.rule(f"[bold]mambaprof compare: A = {la}  vs  B = {lb}")
+    _bullets(console, "Warnings", comparison.warnings, style="yellow")
+    _bullets(console, "Findings", comparison.sentences())
+    aligned = comparison.components
+    both = aligned.dropna(subset=["a_ms", "b_ms"])
+    for batch in sorted(aligned.batch.unique()):
+        console.print(rich_table(views.comparison_matrix(aligned, int(batch), la, lb)))
+        console.print()
+        common = both[both.batch == batch]
+        if not common.empty:
+            seqlen = int(common.seqlen.max())
+            console.print(rich_table(views.comparison_view(aligned, int(batch), seqlen, la, lb, comparison.basis)))
+            console.print()
+    console.print(rich_table(views.compare_points_view(comparison.points, la, lb)))

@@ -1,0 +1,60 @@
+"""Write a run's summary tables as Parquet files a hardware team reads without mambaprof.
+
+One file per table, `DIR/<table>.parquet`, with the schema of `mambaprof.schema.summary` (units in
+the column names; each field's unit and meaning in its Arrow metadata), plus `DIR/README.md`
+describing every column. pandas: `pd.read_parquet("DIR/summary_components.parquet")`; DuckDB:
+`SELECT * FROM 'DIR/summary_components.parquet'`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from mambaprof.errors import RunDirectoryError
+from mambaprof.reports.run_analysis import RunAnalysis
+from mambaprof.rundir import write_parquet_atomic
+from mambaprof.schema import TABLES, get_table
+
+SUMMARY_TABLES: tuple[str, ...] = tuple(name for name in TABLES if name.startswith("summary_"))
+
+
+def frame_to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
+    """A summary DataFrame -> Arrow table with exactly the registered schema (NaN becomes null)."""
+    return get_table(name).build(frame.to_dict("records"))
+
+
+def readme(tables: tuple[str, ...] = SUMMARY_TABLES) -> str:
+    """README.md for a summary directory: every table and column with unit and meaning."""
+    lines = ["# mambaprof summary tables", "",
+             "Written by `mambaprof report RUN --parquet DIR`. Plain Parquet: read with pandas",
+             "(`pd.read_parquet('summary_components.parquet')`) or DuckDB",
+             "(`SELECT * FROM 'summary_components.parquet'`). Units are in the column names.", ""]
+    for name in tables:
+        spec = get_table(name)
+        lines += [f"## `{name}.parquet`", "", spec.doc, "", "| column | type | unit | meaning |",
+                  "| --- | --- | --- | --- |"]
+        for col in spec.columns:
+            doc = col.doc.replace("|", "\\|")
+            lines.append(f"| `{col.name}` | {col.type} | {col.unit or '-'} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
+    """Write every summary table of `analysis` into `out_dir` (created if needed) and its README.md.
+
+    Refuses to write into a run directory (the summaries are not run tables)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "runs").is_dir():
+        raise RunDirectoryError(f"--parquet {out_dir} is a run directory",
+                                "write summaries to a folder of their own, e.g. --parquet summary/")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in analysis.summary_frames().items():
+        written.append(write_parquet_atomic(frame_to_arrow(name, frame), out_dir / f"{name}.parquet"))
+    (out_dir / "README.md").write_text(readme())
+    written.append(out_dir / "README.md")
+    return written

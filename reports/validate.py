@@ -1,0 +1,177 @@
+"""Check that a directory is a run a report can read, before any analysis touches it.
+
+`validate_run` lists every problem it finds (errors make a report impossible, warnings are stated in
+it); `require_valid` raises a RunDirectoryError with the first error, phrased as what is wrong, where,
+and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mambaprof.errors import MambaprofError, RunDirectoryError
+from mambaprof.rundir import RUN_TABLE, read_run_record, read_table, run_state
+from mambaprof.schema import SCHEMA_VERSION, get_table
+from mambaprof.taxonomy import BY_NAME
+
+#: Tables a report needs, and the columns of each it reads.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "points": ("point_id", "batch", "seqlen", "status", "original_ms_median", "forward_kernel_ms"),
+    "components": ("point_id", "layer", "component", "family", "wall_ms_mean", "kernel_ms_mean", "flops",
+                   "bytes_min"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of the validation: severity (`error` or `warning`), where, what, and what to do."""
+
+    severity: str
+    where: str
+    message: str
+    hint: str | None = None
+
+    def one_line(self) -> str:
+        """`where: message (hint)`."""
+        return f"{self.where}: {self.message}" + (f" ({self.hint})" if self.hint else "")
+
+
+@dataclass
+class Validation:
+    """All problems found in one run directory."""
+
+    run_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Problems that make a report impossible."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Problems the report states but reads past."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def add(self, severity: str, where: str, message: str, hint: str | None = None) -> None:
+        """Record a problem."""
+        self.problems.append(Problem(severity, where, message, hint))
+
+
+def validate_run(run_dir: Path | str) -> Validation:
+    """Check a run directory: it exists, has a run record of a readable schema version, has the
+    points and components tables with the columns a report reads, at least one finished point, and
+    consistent keys. Never raises for a problem in the data; lists it instead."""
+    run_dir = Path(run_dir)
+    result = Validation(run_dir)
+    if not run_dir.exists():
+        result.add("error", str(run_dir), "does not exist", "give the --out directory of `mambaprof trace`")
+        return result
+    if not run_dir.is_dir():
+        result.add("error", str(run_dir), "is a file, not a run directory",
+                   "give the --out directory of `mambaprof trace`")
+        return result
+    if not (run_dir / RUN_TABLE).is_dir():
+        result.add("error", str(run_dir), "is not a mambaprof run directory (no runs/ table)",
+                   "give the --out directory of `mambaprof trace`")
+        return result
+    try:
+        record = read_run_record(run_dir)
+    except MambaprofError as exc:
+        result.add("error", f"{run_dir}/runs", exc.message, exc.hint)
+        return result
+    version = record.get("schema_version")
+    if version is not None and version > SCHEMA_VERSION:
+        result.add("error", f"{run_dir}/runs", f"written with schema version {version}, newer than this "
+                   f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
+        return result
+    frames: dict[str, pd.DataFrame] = {}
+    for table, needed in REQUIRED.items():
+        where = f"{run_dir}/{table}"
+        if not (run_dir / table).is_dir():
+            if table == "components" and "points" in frames and not _any_ok(frames["points"]):
+                break  # the points check below says why: no point finished
+            result.add("error", where, "is missing", "the trace did not finish a single point; trace again")
+            continue
+        try:
+            frames[table] = read_table(run_dir, table).to_pandas()
+        except MambaprofError as exc:
+            result.add("error", where, exc.message, exc.hint)
+            continue
+        missing = [c for c in needed if c not in frames[table].columns]
+        if missing:
+            result.add("error", where, f"lacks column(s) {', '.join(missing)}",
+                       f"it does not match schema version {SCHEMA_VERSION}; trace again with this mambaprof")
+            frames.pop(table)
+    points = frames.get("points")
+    if points is not None and not _any_ok(points):
+        statuses = ", ".join(f"{s}: {n}" for s, n in points.status.value_counts().items()) or "no points"
+        result.add("error", f"{run_dir}/points", f"no point finished ({statuses})",
+                   "see points.error for why; trace again with smaller --seqlens/--batch")
+    if result.errors:
+        return result
+    comps = frames["components"]
+    _check_consistency(result, run_dir, record, points, comps)
+    return result
+
+
+def _any_ok(points: pd.DataFrame) -> bool:
+    return bool((points.status == "ok").any())
+
+
+def _check_consistency(result: Validation, run_dir: Path, record: dict[str, Any], points: pd.DataFrame,
+                       comps: pd.DataFrame) -> None:
+    key = ["rank", "point_id"] if "rank" in points.columns and "rank" in comps.columns else ["point_id"]
+    ok_keys = set(map(tuple, points.loc[points.status == "ok", key].itertuples(index=False)))
+    comp_keys = set(map(tuple, comps[key].drop_duplicates().itertuples(index=False)))
+    orphan = comp_keys - set(map(tuple, points[key].itertuples(index=False)))
+    if orphan:
+        result.add("warning", f"{run_dir}/components", f"{len(orphan)} point(s) have components but no row in "
+                   "points; they are left out", "the run may have been copied partially")
+    lacking = ok_keys - comp_keys
+    if lacking:
+        result.add("warning", f"{run_dir}/components", f"{len(lacking)} ok point(s) have no component rows; "
+                   "they are left out of the attribution")
+    unknown = sorted(set(comps.component.dropna()) - set(BY_NAME))
+    if unknown:
+        result.add("warning", f"{run_dir}/components", f"unknown component(s) {', '.join(unknown)} "
+                   "(not in this mambaprof's taxonomy); shown as they are")
+    for col in ("wall_ms_mean", "kernel_ms_mean"):
+        if (comps[col].dropna() < 0).any():
+            result.add("error", f"{run_dir}/components", f"negative {col}", "the table is corrupted; trace again")
+    status, reason = run_state(record)
+    if status == "running":
+        result.add("warning", f"{run_dir}/runs", f"the run is {reason}; only its finished points are reported")
+    elif status in ("incomplete", "failed"):
+        result.add("warning", f"{run_dir}/runs", f"run status {status}: {reason or 'some points did not finish'}")
+    if "output_check" in points.columns:
+        failed = points[(points.status == "ok") & (points.output_check == "fail")]
+        if not failed.empty:
+            result.add("warning", f"{run_dir}/points", f"{len(failed)} point(s) failed the split-vs-original output "
+                       "check; their component split may not be the model's computation")
+    spec = get_table("components")
+    extra = set(comps.columns) - set(spec.column_names)
+    if extra:
+        result.add("warning", f"{run_dir}/components", f"unexpected column(s) {', '.join(sorted(extra))}; ignored")
+
+
+def require_valid(run_dir: Path | str) -> Validation:
+    """validate_run, raising RunDirectoryError for the first error (and saying how many more there are)."""
+    result = validate_run(run_dir)
+    if result.errors:
+        first = result.errors[0]
+        more = len(result.errors) - 1
+        hint = first.hint
+        if more:
+            hint = f"{hint + '; ' if hint else ''}{more} more problem(s)"
+        raise RunDirectoryError(f"{first.where}: {first.message}", hint)
+    return result

@@ -1,0 +1,114 @@
+"""The committed report example (docs/examples/) agrees with the raw tables it was made from.
+
+Everything here is recomputed with pandas/numpy straight from docs/examples/raw/<run>/ (the run's own
+Parquet tables), independently of mambaprof.reports, and compared with docs/examples/summary/<run>/.
+Regenerate the example with benchmarks/make_report_example.py (see docs/examples/README.md).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+MANIFEST = json.loads((EXAMPLES / "manifest.json").read_text())
+LABELS = [r["label"] for r in MANIFEST["runs"]]
+BLOCK = ("mamba1", "mamba2")
+
+
+def raw(label: str, table: str) -> pd.DataFrame:
+    return pd.read_parquet(EXAMPLES / "raw" / label / table)
+
+
+def summary(label: str, table: str) -> pd.DataFrame:
+    return pd.read_parquet(EXAMPLES / "summary" / label / f"{table}.parquet")
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_component_times_from_raw_tables(label):
+    comps, points = raw(label, "components"), raw(label, "points")
+    ok = points.loc[points.status == "ok", "point_id"]
+    comps = comps[comps.point_id.isin(ok)]
+    got = summary(label, "summary_components").set_index(["point_id", "family", "component"])
+    keys = ["point_id", "family", "component"]
+    wall = comps.groupby(keys).wall_ms_mean.sum(min_count=1)
+    kernel = comps.groupby(keys).kernel_ms_mean.sum(min_count=1)
+    np.testing.assert_allclose(got.wall_ms.reindex(wall.index), wall, rtol=1e-9)
+    np.testing.assert_allclose(got.kernel_ms.reindex(kernel.index), kernel, rtol=1e-9)
+    basis = got.time_basis.iloc[0]
+    assert (got.time_basis == basis).all() and basis in ("kernel", "wall")
+    time = (kernel if basis == "kernel" else wall).rename("time")
+    np.testing.assert_allclose(got.time_ms.reindex(time.index), time, rtol=1e-9)
+    # shares of block time, recomputed per point and family
+    frame = time.reset_index()
+    frame = frame[frame.family.isin(BLOCK)]
+    frame["share"] = frame.time / frame.groupby(["point_id", "family"]).time.transform("sum") * 100
+    share = frame.set_index(keys).share
+    np.testing.assert_allclose(got.share_of_block_pct.reindex(share.index), share, rtol=1e-9)
+    # achieved rates from the closed-form counts
+    flops = comps.groupby(keys).flops.sum(min_count=1)
+    rate = (flops / (time * 1e-3) / 1e12).replace([np.inf], np.nan)
+    np.testing.assert_allclose(got.achieved_tflop_per_s.reindex(rate.index), rate, rtol=1e-9)
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_kernel_times_from_the_kernel_events(label):
+    if not (EXAMPLES / "raw" / label / "kernels").is_dir():
+        pytest.skip("the kernels table was too large to commit for this run")
+    kernels, comps = raw(label, "kernels"), raw(label, "components")
+    family = comps[["point_id", "layer", "family"]].drop_duplicates()
+    kernels = kernels.merge(family, on=["point_id", "layer"], how="left")
+    per_iter = kernels.groupby(["point_id", "family", "component", "iteration"]).duration_us.sum().unstack(fill_value=0)
+    from_events = per_iter.mean(axis=1) / 1000
+    got = summary(label, "summary_components").set_index(["point_id", "family", "component"]).kernel_ms
+    assert len(from_events) >= 10
+    np.testing.assert_allclose(got.reindex(from_events.index), from_events, rtol=1e-6)
+    forward = kernels.groupby(["point_id", "iteration"]).duration_us.sum().groupby("point_id").median() / 1000
+    pts = summary(label, "summary_points").set_index("point_id").kernel_ms
+    np.testing.assert_allclose(pts.reindex(forward.index), forward, rtol=1e-6)
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_points_regime_and_scaling_from_raw_tables(label):
+    points = raw(label, "points").set_index("point_id")
+    got = summary(label, "summary_points").set_index("point_id")
+    ok = got[got.status == "ok"]
+    np.testing.assert_allclose(ok.wall_ms, points.loc[ok.index, "original_ms_median"], rtol=1e-12)
+    idle = np.clip(1 - ok.kernel_ms / ok.wall_ms, 0, None) * 100
+    np.testing.assert_allclose(ok.idle_pct, idle, rtol=1e-9)
+    regime = np.where(ok.wall_ms >= 2 * ok.kernel_ms, "launch-bound", np.where(idle >= 20, "mixed", "device-bound"))
+    assert list(ok.regime) == list(regime)
+    # the SSM scan's fitted exponent, from the basis times of the raw components
+    comps = summary(label, "summary_components")
+    scaling = summary(label, "summary_scaling")
+    for (fam, batch), grp in comps[comps.component == "ssm_scan"].groupby(["family", "batch"]):
+        grp = grp[grp.time_ms > 0].sort_values("seqlen")
+        slope = np.polyfit(np.log(grp.seqlen), np.log(grp.time_ms), 1)[0]
+        row = scaling[(scaling.family == fam) & (scaling.batch == batch) & (scaling.component == "ssm_scan")]
+        assert row.exponent.iloc[0] == pytest.approx(slope, rel=1e-9)
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_findings_state_the_summary_numbers(label):
+    comps = summary(label, "summary_components")
+    findings = summary(label, "summary_findings")
+    basis = comps.time_basis.iloc[0]
+    for finding in findings[findings.kind == "scan"].itertuples():
+        row = comps[(comps.family == finding.family) & (comps.batch == finding.batch)
+                    & (comps.seqlen == finding.seqlen) & (comps.component == "ssm_scan")].iloc[0]
+        assert finding.value == pytest.approx(row.share_of_block_pct)
+        assert f"SSM scan: {row.share_of_block_pct:.0f}% of" in finding.text and f"block {basis} time" in finding.text
+        assert finding.text in (EXAMPLES / "report.html").read_text() + (EXAMPLES / "compare.html").read_text()
+
+
+def test_pages_and_screenshots_are_committed():
+    for name in MANIFEST["files"]:
+        path = EXAMPLES / name
+        assert path.is_file(), name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            text = path.read_text()
+            assert text.count('data-plot="') >= 4 and "<script" not in text
