@@ -11,10 +11,13 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 import mambaprof
 from mambaprof.reports import plots, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
+from mambaprof.reports.study import StudyAnalysis
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
@@ -155,6 +158,39 @@ def render_comparison(comparison: RunComparison) -> str:
         parts.append(f"<h2>{tag}: {_e(analysis.label)}</h2>{_facts(analysis)}")
         parts.append(run_sections(analysis, heading_level="h3", prefix=f"{tag} · "))
     return _page(f"mambaprof compare: {la} vs {lb}", "".join(parts))
+
+
+def render_study(study: StudyAnalysis) -> str:
+    """The HTML report of a study: models, findings, fidelity, each Mamba-1 vs Mamba-2 pair, each model."""
+    models = study.models
+    parts = [f"<h1>mambaprof study: {_e(study.study_dir.name)}</h1>",
+             f'<p class="sub">{len(study.runs)} models on {_e(next(iter(study.runs.values())).device_name)}'
+             f"; time basis {_e(study.basis)}</p>",
+             table_html(views.View("Models", ["model", "family", "layers", "parameters", "status", "points ok"],
+                                   [[str(r.model), str(r.family), str(r.layers), f"{(r.params or 0) / 1e6:.0f} M",
+                                     str(r.status), f"{r.points_ok}/{r.points}"] for r in models.itertuples()])),
+             f"<h2>Findings</h2>{_list(study.sentences(), 'findings')}"]
+    fid = study.fidelity
+    rows = [[str(r.model), str(r.batch), str(r.seqlen), str(r.status),
+             "-" if pd.isna(r.split_vs_original_pct) else f"{r.split_vs_original_pct:+.2f}%",
+             "-" if pd.isna(r.attributed_kernel_pct) else f"{r.attributed_kernel_pct:.2f}%", str(r.output_check)]
+            for r in fid.itertuples()]
+    parts.append(table_html(views.View("Fidelity of the component-split forward",
+                                       ["model", "batch", "seqlen", "status", "split vs original",
+                                        "kernel time attributed", "output check"], rows,
+                                       "split vs original: median time of the split forward (with its markers) "
+                                       "relative to the model's own forward, interleaved in one run.")))
+    for comparison in study.comparisons:
+        la, lb = comparison.labels
+        parts.append(f"<h2>{_e(la)} vs {_e(lb)}</h2>")
+        parts.append(figure_html("ratio", plots.ratio_chart(comparison.components, la, lb),
+                                 f"{lb} / {la} time per component and sequence length (log scale; 1 = equal)."))
+        for batch in sorted(comparison.components.batch.unique()):
+            parts.append(table_html(views.comparison_matrix(comparison.components, int(batch), la, lb)))
+    for name, analysis in study.runs.items():
+        parts.append(f"<h2>{_e(name)}</h2>{_facts(analysis)}")
+        parts.append(run_sections(analysis, heading_level="h3", prefix=f"{name} · "))
+    return _page(f"mambaprof study: {study.study_dir.name}", "".join(parts))
 
 
 def write_html(text: str, path: Path) -> Path:

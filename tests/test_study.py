@@ -18,6 +18,12 @@ def test_study_runs_every_model(tmp_path, cli):
     for name, family in (("mamba-tiny", "mamba1"), ("mamba2-tiny", "mamba2")):
         assert read_run_record(out / name)["model_family"] == family
         assert read_table(out / name, "points").num_rows == 2
+    assert (out / "report.html").is_file() and (out / "summary" / "mamba-tiny").is_dir()
+    html = (out / "report.html").read_text()
+    assert "mamba-tiny vs mamba2-tiny" in html and "Fidelity of the component-split forward" in html
+    rep = cli("report", str(out), "--quiet", "--html", str(tmp_path / "again.html"))
+    assert rep.returncode == 0, rep.stderr
+    assert (tmp_path / "again.html").read_text().count('data-plot="ratio"') == 1
     again = cli("study", "--out", str(out), "--models", "mamba-tiny", "--seqlens", "32", "--quiet")
     assert_one_line_error(again, "already holds a study")
 

@@ -53,8 +53,12 @@ def report_command(
     from mambaprof.reports.render_html import render_report, write_html
     from mambaprof.reports.render_terminal import print_report
     from mambaprof.reports.run_analysis import RunAnalysis
+    from mambaprof.reports.study import is_study_dir
     from mambaprof.reports.summary_parquet import write_summary
 
+    if is_study_dir(run):
+        write_study_report(run, html, parquet, basis, peaks, calibration, quiet)
+        return
     analysis = RunAnalysis(run, basis=basis, peaks_file=peaks, use_calibration=calibration)
     print_warnings(analysis.warnings)
     if not quiet:
@@ -64,3 +68,26 @@ def report_command(
     if parquet is not None:
         written = write_summary(analysis, parquet)
         typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")
+
+
+def write_study_report(study_dir: Path, html: Path | None, parquet: Path | None, basis: str = "auto",
+                       peaks: Path | None = None, calibration: bool = True, quiet: bool = False) -> None:
+    """Report of a `mambaprof study` directory: findings in the terminal, one HTML page, per-model summaries."""
+    from mambaprof.reports.render_html import render_study, write_html
+    from mambaprof.reports.study import StudyAnalysis
+    from mambaprof.reports.summary_parquet import write_summary
+
+    study = StudyAnalysis(study_dir, basis=basis, peaks_file=peaks, use_calibration=calibration)
+    for analysis in study.runs.values():
+        print_warnings([f"{analysis.label}: {w}" for w in analysis.warnings])
+    if not quiet:
+        console = terminal_console()
+        console.print(f"[bold]Study {study_dir}[/bold]: {', '.join(study.runs)}")
+        for sentence in study.sentences():
+            console.print(f" • {sentence}", highlight=False)
+    if html is not None:
+        typer.echo(f"wrote {write_html(render_study(study), html)}")
+    if parquet is not None:
+        for name, analysis in study.runs.items():
+            write_summary(analysis, Path(parquet) / name)
+        typer.echo(f"wrote summary tables of {len(study.runs)} models to {parquet}")

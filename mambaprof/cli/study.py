@@ -29,6 +29,8 @@ def study_command(
     warmup: int = typer.Option(2, "--warmup", help="Warm-up forwards per point."),
     profile_repeats: int = typer.Option(2, "--profile-repeats", help="Profiled forwards per point."),
     tensorboard: bool = typer.Option(False, "--tb/--no-tb", help="Also write TensorBoard traces (large)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write <out>/report.html and <out>/summary/ "
+                                "and print the findings when the study ends."),
     force: bool = typer.Option(False, "--force", help="Replace an existing study in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or tables."),
     debug: bool = DEBUG_OPTION,
@@ -54,3 +56,7 @@ def study_command(
     typer.echo(f"study directory: {out}")
     if not outcome.run_dirs:
         raise typer.Exit(3)
+    if report:
+        from mambaprof.cli.report import write_study_report
+
+        write_study_report(out, out / "report.html", out / "summary", quiet=quiet)
