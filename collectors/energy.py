@@ -34,7 +34,8 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, energy_update_period_ms
-from mambaprof.collectors.nvml import NvmlSampler, status_row
+from mambaprof.collectors.nvml import NvmlSampler
+from mambaprof.collectors.rows import point_identity, status_row
 from mambaprof.inputs import compare_outputs
 from mambaprof.instrument import BLOCK, Window
 from mambaprof.measure import PointContext
@@ -45,6 +46,8 @@ from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 DEFAULT_MIN_UPDATES = 10
 DEFAULT_MAX_WINDOW_S = 10.0
 MAX_EXECUTIONS = 200_000
+#: graph replays shorter than this may be bound by the host's launch rate
+SHORT_EXEC_MS = 0.05
 #: model-level windows whose kernels are captured and measured
 MODEL_COMPONENTS = ("embedding", "norm", "lm_head")
 
@@ -452,7 +455,7 @@ class EnergyCollector:
         reading = meter.measure_adaptive(forwards, fwd_ms, sync)
         rows = [self._row(point_row, (MODEL_LAYER, "forward"), "forward", reading, idle_w, tokens, 1, None,
                           "the model's own forward, repeated back to back")]
-        if self.components and ctx.structure.mixers:
+        if self.components and ctx.structure.mixers and ctx.spec.mode == "split":
             rows += self._components(ctx, point_row, meter, idle_w, tokens)
         self._phase("energy/done")
         return rows
@@ -529,9 +532,9 @@ class EnergyCollector:
             rows.append(self._row(point_row, label, "component", None, idle_w, tokens, represented, None,
                                   None, status="capture_failed", reason=reason))
         keep.release()
-        del cap, groups
-        torch.cuda.synchronize(dev)
-        torch.cuda.empty_cache()
+        groups.clear()
+        if cap is not None:
+            cap.segments.clear()
         return rows
 
     @staticmethod
@@ -555,14 +558,17 @@ class EnergyCollector:
     def _row(self, point_row: dict[str, Any], label: Label, scope: str, reading: Reading | None,
              idle_w: float | None, tokens: int, represented: int, check: str | None, note: str | None,
              status: str | None = None, reason: str | None = None) -> dict[str, Any]:
-        keys = ("run_id", "rank", "world_size", "point_id", "device", "batch", "seqlen", "dtype")
-        row: dict[str, Any] = {k: point_row[k] for k in keys if k in point_row}
+        row: dict[str, Any] = point_identity(point_row)
         row.update(layer=label[0], component=label[1], scope=scope, tokens=tokens, layers_represented=represented,
                    capture_check=check, note=note, counter_update_ms=self.update_ms, idle_power_w=idle_w)
         if reading is None:
             row.update(status=status, reason=reason)
             return row
         energy = reading.energy_mj
+        if scope == "component" and reading.exec_ms is not None and reading.exec_ms < SHORT_EXEC_MS:
+            row["note"] = "; ".join(filter(None, [note, f"executions shorter than {SHORT_EXEC_MS} ms may be "
+                                                        "launch-bound: energy_mj includes idle gaps, "
+                                                        "dynamic_energy_mj does not"]))
         row.update(status=reading.status, reason=reading.reason, executions=reading.executions,
                    window_ms=reading.window_ms, exec_ms=reading.exec_ms, busy_pct=reading.busy_pct,
                    counter_updates=reading.counter_updates, energy_mj=energy, energy_rel_err=reading.rel_err,

@@ -150,6 +150,10 @@ class NullDevice(GPUDevice):
         return self._none()
 
 
+#: nvmlValueType_t -> the member of nvmlValue_t holding it
+_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
 class NVMLDevice(GPUDevice):
     """A GPU read through pynvml (nvidia-ml-py). Construct with `open_device`."""
 
@@ -181,13 +185,18 @@ class NVMLDevice(GPUDevice):
         except Exception as exc:  # noqa: BLE001 - a broken binding is NVML failing too
             raise DeviceLost(one_line(exc)) from exc
 
-    def _field(self, field_id: int) -> Any:
+    def _fields(self, *field_ids: int) -> list[float]:
+        """Numeric values of NVML fields, read as the type NVML says each one has."""
         nv = self._nvml
-        values = self._call(nv.nvmlDeviceGetFieldValues, [field_id])
-        value = values[0]
-        if value.nvmlReturn != nv.NVML_SUCCESS:
-            raise MetricUnsupported(f"NVML field {field_id}: return code {value.nvmlReturn}")
-        return value
+        out = []
+        for value in self._call(nv.nvmlDeviceGetFieldValues, list(field_ids)):
+            if value.nvmlReturn != nv.NVML_SUCCESS:
+                raise MetricUnsupported(f"NVML field {value.fieldId}: return code {value.nvmlReturn}")
+            member = _VALUE_MEMBERS.get(int(value.valueType))
+            if member is None:
+                raise MetricUnsupported(f"NVML field {value.fieldId}: value type {value.valueType}")
+            out.append(getattr(value.value, member))
+        return out
 
     def power_mw(self) -> int:
         return int(self._call(self._nvml.nvmlDeviceGetPowerUsage))
@@ -196,7 +205,7 @@ class NVMLDevice(GPUDevice):
         field = getattr(self._nvml, "NVML_FI_DEV_POWER_INSTANT", None)
         if field is None:
             raise MetricUnsupported("this pynvml has no NVML_FI_DEV_POWER_INSTANT")
-        return int(self._field(field).value.uiVal)
+        return int(self._fields(field)[0])
 
     def energy_mj(self) -> int:
         return int(self._call(self._nvml.nvmlDeviceGetTotalEnergyConsumption))
@@ -224,11 +233,8 @@ class NVMLDevice(GPUDevice):
             nv, "NVML_FI_DEV_PCIE_COUNT_RX_BYTES", None)
         if tx_id is None or rx_id is None:
             raise MetricUnsupported("this pynvml has no PCIe byte-counter fields")
-        values = self._call(nv.nvmlDeviceGetFieldValues, [tx_id, rx_id])
-        for v in values:
-            if v.nvmlReturn != nv.NVML_SUCCESS:
-                raise MetricUnsupported(f"PCIe byte counters: return code {v.nvmlReturn}")
-        return int(values[0].value.ullVal), int(values[1].value.ullVal)
+        tx, rx = self._fields(tx_id, rx_id)
+        return int(tx), int(rx)
 
     def pcie_throughput_bytes_per_s(self) -> tuple[float, float]:
         nv = self._nvml

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_map
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
+from mambaprof.collectors.rows import point_identity
 from mambaprof.inputs import first_tensor
 from mambaprof.measure import PointContext
 
@@ -231,8 +232,7 @@ class IOCollector:
     def measure_point(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         """One warm-up and one profiled explicit run; a row per phase."""
         dev = ctx.spec.device
-        keys = ("run_id", "rank", "world_size", "point_id", "device", "batch", "seqlen", "dtype")
-        ident = {k: point_row[k] for k in keys if k in point_row}
+        ident = point_identity(point_row)
 
         def to_host(x: Any) -> Any:
             return x.detach().to("cpu") if isinstance(x, torch.Tensor) else x

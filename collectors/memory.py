@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import quiet_native_stderr
+from mambaprof.collectors.rows import point_identity, run_relative
 from mambaprof.inputs import first_tensor
 from mambaprof.instrument import BLOCK, FORWARD, RangeListener, Window, parse_range
 from mambaprof.measure import PointContext, expected_components
@@ -275,8 +276,7 @@ class MemoryCollector:
         spec, st = ctx.spec, ctx.structure
         dev = spec.device
         on_gpu = dev.type == "cuda"
-        keys = ("run_id", "rank", "world_size", "point_id", "device", "batch", "seqlen", "dtype")
-        ident = {k: point_row[k] for k in keys if k in point_row}
+        ident = point_identity(point_row)
         elem = torch.empty((), dtype=spec.dtype).element_size()
         model: nn.Module = st.root
         point: Row = {**ident, "source": "cuda_allocator" if on_gpu else "profiler",
@@ -358,7 +358,7 @@ class MemoryCollector:
         dev = ctx.spec.device
         if dev.type == "cuda":
             path = self.timeline_dir / f"{stem}.pickle"
-            torch.cuda.memory._record_memory_history(max_entries=200_000, device=dev)
+            torch.cuda.memory._record_memory_history(stacks="python", max_entries=200_000, device=dev)
             try:
                 out = ctx.run_instrumented([RangeListener()])
                 del out
@@ -381,9 +381,4 @@ class MemoryCollector:
             with warnings.catch_warnings():  # deprecated for CUDA in favour of snapshots; the CPU's only timeline
                 warnings.simplefilter("ignore", FutureWarning)
                 prof.export_memory_timeline(str(path), device="cpu")
-        if self.run_dir is not None:
-            try:
-                return str(path.relative_to(self.run_dir))
-            except ValueError:
-                pass
-        return str(path)
+        return run_relative(path, self.run_dir)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
-from mambaprof.collectors.nvml import status_row
+from mambaprof.collectors.rows import point_identity, run_relative, status_row
 from mambaprof.errors import BadArgumentError, MambaprofError
 from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.measure import PointContext
@@ -298,14 +298,6 @@ class NcuCollector:
         cmd = [str(self.ncu), "--import", str(report), "--csv", "--print-units", "base"]
         return cmd + (["--print-nvtx-rename", "kernel"] if renamed else [])
 
-    def _rel(self, path: Path) -> str:
-        if self.run_dir is not None:
-            try:
-                return str(path.relative_to(self.run_dir))
-            except ValueError:
-                pass
-        return str(path)
-
     def measure_point(self, ctx: PointContext, point_row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Profile one marked forward of this point under ncu; rows per kernel."""
         pid = point_row["point_id"]
@@ -320,8 +312,8 @@ class NcuCollector:
                   "layers": self.layers}
         spec_path.write_text(json.dumps(target, indent=1))
         cmd = self.command(report, spec_path)
-        details = {"command": cmd, "report": self._rel(report), "log": self._rel(log_path), "layers": self.layers,
-                   "metrics": list(METRICS)}
+        details = {"command": cmd, "report": run_relative(report, self.run_dir),
+                   "log": run_relative(log_path, self.run_dir), "layers": self.layers, "metrics": list(METRICS)}
         if spec.device.type == "cuda":
             torch.cuda.empty_cache()  # the profiled process loads its own copy of the model
 
@@ -350,8 +342,7 @@ class NcuCollector:
             return failed("ncu profiled no kernel (is the NVTX range reached? see the log)")
         renamed_names = {k.ncu_id: k.name for k in renamed_kernels}
         families = {s.layer: s.dims.family for s in ctx.structure.mixers}
-        keys = ("run_id", "rank", "world_size", "point_id", "device", "batch", "seqlen", "dtype")
-        ident = {k: point_row[k] for k in keys if k in point_row}
+        ident = point_identity(point_row)
         rows = [{**ident, **r} for r in attribute_ncu(kernels, renamed_names, families,
                                                       ctx.structure.fused_norm_layers)]
         unattributed = sum(1 for r in rows if r["attribution"] == "none")

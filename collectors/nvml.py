@@ -15,13 +15,13 @@ how it sampled.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mambaprof.collectors.gpu_device import GPUDevice, MetricUnsupported, throttle_names
+from mambaprof.collectors.rows import point_identity, status_row
 
 DEFAULT_INTERVAL_MS = 10.0
 #: never sample faster than this, whatever the driver says
@@ -212,15 +212,6 @@ class NvmlSampler:
             self._stop.wait((next_ns - now) / 1e9)
 
 
-def status_row(identity: dict[str, Any], collector: str, status: str, reason: str | None,
-               details: dict[str, Any] | None = None, point_id: int | None = None) -> Row:
-    """A `collector_status` row."""
-    return {"run_id": identity["run_id"], "rank": identity.get("rank", 0),
-            "world_size": identity.get("world_size", 1), "collector": collector, "point_id": point_id,
-            "status": status, "reason": reason,
-            "details_json": json.dumps(details, sort_keys=True, default=str) if details is not None else None}
-
-
 _SAMPLE_COLUMNS = ("host_ns", "unix_ns", "phase", "gpu_index", "power_w", "power_instant_w", "energy_mj",
                    "gpu_util_pct", "mem_util_pct", "memory_used_bytes", "memory_total_bytes", "sm_clock_mhz",
                    "mem_clock_mhz", "temperature_c", "pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s",
@@ -259,8 +250,7 @@ class NvmlRunCollector:
         self.outside_points += len(samples) - len(inside)
         self.point_start_ns = None
         self.sampler.set_phase("between points")
-        keys = ("run_id", "rank", "world_size", "point_id", "device", "batch", "seqlen", "dtype")
-        ident = {k: base[k] for k in keys if k in base}
+        ident = point_identity(base)
         out: dict[str, list[Row]] = {"nvml_samples": [{**ident, **{k: s.get(k) for k in _SAMPLE_COLUMNS}}
                                                       for s in inside]}
         if self.sampler.state == "failed" and not self._reported_failure:

@@ -187,3 +187,26 @@ def test_run_goes_on_when_nvml_dies_mid_run(tmp_path):
     point_row = nvml[nvml.point_id == 0].iloc[0]
     assert "GPU is lost" in point_row.reason
     assert dev.closed
+
+
+def test_field_values_are_read_as_their_declared_type(monkeypatch):
+    _patch_nvml(monkeypatch)
+    counters = {pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: (3, "ullVal", 7 << 33),
+                pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: (3, "ullVal", 123),
+                pynvml.NVML_FI_DEV_POWER_INSTANT: (1, "uiVal", 412_000)}
+
+    def field_values(handle, ids):
+        out = (pynvml.c_nvmlFieldValue_t * len(ids))()
+        for slot, fid in zip(out, ids, strict=True):
+            vtype, member, number = counters[fid]
+            slot.fieldId, slot.valueType, slot.nvmlReturn = fid, vtype, pynvml.NVML_SUCCESS
+            setattr(slot.value, member, number)
+        return out
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetFieldValues", field_values)
+    dev = open_device(torch.device("cuda:0"))
+    assert dev.pcie_counters_bytes() == (7 << 33, 123)
+    assert dev.power_instant_mw() == 412_000
+    counters[pynvml.NVML_FI_DEV_POWER_INSTANT] = (9, "uiVal", 1)
+    with pytest.raises(gpu_device.MetricUnsupported, match="value type 9"):
+        dev.power_instant_mw()

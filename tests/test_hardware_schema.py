@@ -10,7 +10,8 @@ from hardware_fakes import FakeClock, FakeDevice
 from mambaprof.collectors.energy import EnergyCollector, EnergyMeter
 from mambaprof.collectors.io import PhaseIO
 from mambaprof.collectors.ncu import attribute_ncu, parse_ncu_csv
-from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler, status_row
+from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
+from mambaprof.collectors.rows import status_row
 from mambaprof.rundir import RunWriter, read_table
 from mambaprof.schema import TABLES, get_table
 from mambaprof.schema.core import identity_columns

@@ -71,7 +71,7 @@ ENERGY = register(Table(
         "back to back, for one representative Mamba layer (`layers_represented` identical layers share its "
         "numbers) and the model-level components. A window shorter than `min_updates` counter updates, or "
         "a component whose kernels could not be captured, has status `unresolved` / `capture_failed` and "
-        "null energy: never an invented number.",
+        "null energy: never an invented number. Component rows exist in split mode only.",
     key=("run_id", "rank", "point_id", "layer", "component"),
     columns=identity_columns() + _where() + (
         Column("scope", S, "", "`forward` (whole forward) or `component` (one component's kernels)."),
@@ -80,9 +80,10 @@ ENERGY = register(Table(
         Column("reason", S, "", "Why the energy is null or doubtful."),
         Column("executions", I64, "", "Back-to-back executions (forwards or graph replays) inside the window."),
         Column("window_ms", F64, "ms", "Host time between the two counter reads."),
-        Column("exec_ms", F64, "ms", "GPU time of one execution (CUDA events over the window / executions)."),
-        Column("busy_pct", F64, "%", "executions x exec_ms / window_ms: the share of the window the GPU was "
-               "running the measured work (below ~90 the window includes launch gaps)."),
+        Column("exec_ms", F64, "ms", "GPU time per execution: CUDA events from the first execution's start to "
+               "the last one's end, / executions (includes any launch gaps between executions)."),
+        Column("busy_pct", F64, "%", "executions x exec_ms / window_ms: the share of the window covered by the "
+               "executions on the GPU (the rest is counter reads and synchronisation)."),
         Column("counter_update_ms", F64, "ms", "Measured update period of the energy counter on this GPU."),
         Column("counter_updates", F64, "", "window_ms / counter_update_ms: counter updates the window spans."),
         Column("energy_mj", F64, "mJ", "Device energy per execution: counter difference / executions."),

@@ -1,0 +1,39 @@
+"""Row helpers shared by the hardware collectors: a point's identity columns, `collector_status` rows,
+paths relative to the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mambaprof.schema.core import identity_columns
+
+Row = dict[str, Any]
+Rows = dict[str, list[Row]]
+
+_POINT_KEYS = tuple(c.name for c in identity_columns())
+
+
+def point_identity(point_row: Row) -> Row:
+    """The identity columns (run, rank, point, device, batch, seqlen, dtype) of a point's row."""
+    return {k: point_row[k] for k in _POINT_KEYS if k in point_row}
+
+
+def status_row(identity: Row, collector: str, status: str, reason: str | None,
+               details: dict[str, Any] | None = None, point_id: int | None = None) -> Row:
+    """A `collector_status` row (details serialised as JSON)."""
+    return {"run_id": identity["run_id"], "rank": identity.get("rank", 0),
+            "world_size": identity.get("world_size", 1), "collector": collector, "point_id": point_id,
+            "status": status, "reason": reason,
+            "details_json": json.dumps(details, sort_keys=True, default=str) if details is not None else None}
+
+
+def run_relative(path: Path, run_dir: Path | None) -> str:
+    """`path` relative to the run directory when it is inside it, else as given."""
+    if run_dir is not None:
+        try:
+            return str(Path(path).relative_to(run_dir))
+        except ValueError:
+            pass
+    return str(path)
