@@ -1,11 +1,12 @@
 """NVML sampler: a background thread reading the GPU's management counters while a run goes on.
 
-`NvmlSampler` samples a `GPUDevice` every `interval_ms` (default 10 ms, raised to the driver's
-own sample period where the driver exposes one: sampling faster only repeats values). Each
-sample carries `host_ns` (time.perf_counter_ns, the clock every hardware collector marks its
-windows on), `unix_ns` and the phase the run was in. A metric the GPU does not offer is dropped
-after its first refusal; NVML failing (GPU lost, driver gone, any unexpected error) stops the
-thread and is recorded, and the run goes on.
+`NvmlSampler` samples a `GPUDevice` every `interval_ms` (default 10 ms). A metric whose driver
+sample period pynvml exposes (power, utilisation: the spacing of `nvmlDeviceGetSamples`' buffer)
+is read no faster than that period, so no value is read twice and presented as new: in the samples
+between two of its updates it is null. Each sample carries `host_ns` (time.perf_counter_ns, the
+clock every hardware collector marks its windows on), `unix_ns` and the phase the run was in. A
+metric the GPU does not offer is dropped after its first refusal; NVML failing (GPU lost, driver
+gone, any unexpected error) stops the thread and is recorded, and the run goes on.
 
 `NvmlRunCollector` ties the sampler to a sweep (the run-level collector hook of
 `mambaprof.sweep.run_sweep`): started with the run, told when points and phases begin, it hands
@@ -55,13 +56,14 @@ class NvmlSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._readers: list[tuple[str, Callable[[Row], None]]] = []
+        self._readers: list[tuple[str, Callable[[Row], None], float | None]] = []
+        self._last_read: dict[str, int] = {}
         self._pcie_prev: tuple[int, int, int] | None = None
         self._pcie_last_slow_ns = 0
 
     # -- control -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Probe the driver's sample periods, set the effective interval, start the thread.
+        """Probe the driver's sample periods, start the thread.
 
         Does nothing (state stays `unavailable`) when the device is the empty stand-in.
         """
@@ -73,9 +75,9 @@ class NvmlSampler:
                 self.driver_periods_ms[kind] = self.device.sample_period_ms(kind)
             except Exception:  # noqa: BLE001 - a probe failing only means "unknown"
                 self.driver_periods_ms[kind] = None
-        known = [p for p in self.driver_periods_ms.values() if p]
-        self.interval_ms = max(self.requested_ms, min(known) if known else 0.0, MIN_INTERVAL_MS)
+        self.interval_ms = max(self.requested_ms, MIN_INTERVAL_MS)
         self._readers = self._make_readers()
+        self._last_read.clear()
         self.state = "running"
         self._thread = threading.Thread(target=self._run, name="mambaprof-nvml", daemon=True)
         self._thread.start()
@@ -115,12 +117,14 @@ class NvmlSampler:
         """Facts about the sampling so far (for `collector_status.details_json`)."""
         return {"state": self.state, "reason": self.reason, "interval_ms_requested": self.requested_ms,
                 "interval_ms": self.interval_ms, "driver_sample_period_ms": self.driver_periods_ms,
+                "metric_period_ms": {name: period for name, _, period in self._readers if period},
                 "samples": self.sample_count, "unsupported_metrics": self.unsupported,
                 "failed_at_unix_ns": self.failed_at_unix_ns, "gpu_index": self.device.index,
                 "gpu_name": self.device.name, "handle_match": getattr(self.device, "how", None)}
 
     # -- sampling ----------------------------------------------------------------------------------
-    def _make_readers(self) -> list[tuple[str, Callable[[Row], None]]]:
+    def _make_readers(self) -> list[tuple[str, Callable[[Row], None], float | None]]:
+        """(metric, reader, driver period or None: read at every sample)."""
         d = self.device
 
         def power(row: Row) -> None:
@@ -148,9 +152,11 @@ class NvmlSampler:
             mask = d.throttle_reasons()
             row["throttle_reasons"], row["throttle_names"] = mask, throttle_names(mask)
 
-        return [("power", power), ("power_instant", power_instant), ("energy", energy),
-                ("utilization", utilization), ("memory", memory), ("clocks", clocks),
-                ("temperature", temperature), ("throttle", throttle), ("pcie", self._pcie)]
+        periods = self.driver_periods_ms
+        return [("power", power, periods.get("power")), ("power_instant", power_instant, None),
+                ("energy", energy, None), ("utilization", utilization, periods.get("utilization")),
+                ("memory", memory, None), ("clocks", clocks, None), ("temperature", temperature, None),
+                ("throttle", throttle, None), ("pcie", self._pcie, None)]
 
     def _pcie(self, row: Row) -> None:
         """PCIe rates from the cumulative byte counters; without them, the slow throughput query."""
@@ -178,12 +184,17 @@ class NvmlSampler:
             return None
         row: Row = {"host_ns": self.clock(), "unix_ns": self.wall(), "phase": self.phase,
                     "gpu_index": self.device.index}
-        for name, read in list(self._readers):
+        now = row["host_ns"]
+        for name, read, period in list(self._readers):
+            last = self._last_read.get(name)
+            if period and last is not None and (now - last) < 0.95 * period * 1e6:
+                continue  # the driver has not updated it since the last read
             try:
                 read(row)
+                self._last_read[name] = now
             except MetricUnsupported as exc:
                 self.unsupported[name] = str(exc)
-                self._readers = [(n, r) for n, r in self._readers if n != name]
+                self._readers = [r for r in self._readers if r[0] != name]
             except Exception as exc:  # noqa: BLE001 - DeviceLost or worse: NVML dying mid-run must not kill the run
                 self.state = "failed"
                 self.failed_at_unix_ns = self.wall()

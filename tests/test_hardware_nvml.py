@@ -47,11 +47,19 @@ def test_sampler_samples_at_interval_with_known_values():
     assert sorted(rx)[len(rx) // 2] == pytest.approx(2e9, rel=0.05)
 
 
-def test_interval_never_faster_than_the_driver():
-    s = NvmlSampler(FakeDevice(driver_period_ms=20.0), interval_ms=10.0)
-    _run_for(s, 0.25)
-    assert s.interval_ms == 20.0 and s.status()["driver_sample_period_ms"] == {"power": 20.0, "utilization": 20.0}
-    assert len(s.drain()) <= 15  # 0.25 s at 20 ms
+def test_metrics_never_read_faster_than_the_driver_updates_them():
+    dev = FakeDevice(driver_period_ms=20.0)
+    s = NvmlSampler(dev, interval_ms=4.0)
+    _run_for(s, 0.4)
+    rows = s.drain()
+    status = s.status()
+    assert s.interval_ms == 4.0 and status["driver_sample_period_ms"] == {"power": 20.0, "utilization": 20.0}
+    assert status["metric_period_ms"] == {"power": 20.0, "utilization": 20.0}
+    power = [r["host_ns"] for r in rows if r.get("power_w") is not None]
+    assert 0 < len(power) < len(rows) / 2  # read about every 5th sample, null in between
+    assert min((b - a) / 1e6 for a, b in zip(power, power[1:], strict=False)) >= 0.95 * 20.0
+    assert all(r.get("sm_clock_mhz") == 1755.0 for r in rows)  # no driver period: read every sample
+    assert dev.power_reads == len(power)
 
 
 def test_unsupported_metric_is_dropped_and_pcie_falls_back_to_throughput():

@@ -28,9 +28,10 @@ def _where() -> tuple[Column, ...]:
 NVML_SAMPLES = register(Table(
     name="nvml_samples",
     doc="Samples of the GPU's NVML counters taken by a background thread while the point ran (every "
-        "`interval` ms, never faster than the driver updates; see `collector_status` for the interval "
-        "used). A metric the GPU does not support is null. No rows when NVML is unavailable: "
-        "`collector_status` says why.",
+        "`interval` ms; see `collector_status` for the interval). A metric whose driver sample period "
+        "NVML exposes (power, utilisation) is read no faster than that period and is null in the samples "
+        "in between; a metric the GPU does not support is null throughout. No rows when NVML is "
+        "unavailable: `collector_status` says why.",
     key=("run_id", "rank", "point_id", "host_ns"),
     columns=identity_columns() + (
         Column("host_ns", I64, "ns", "Host monotonic time of the sample (time.perf_counter_ns).", nullable=False),

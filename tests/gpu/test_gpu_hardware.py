@@ -75,7 +75,8 @@ def test_sampler_on_the_real_driver(gpu):
     print("nvml status:", status)
     assert sampler.state == "stopped", status
     assert len(rows) >= 1000.0 / max(sampler.interval_ms, 10.0) * 0.5
-    assert all(r["power_w"] > 20 for r in rows)
+    power = [r["power_w"] for r in rows if r.get("power_w") is not None]
+    assert len(power) >= 5 and all(p > 20 for p in power)  # read at the driver's own power period
     energy = [r["energy_mj"] for r in rows]
     assert energy == sorted(energy) and energy[-1] > energy[0]
     busy = [r for r in rows if r.get("gpu_util_pct") is not None]
