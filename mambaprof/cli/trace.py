@@ -121,8 +121,8 @@ def trace_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary table."),
     nvml: bool = typer.Option(True, "--nvml/--no-nvml", help="Sample NVML (power, energy counter, utilisation, "
                               "memory, clocks, PCIe, throttling) on a background thread; energy needs it."),
-    nvml_interval_ms: float = typer.Option(10.0, "--nvml-interval-ms", help="NVML sampling interval (raised to "
-                                           "the driver's own sample period where it exposes one)."),
+    nvml_interval_ms: float = typer.Option(10.0, "--nvml-interval-ms", help="NVML sampling interval; power and "
+                                           "utilisation are read no faster than the driver updates them."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Energy per forward and per component from "
                                 "the GPU energy counter (GPU with NVML only)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Memory per component and per point."),
