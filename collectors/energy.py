@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_leaves
 
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, energy_update_period_ms
 from mambaprof.collectors.nvml import NvmlSampler
-from mambaprof.collectors.rows import point_identity, status_row
+from mambaprof.collectors.rows import collector_failed, point_identity, status_row
 from mambaprof.inputs import compare_outputs
 from mambaprof.instrument import BLOCK, Window
 from mambaprof.measure import PointContext
@@ -420,8 +420,7 @@ class EnergyCollector:
         except DeviceError as exc:
             return {"collector_status": [status_row(point_row, "energy", "failed", f"NVML: {exc}", point_id=pid)]}
         except Exception as exc:  # noqa: BLE001 - energy failing must not fail the point's other data
-            torch.cuda.empty_cache()
-            return {"collector_status": [status_row(point_row, "energy", "failed", one_line(exc), point_id=pid)]}
+            return collector_failed(point_row, "energy", exc, dev)
         details = {"counter_update_ms": self.update_ms, "min_updates": self.min_updates,
                    "max_window_s": self.max_window_s}
         unresolved = [f"{r['layer']}/{r['component']}" for r in rows if r["status"] != "resolved"]

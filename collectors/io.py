@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_map
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
-from mambaprof.collectors.rows import point_identity
+from mambaprof.collectors.rows import collector_failed, point_identity
 from mambaprof.inputs import first_tensor
 from mambaprof.measure import PointContext
 
@@ -113,8 +113,9 @@ def _kineto_bytes(ev: Any) -> int | None:
     if n > 0:
         return n
     try:
-        meta = json.loads("{" + ev.metadata_json() + "}") if ev.metadata_json() else {}
-    except (ValueError, TypeError):
+        text = ev.metadata_json()
+        meta = json.loads("{" + text + "}") if text else {}
+    except (ValueError, TypeError, AttributeError):
         meta = {}
     value = meta.get("bytes")
     return int(value) if isinstance(value, (int, float)) and value > 0 else None
@@ -231,6 +232,12 @@ class IOCollector:
 
     def measure_point(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         """One warm-up and one profiled explicit run; a row per phase."""
+        try:
+            return self._measure(ctx, point_row)
+        except Exception as exc:  # noqa: BLE001 - a failing collector must not fail the point's other data
+            return collector_failed(point_row, "io", exc, ctx.spec.device)
+
+    def _measure(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         dev = ctx.spec.device
         ident = point_identity(point_row)
 

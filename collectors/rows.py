@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mambaprof.schema.core import identity_columns
+from mambaprof.sweep import one_line
 
 Row = dict[str, Any]
 Rows = dict[str, list[Row]]
@@ -27,6 +30,14 @@ def status_row(identity: Row, collector: str, status: str, reason: str | None,
             "world_size": identity.get("world_size", 1), "collector": collector, "point_id": point_id,
             "status": status, "reason": reason,
             "details_json": json.dumps(details, sort_keys=True, default=str) if details is not None else None}
+
+
+def collector_failed(point_row: Row, collector: str, exc: BaseException, device: torch.device) -> Rows:
+    """What a collector returns when it raised: a `failed` status row (the point's other data stands)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"collector_status": [status_row(point_row, collector, "failed", one_line(exc),
+                                            point_id=point_row.get("point_id"))]}
 
 
 def run_relative(path: Path, run_dir: Path | None) -> str:

@@ -123,3 +123,23 @@ def test_memory_collector_on_cpu_measures_real_allocations(family, tmp_path):
     if family == "mamba1":
         assert point["timeline_path"] == "tl/point00003_b2_l32.html"
         assert (tmp_path / point["timeline_path"]).stat().st_size > 1000
+
+
+def test_a_failing_collector_leaves_the_point_ok(tmp_path, monkeypatch):
+    from mambaprof.collectors import memory
+    from mambaprof.rundir import read_table
+    from mambaprof.sweep import TraceConfig
+    from mambaprof.tracing import ModelSource, trace
+
+    def boom(fn):
+        raise RuntimeError("profiler exploded")
+
+    monkeypatch.setattr(memory, "profiled_events", boom)
+    config = TraceConfig(seqlens=[16], batches=[1], device=torch.device("cpu"), dtype=torch.float32, repeats=1,
+                         warmup=0, profile_repeats=0, tensorboard=False)
+    outcome = trace(ModelSource(), config, tmp_path / "run", extra_collectors=[MemoryCollector()])
+    assert outcome.result.status == "complete"
+    status = read_table(tmp_path / "run", "collector_status").to_pylist()
+    assert [(s["collector"], s["point_id"], s["status"], s["reason"]) for s in status] == [
+        ("memory", 0, "failed", "RuntimeError: profiler exploded")]
+    assert read_table(tmp_path / "run", "memory").num_rows == 0

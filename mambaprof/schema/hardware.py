@@ -216,7 +216,8 @@ COLLECTOR_STATUS = register(Table(
     key=("run_id", "rank", "collector", "point_id"),
     columns=identity_columns(per_point=False) + (
         Column("collector", S, "", "`nvml` (run-level and, when NVML failed during a point, that point), "
-               "`energy` or `ncu` (per point).", nullable=False),
+               "`energy` or `ncu` (per point); `memory` or `io` only for a point where they failed.",
+               nullable=False),
         Column("point_id", I32, "", "Sweep point the row is about; null for the whole run."),
         Column("status", S, "", "`ok`, `unavailable` (nothing measured: reason), `partial` (some values "
                "missing: reason) or `failed` (stopped by an error: reason)."),
