@@ -1,5 +1,6 @@
 """Energy resolution logic with fake energy counters, and how a forward is cut into captured pieces."""
 
+import contextlib
 import time
 
 import pytest
@@ -175,3 +176,99 @@ def test_energy_collector_on_cpu_says_why_there_is_no_energy():
     assert "energy" not in out
     status = out["collector_status"][0]
     assert status["status"] == "unavailable" and status["point_id"] == 7 and "device is cpu" in status["reason"]
+
+
+class FakeCuda:
+    """Just enough of torch.cuda for EnergyCollector._components on the CPU: graphs whose 'capture' runs the
+    ops eagerly (so the forward really computes) and whose replay advances a fake clock by `replay_ms`; an op
+    that is illegal during capture raises and invalidates the capture, as CUDA does."""
+
+    def __init__(self, clock: FakeClock, replay_ms: float = 0.25):
+        self.clock, self.replay_ms = clock, replay_ms
+        self.capturing = self.invalid = False
+        self.captures = self.replays = 0
+        fake = self
+
+        class Graph:
+            def capture_begin(self, capture_error_mode="global"):
+                assert capture_error_mode == "thread_local"
+                fake.capturing, fake.captures = True, fake.captures + 1
+
+            def capture_end(self):
+                fake.capturing = False
+                if fake.invalid:
+                    fake.invalid = False
+                    raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+            def replay(self):
+                fake.replays += 1
+                fake.clock.advance_ms(fake.replay_ms)
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self, stream=None):
+                self.t = fake.clock()
+
+            def elapsed_time(self, other):
+                return (other.t - self.t) / 1e6
+
+        class Stream:
+            def __init__(self, device=None):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        self.attrs = {"CUDAGraph": Graph, "Event": Event, "Stream": Stream,
+                      "stream": lambda s: contextlib.nullcontext(), "current_stream": lambda device=None: Stream(),
+                      "synchronize": lambda device=None: None, "empty_cache": lambda: None}
+
+    def install(self, monkeypatch):
+        for name, value in self.attrs.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+
+
+def test_component_energy_flow_with_a_piece_that_cannot_be_captured(monkeypatch):
+    """The capture/retry/replay/measure flow of EnergyCollector on the CPU with fake CUDA graphs: the conv of
+    the representative layer syncs with the host (illegal while capturing), so it is recorded as
+    capture_failed and runs eagerly; every other piece is captured, replayed and measured."""
+    from transformers.models.mamba import modeling_mamba
+
+    ctx = _ctx(tiny_mamba(layers=3))
+    clock = FakeClock()
+    fake = FakeCuda(clock)
+    fake.install(monkeypatch)
+    original = modeling_mamba.causal_conv1d_fn
+
+    def syncing_conv(*args, **kwargs):
+        if fake.capturing:
+            fake.invalid = True
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_mamba, "causal_conv1d_fn", syncing_conv)
+    device = FakeDevice(watts=W, update_ms=U, clock=clock)
+    collector = EnergyCollector(device, min_updates=10)
+    collector.update_ms = U
+    meter = EnergyMeter(device.energy_mj, U, min_updates=10, clock=clock)
+    row = {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0, "batch": 1, "seqlen": 16}
+    rows = {(r["layer"], r["component"]): r for r in collector._components(ctx, row, meter, 30.0, 16)}
+    conv = rows[(1, "conv1d")]
+    assert conv["status"] == "capture_failed" and "not permitted when stream is capturing" in conv["reason"]
+    assert conv.get("energy_mj") is None and conv["layers_represented"] == 3
+    measured = {k: r for k, r in rows.items() if r["status"] == "resolved"}
+    assert set(measured) == {(-1, "embedding"), (1, "residual"), (1, "norm"), (1, "in_proj"), (1, "ssm_params"),
+                             (1, "ssm_scan"), (1, "gating"), (1, "out_proj"), (-1, "norm"), (-1, "lm_head")}
+    for (layer, comp), r in measured.items():
+        pieces = 3 if comp == "residual" else 1  # before the norm, between norm and mixer, the add
+        assert r["exec_ms"] == pytest.approx(pieces * 0.25)
+        assert r["energy_mj"] == pytest.approx(W * pieces * 0.25, rel=r["energy_rel_err"] + 1e-9)
+        assert r["dynamic_energy_mj"] == pytest.approx(r["energy_mj"] - 30.0 * r["exec_ms"], rel=0.2)
+        assert r["capture_check"] == "pass" and r["layers_represented"] == (3 if layer == 1 else 1)
+        assert r["counter_updates"] >= 10 and r["energy_per_token_j"] == pytest.approx(r["energy_mj"] / 16000)
+        assert ("ran eagerly" in r["note"]) == (layer == 1)
+    assert fake.replays > 1000 and not fake.capturing
+    # first pass: 5 pieces, then the conv's capture fails; second pass: the 12 other pieces (conv eager)
+    assert fake.captures == 6 + 12
