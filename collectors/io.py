@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_map
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
-from mambaprof.collectors.rows import collector_failed, point_identity
+from mambaprof.collectors.rows import guarded, point_identity
 from mambaprof.inputs import first_tensor
 from mambaprof.measure import PointContext
 
@@ -230,14 +230,9 @@ class IOCollector:
         state.clear()
         return marks
 
+    @guarded("io")
     def measure_point(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         """One warm-up and one profiled explicit run; a row per phase."""
-        try:
-            return self._measure(ctx, point_row)
-        except Exception as exc:  # noqa: BLE001 - a failing collector must not fail the point's other data
-            return collector_failed(point_row, "io", exc, ctx.spec.device)
-
-    def _measure(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         dev = ctx.spec.device
         ident = point_identity(point_row)
 

@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_leaves
 
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import quiet_native_stderr
-from mambaprof.collectors.rows import collector_failed, point_identity, run_relative
+from mambaprof.collectors.rows import guarded, point_identity, run_relative
 from mambaprof.inputs import first_tensor
 from mambaprof.instrument import BLOCK, FORWARD, RangeListener, Window, parse_range
 from mambaprof.measure import PointContext, expected_components
@@ -271,14 +271,9 @@ class MemoryCollector:
         if self.sampler is not None:
             self.sampler.set_phase(phase)
 
+    @guarded("memory")
     def measure_point(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         """One original forward (peak, activations) and one split forward with the listener."""
-        try:
-            return self._measure(ctx, point_row)
-        except Exception as exc:  # noqa: BLE001 - a failing collector must not fail the point's other data
-            return collector_failed(point_row, "memory", exc, ctx.spec.device)
-
-    def _measure(self, ctx: PointContext, point_row: Row) -> dict[str, list[Row]]:
         spec, st = ctx.spec, ctx.structure
         dev = spec.device
         on_gpu = dev.type == "cuda"

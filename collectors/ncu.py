@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
-from mambaprof.collectors.rows import collector_failed, point_identity, run_relative, status_row
+from mambaprof.collectors.rows import guarded, point_identity, run_relative, status_row
 from mambaprof.errors import BadArgumentError, MambaprofError
 from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.measure import PointContext
@@ -298,14 +298,9 @@ class NcuCollector:
         cmd = [str(self.ncu), "--import", str(report), "--csv", "--print-units", "base"]
         return cmd + (["--print-nvtx-rename", "kernel"] if renamed else [])
 
+    @guarded("ncu")
     def measure_point(self, ctx: PointContext, point_row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Profile one marked forward of this point under ncu; rows per kernel."""
-        try:
-            return self._measure(ctx, point_row)
-        except Exception as exc:  # noqa: BLE001 - a failing collector must not fail the point's other data
-            return collector_failed(point_row, "ncu", exc, ctx.spec.device)
-
-    def _measure(self, ctx: PointContext, point_row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         pid = point_row["point_id"]
         spec = ctx.spec
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@ paths relative to the run directory."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,23 @@ def collector_failed(point_row: Row, collector: str, exc: BaseException, device:
         torch.cuda.empty_cache()
     return {"collector_status": [status_row(point_row, collector, "failed", one_line(exc),
                                             point_id=point_row.get("point_id"))]}
+
+
+MeasureFn = Callable[[Any, Any, Row], Rows]
+
+
+def guarded(collector: str) -> Callable[[MeasureFn], MeasureFn]:
+    """Decorator for a collector's `measure_point(self, ctx, point_row)`: an exception becomes a `failed`
+    collector_status row for the point instead of failing the point's other data."""
+    def wrap(fn: MeasureFn) -> MeasureFn:
+        @functools.wraps(fn)
+        def measure_point(self: Any, ctx: Any, point_row: Row) -> Rows:
+            try:
+                return fn(self, ctx, point_row)
+            except Exception as exc:  # noqa: BLE001 - recorded in collector_status
+                return collector_failed(point_row, collector, exc, ctx.spec.device)
+        return measure_point
+    return wrap
 
 
 def run_relative(path: Path, run_dir: Path | None) -> str:
