@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -184,16 +184,41 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
 
 
 ProgressFn = Callable[[int, int, str], None]
+Rows = dict[str, list[dict[str, Any]]]
+
+
+class RunCollector(Protocol):
+    """A collector that lives for the whole run (e.g. a sampler thread): started before the first point,
+    told when each point and phase begins, asked for each point's rows (written with the point, before
+    its `points` row), stopped at the end (its rows are written as run-level parts)."""
+
+    def start_run(self, run_id: str, identity: dict[str, Any]) -> None: ...
+
+    def begin_point(self, point_id: int) -> None: ...
+
+    def on_phase(self, point_id: int, phase: str) -> None: ...
+
+    def end_point(self, base: dict[str, Any]) -> Rows: ...
+
+    def stop_run(self) -> Rows: ...
+
+
+def _merge(into: Rows, more: Rows) -> Rows:
+    for table, rows in more.items():
+        into.setdefault(table, []).extend(rows)
+    return into
 
 
 def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig, writer: RunWriter,
               extra_collectors: Sequence[PointCollector] = (), progress: ProgressFn | None = None,
               debug: bool = False, identity: dict[str, Any] | None = None,
-              points: Sequence[tuple[int, int, int]] | None = None) -> SweepResult:
+              points: Sequence[tuple[int, int, int]] | None = None,
+              run_collectors: Sequence[RunCollector] = ()) -> SweepResult:
     """Measure every point, writing each as it finishes; return how the sweep ended.
 
     points: (point_id, batch, seqlen) to run (default: all of config.points(); distributed runs
     pass their shard). progress(done, total, description) is called before and after each point.
+    run_collectors: started after the first run record, stopped (and their rows written) before the last.
     """
     identity = identity or {"rank": 0, "world_size": 1}
     todo = list(points) if points is not None else [(i, b, s) for i, (b, s) in enumerate(config.points())]
@@ -207,14 +232,21 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     rows: list[dict[str, Any]] = []
     storage_error: StorageError | None = None
     interrupted_by: str | None = None
+    for collector in run_collectors:
+        collector.start_run(writer.run_id, identity)
     try:
         with interrupts_raise():
             for done, (pid, batch, seqlen) in enumerate(todo):
                 desc = f"b={batch} L={seqlen}"
                 report(done, len(todo), desc)
+
+                def on_phase(ph: str, d: int = done, s: str = desc, p: int = pid) -> None:
+                    report(d, len(todo), f"{s} · {ph}")
+                    for collector in run_collectors:
+                        collector.on_phase(p, ph)
+
                 row = _run_point(pid, batch, seqlen, loaded, structure, config, writer, extra_collectors,
-                                 trace_dir, identity, debug, lambda ph, d=done, s=desc: report(d, len(todo),
-                                                                                              f"{s} · {ph}"))
+                                 trace_dir, identity, debug, on_phase, run_collectors)
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
                 rows.append(row)
                 report(done + 1, len(todo), desc)
@@ -231,7 +263,12 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                 status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
             elif failed:
                 status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
+        run_rows: Rows = {}
+        for collector in run_collectors:
+            _merge(run_rows, collector.stop_run())
         try:
+            for table, table_rows in run_rows.items():
+                writer.write_rows(table, table_rows, None)
             writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason, counts,
                                                finished_at=utcnow(), identity=identity))
         except OSError as exc:
@@ -246,13 +283,16 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
 
 def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure: ModelStructure,
                config: TraceConfig, writer: RunWriter, extra: Sequence[PointCollector], trace_dir: Path | None,
-               identity: dict[str, Any], debug: bool, phase: Callable[[str], None]) -> dict[str, Any]:
+               identity: dict[str, Any], debug: bool, phase: Callable[[str], None],
+               run_collectors: Sequence[RunCollector] = ()) -> dict[str, Any]:
     base = {"run_id": writer.run_id, **identity, "point_id": pid, "device": str(config.device),
             "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
     spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
                      repeats=config.repeats, warmup=config.warmup, profile_repeats=config.profile_repeats,
                      mode=config.mode, trace_dir=trace_dir)
     started = utcnow()
+    for collector in run_collectors:
+        collector.begin_point(pid)
     try:
         call = make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype,
                          loaded.make_inputs, seed=config.seed)
@@ -273,14 +313,22 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
         row = {**base, "tokens": batch * seqlen, "mode": config.mode, "status": "oom" if is_oom(exc) else "error",
                "error": one_line(exc), "started_at": started, "finished_at": utcnow(),
                "repeats": config.repeats, "warmup": config.warmup, "profile_repeats": config.profile_repeats}
+        collected: Rows = {}
+        for collector in run_collectors:
+            _merge(collected, collector.end_point(base))
+        for table, table_rows in collected.items():
+            writer.write_rows(table, table_rows, pid)
         writer.write_rows("points", [row], pid)
         return row
     result.point.update(started_at=started, finished_at=utcnow())
     # tables first, points last: a point row on disk means the point's data is complete
+    extra_rows: Rows = {table: list(rows) for table, rows in result.extra.items()}
+    for collector in run_collectors:
+        _merge(extra_rows, collector.end_point(base))
     try:
         writer.write_rows("components", result.components, pid)
         writer.write_rows("kernels", result.kernels, pid)
-        for table, rows in result.extra.items():
+        for table, rows in extra_rows.items():
             writer.write_rows(table, rows, pid)
         writer.write_rows("points", [result.point], pid)
     except OSError as exc:

@@ -15,7 +15,7 @@ from mambaprof.loading import LoadedModel, load_default, load_hf_checkpoint, loa
 from mambaprof.measure import PointCollector
 from mambaprof.rundir import RunWriter
 from mambaprof.structure import ModelStructure, discover
-from mambaprof.sweep import ProgressFn, SweepResult, TraceConfig, run_sweep
+from mambaprof.sweep import ProgressFn, RunCollector, SweepResult, TraceConfig, run_sweep
 
 
 @dataclass
@@ -60,7 +60,8 @@ class TraceOutcome:
 def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = False,
           extra_collectors: Sequence[PointCollector] = (), progress: ProgressFn | None = None,
           debug: bool = False, writer: RunWriter | None = None, identity: dict[str, Any] | None = None,
-          points: Sequence[tuple[int, int, int]] | None = None) -> TraceOutcome:
+          points: Sequence[tuple[int, int, int]] | None = None,
+          run_collectors: Sequence[RunCollector] = ()) -> TraceOutcome:
     """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise."""
     loaded = source.load(config.device, config.dtype)
     structure = discover(loaded.model)
@@ -70,6 +71,6 @@ def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = Fal
     writer = writer or RunWriter(out, force=force)
     writer.prepare()
     result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
-                       debug=debug, identity=identity, points=points)
+                       debug=debug, identity=identity, points=points, run_collectors=run_collectors)
     return TraceOutcome(run_dir=writer.out, run_id=writer.run_id, loaded=loaded, structure=structure,
                         result=result)

@@ -13,11 +13,12 @@ from rich.table import Table
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import sweep_progress
+from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
 from mambaprof.loading import resolve_device, resolve_dtype
 from mambaprof.rank_trace import run_distributed_trace
-from mambaprof.rundir import new_run_id
+from mambaprof.rundir import RunWriter, new_run_id
 from mambaprof.sweep import TraceConfig
 from mambaprof.tracing import ModelSource, TraceOutcome, trace
 
@@ -118,6 +119,20 @@ def trace_command(
                                "ranks (default), or run every point on every rank, for a model that itself runs "
                                "across ranks (data or tensor parallel; the process group is initialised for it)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary table."),
+    nvml: bool = typer.Option(True, "--nvml/--no-nvml", help="Sample NVML (power, energy counter, utilisation, "
+                              "memory, clocks, PCIe, throttling) on a background thread; energy needs it."),
+    nvml_interval_ms: float = typer.Option(10.0, "--nvml-interval-ms", help="NVML sampling interval; power and "
+                                           "utilisation are read no faster than the driver updates them."),
+    energy: bool = typer.Option(True, "--energy/--no-energy", help="Energy per forward and per component from "
+                                "the GPU energy counter (GPU with NVML only)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Memory per component and per point."),
+    memory_timeline: bool = typer.Option(False, "--memory-timeline", help="Also write torch's memory snapshot "
+                                         "(GPU) or memory timeline (CPU) per point under memory_timeline/."),
+    io: bool = typer.Option(True, "--io/--no-io", help="Host<->device copies and PCIe traffic by phase."),
+    ncu: bool = typer.Option(False, "--ncu", help="Run each point under Nsight Compute (ncu): measured DRAM bytes "
+                             "per component (slow; GPU only)."),
+    ncu_layers: int | None = typer.Option(None, "--ncu-layers", help="With --ncu: profile only the first N Mamba "
+                                          "layers' kernels (default all)."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Trace a model over a sweep of batch sizes and sequence lengths into a Parquet run directory."""
@@ -130,9 +145,17 @@ def trace_command(
     if ranks is not None:
         raise typer.Exit(trace_on_rank(ranks, source, config, out, force, shard, quiet, debug))
     out = out or Path("runs") / new_run_id()
+    writer = RunWriter(out, force=force)
+    hw = build_hardware(HardwareOptions(nvml=nvml, nvml_interval_ms=nvml_interval_ms, energy=energy, memory=memory,
+                                        memory_timeline=memory_timeline, io=io, ncu=ncu, ncu_layers=ncu_layers),
+                        config.device, out, writer.run_id,
+                        {"model_file": str(model_file.resolve()) if model_file else None,
+                         "hf_dir": str(hf.resolve()) if hf else None, "preset": preset, "backend": backend},
+                        str(config.dtype).replace("torch.", ""), config.mode, config.seed, config.warmup)
     console = Console(stderr=True)
     with sweep_progress("trace", console, enabled=not quiet) as progress:
-        outcome = trace(source, config, out, force=force, progress=progress, debug=debug)
+        outcome = trace(source, config, out, force=force, progress=progress, debug=debug, writer=writer,
+                        extra_collectors=hw.point, run_collectors=hw.run)
     if not quiet:
         print_summary(outcome, Console())
     result = outcome.result
