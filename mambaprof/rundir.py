@@ -25,6 +25,8 @@ from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table
 
 RUN_TABLE = "runs"
 TB_DIR = "tb"
+#: Folders of files (not tables) that collectors write into a run: replaced with it under --force.
+ARTIFACT_DIRS = (TB_DIR, "memory_timeline", "ncu")
 #: Marker file that says "mambaprof wrote this directory" (lets --force know what it may replace).
 MARKER = "_mambaprof_run"
 
@@ -123,7 +125,7 @@ class RunWriter:
     def _remove_previous_run(self) -> None:
         import shutil
 
-        for name in [*TABLES, TB_DIR]:
+        for name in [*TABLES, *ARTIFACT_DIRS]:
             target = self.out / name
             if target.is_dir():
                 shutil.rmtree(target)

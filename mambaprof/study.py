@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from mambaprof.collectors.hardware import HardwareCollectors, HardwareOptions, build_hardware
 from mambaprof.errors import MambaprofError, RunDirectoryError
 from mambaprof.presets import PRESETS, get_preset
-from mambaprof.rundir import MARKER, utcnow
+from mambaprof.rundir import MARKER, RunWriter, utcnow
 from mambaprof.sweep import TraceConfig
 from mambaprof.tracing import ModelSource, trace
 
@@ -86,8 +87,12 @@ def prepare_study_dir(out: Path, force: bool) -> None:
 
 
 def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "auto", force: bool = False,
-              progress: Callable[[int, int, str], None] | None = None, debug: bool = False) -> StudyOutcome:
-    """Trace every model over the same grid into `<out>/<model>/`; one progress count across all."""
+              progress: Callable[[int, int, str], None] | None = None, debug: bool = False,
+              hardware: HardwareOptions | None = None) -> StudyOutcome:
+    """Trace every model over the same grid into `<out>/<model>/`; one progress count across all.
+
+    hardware: which hardware collectors each model's trace runs (None: none).
+    """
     models = check_models(models)
     prepare_study_dir(out, force)
     per_model = len(base.points())
@@ -104,8 +109,15 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
 
         run_dir = out / name
         try:
+            writer = RunWriter(run_dir, force=force)
+            collectors = HardwareCollectors()
+            if hardware is not None:
+                collectors = build_hardware(hardware, base.device, run_dir, writer.run_id,
+                                            {"model_file": None, "hf_dir": None, "preset": name, "backend": backend},
+                                            str(base.dtype).replace("torch.", ""), base.mode, base.seed, base.warmup)
             result = trace(ModelSource(preset=name, backend=backend), base, run_dir, force=force,
-                           progress=model_progress, debug=debug)
+                           progress=model_progress, debug=debug, writer=writer, extra_collectors=collectors.point,
+                           run_collectors=collectors.run)
             res = result.result
             outcome.models.append(ModelOutcome(name, str(run_dir), res.status, res.reason, len(res.point_rows),
                                                res.counts.get("ok", 0)))

@@ -12,6 +12,7 @@ from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION
 from mambaprof.cli.progress import sweep_progress
 from mambaprof.cli.trace import build_config
+from mambaprof.collectors.hardware import HardwareOptions
 from mambaprof.errors import BadArgumentError
 from mambaprof.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, run_study
 
@@ -29,6 +30,12 @@ def study_command(
     warmup: int = typer.Option(2, "--warmup", help="Warm-up forwards per point."),
     profile_repeats: int = typer.Option(2, "--profile-repeats", help="Profiled forwards per point."),
     tensorboard: bool = typer.Option(False, "--tb/--no-tb", help="Also write TensorBoard traces (large)."),
+    nvml: bool = typer.Option(True, "--nvml/--no-nvml", help="Sample NVML (power, energy, clocks, ...) during "
+                              "each model's trace."),
+    energy: bool = typer.Option(False, "--energy/--no-energy", help="Energy per forward and per component "
+                                "(adds about 15 s per point on a GPU; off by default in a study)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Memory per component and point."),
+    io: bool = typer.Option(True, "--io/--no-io", help="Host/device copies per phase (one extra forward per point)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write <out>/report.html and <out>/summary/ "
                                 "and print the findings when the study ends."),
     force: bool = typer.Option(False, "--force", help="Replace an existing study in --out."),
@@ -45,7 +52,8 @@ def study_command(
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",
                                "on the CPU use --models mamba-tiny,mamba2-tiny --seqlens 64..256 --batch 1")
     with sweep_progress("study", Console(stderr=True), enabled=not quiet) as progress:
-        outcome = run_study(names, config, out, backend=backend, force=force, progress=progress, debug=debug)
+        outcome = run_study(names, config, out, backend=backend, force=force, progress=progress, debug=debug,
+                            hardware=HardwareOptions(nvml=nvml, energy=energy, memory=memory, io=io))
     if not quiet:
         table = Table(title=f"study {out}")
         for col in ("model", "status", "points ok", "run directory"):
