@@ -106,12 +106,16 @@ def point_extras(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def collector_warnings(tables: dict[str, pd.DataFrame]) -> list[str]:
-    """One line per run-level collector that did not measure everything (from `collector_status`)."""
+def collector_warnings(tables: dict[str, pd.DataFrame], cpu_run: bool = False) -> list[str]:
+    """One line per run-level collector that did not measure everything (from `collector_status`).
+
+    On a CPU run, GPU-only collectors reporting `unavailable` are expected and give no line."""
     status = tables.get("collector_status")
     if status is None or status.empty or "status" not in status.columns:
         return []
     rows = status[status.status != "ok"]
+    if cpu_run:
+        rows = rows[rows.status != "unavailable"]
     if "point_id" in rows.columns:
         rows = rows[rows.point_id.isna()]
     return [f"collector {r.collector}: {r.status}" + (f" ({r.reason})" if isinstance(r.reason, str) else "")

@@ -99,7 +99,8 @@ def load_run(run_dir: Path | str) -> RunData:
             if "rank" not in frame.columns:
                 frame["rank"] = 0
             optional[name] = frame
-    warnings += hardware.collector_warnings(optional)
+    cpu_run = bool(len(points)) and bool((points.get("device", pd.Series(dtype=str)) == "cpu").all())
+    warnings += hardware.collector_warnings(optional, cpu_run=cpu_run)
     points = points.sort_values(["rank", "batch", "seqlen", "point_id"]).reset_index(drop=True)
     return RunData(run_dir=run_dir, record=record, points=points, components=comps.reset_index(drop=True),
                    optional=optional, warnings=warnings)

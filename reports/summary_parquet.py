@@ -43,14 +43,19 @@ def readme(tables: tuple[str, ...] = SUMMARY_TABLES) -> str:
     return "\n".join(lines)
 
 
+def check_summary_dir(out_dir: Path) -> None:
+    """Raise a one-line error when `out_dir` cannot take summary tables (it is a run directory)."""
+    if (Path(out_dir) / "runs").is_dir():
+        raise RunDirectoryError(f"--parquet {out_dir} is a run directory",
+                                "write summaries to a folder of their own, e.g. --parquet summary/")
+
+
 def write_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
     """Write every summary table of `analysis` into `out_dir` (created if needed) and its README.md.
 
     Refuses to write into a run directory (the summaries are not run tables)."""
     out_dir = Path(out_dir)
-    if (out_dir / "runs").is_dir():
-        raise RunDirectoryError(f"--parquet {out_dir} is a run directory",
-                                "write summaries to a folder of their own, e.g. --parquet summary/")
+    check_summary_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, frame in analysis.summary_frames().items():

@@ -54,8 +54,10 @@ def report_command(
     from mambaprof.reports.render_terminal import print_report
     from mambaprof.reports.run_analysis import RunAnalysis
     from mambaprof.reports.study import is_study_dir
-    from mambaprof.reports.summary_parquet import write_summary
+    from mambaprof.reports.summary_parquet import check_summary_dir, write_summary
 
+    if parquet is not None:
+        check_summary_dir(parquet)
     if is_study_dir(run):
         write_study_report(run, html, parquet, basis, peaks, calibration, quiet)
         return
