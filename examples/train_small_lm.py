@@ -29,7 +29,9 @@ from mambaprof.evaluation.lm import perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, packed_tasks, task_accuracy
 from mambaprof.evaluation.text import BYTE_VOCAB, byte_tokens, stdlib_text
 from mambaprof.loading import resolve_device
+from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
 from mambaprof.pruning.recovery import BatchFn, fine_tune
+from mambaprof.structure import discover
 
 
 def build(args: argparse.Namespace, family: str, device: torch.device) -> nn.Module:
@@ -97,13 +99,13 @@ def train_one(args: argparse.Namespace, family: str, device: torch.device) -> di
             print(f"  step {step}  loss {loss:.4f}", flush=True)
 
     result = fine_tune(model, mixed_batches(tokens, args.seqlen, args.batch, args.task_frac, args.seed), args.lr,
-                       device, steps=args.steps, seconds=None if args.steps else args.seconds, amp_dtype=amp,
+                       device, steps=args.steps or None, seconds=None if args.steps else args.seconds, amp_dtype=amp,
                        weight_decay=0.1, on_step=on_step)
     out = Path(args.out) / family
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     eval_tokens = byte_tokens(stdlib_text("eval", args.eval_tokens))
-    serve = model.to(torch.bfloat16) if device.type == "cuda" else model
+    serve = to_serving_dtype(model, mixer_views(discover(model)), torch.bfloat16) if device.type == "cuda" else model
     ppl = perplexity(serve, eval_tokens, args.seqlen, 8, device)
     log = {"family": family, "backend": args.backend, "params": n_params, "steps": result.steps,
            "seconds": result.seconds, "train_tokens_seen": result.steps * args.batch * args.seqlen,

@@ -85,7 +85,7 @@ def winners_table(df: pd.DataFrame) -> Table | None:
     scores = [c for c in pivot.columns if c != "winner"]
     if pivot.empty or len(scores) < 2:
         return None
-    table = Table(title="perplexity by score at equal ratio (lower is better)", title_justify="left",
+    table = Table(title="perplexity by score at equal ratio (lower wins)", title_justify="left", min_width=48,
                   box=box.SIMPLE_HEAD)
     table.add_column("ratio", justify="right")
     for s in scores:

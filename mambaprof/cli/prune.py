@@ -62,14 +62,17 @@ def prune_command(
                                            "(repeat the option or give a comma list; default delta)."),
     per_layer: str = typer.Option("uniform", "--per-layer", help="uniform (same share per layer) or adaptive "
                                   "(a global budget split by score mass)."),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration (and recovery) text file; default: "
-                                      "the stdlib source's calib split."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration text file (its first --calib-tokens "
+                                      "bytes; the recovery fine-tune trains on all of it); default: the stdlib "
+                                      "source's calib split."),
     evalf: Path | None = typer.Option(None, "--eval", help="Held-out text for perplexity; default: the stdlib "
                                       "source's eval split."),
     calib_tokens: int | None = typer.Option(None, "--calib-tokens", help="Calibration tokens (bytes) to use "
                                             "(default 8192 CPU, 65536 GPU)."),
     eval_tokens: int | None = typer.Option(None, "--eval-tokens", help="Held-out tokens (bytes) to score "
                                            "(default 16384 CPU, 262144 GPU)."),
+    calib_batch: int | None = typer.Option(None, "--calib-batch", help="Sequences per calibration forward "
+                                           "(default 4 CPU, 32 GPU: the energy score's exact scan loops over time)."),
     seqlen_calib: int = typer.Option(256, "--calib-seqlen", help="Sequence length of calibration/eval/recovery "
                                      "windows."),
     recover_steps: int = typer.Option(0, "--recover-steps", help="Recovery fine-tune steps after pruning "
@@ -85,6 +88,8 @@ def prune_command(
                                             "(default 8 CPU, 32 GPU; 0 skips decode)."),
     repeats: int | None = typer.Option(None, "--repeats", help="Timed repeats per model (default 3 CPU, 10 GPU)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up repeats per model (default 1 CPU, 2 GPU)."),
+    component_seqlen: int | None = typer.Option(None, "--component-seqlen", help="Sequence length of the "
+                                                "per-component measurement (default: the largest of --seqlens)."),
     profile_repeats: int = typer.Option(1, "--profile-repeats", help="Profiled forwards of the per-component "
                                         "measurement (0: wall time only)."),
     task_episodes: int = typer.Option(256, "--task-episodes", help="Episodes per synthetic task."),
@@ -122,6 +127,7 @@ def prune_command(
     eval_tokens = eval_tokens if eval_tokens is not None else (1 << 18 if on_gpu else 1 << 14)
     for name, value in (("--calib-tokens", calib_tokens), ("--eval-tokens", eval_tokens),
                         ("--calib-seqlen", seqlen_calib), ("--state-multiple", state_multiple),
+                        ("--calib-batch", calib_batch if calib_batch is not None else 1),
                         ("--task-episodes", task_episodes)):
         if value < 1:
             raise BadArgumentError(f"{name} {value} must be at least 1")
@@ -138,11 +144,17 @@ def prune_command(
         decode_steps=parse_nonnegative(decode_steps if decode_steps is not None else (32 if on_gpu else 8),
                                        "--decode-steps"),
         calib_path=calib, calib_tokens=calib_tokens, calib_seqlen=seqlen_calib,
+        calib_batch=calib_batch if calib_batch is not None else (32 if on_gpu else 4),
         eval_path=evalf, eval_tokens=eval_tokens, eval_seqlen=seqlen_calib,
         task_episodes=task_episodes, recover_steps=parse_nonnegative(recover_steps, "--recover-steps", 1_000_000),
         recover_lr=recover_lr, recover_seqlen=seqlen_calib, state_multiple=state_multiple,
         profile_repeats=parse_nonnegative(profile_repeats, "--profile-repeats", maximum=100),
+        component_seqlen=parse_int_list(str(component_seqlen), "--component-seqlen")[0]
+        if component_seqlen is not None else None,
         seed=seed, save_dir=save, save_ratio=save_ratio)
+    if config.component_seqlen is not None and config.component_seqlen not in config.seqlens:
+        raise BadArgumentError(f"--component-seqlen {config.component_seqlen} is not one of --seqlens",
+                               "the per-component times are reported in the rows of that sequence length")
     loaded = load_master(model_file, hf, preset, backend, dev)
     out = out or Path("runs") / new_run_id()
     writer = RunWriter(out, force=force)

@@ -16,7 +16,8 @@ from mambaprof.inputs import first_tensor
 from mambaprof.structure import ModelStructure
 
 
-def _params(model: nn.Module) -> set[str]:
+def forward_params(model: nn.Module) -> set[str]:
+    """Names of the parameters of model.forward (empty when it has no inspectable signature)."""
     try:
         return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
@@ -25,7 +26,7 @@ def _params(model: nn.Module) -> set[str]:
 
 def lm_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Logits (b, l, vocab) of a causal LM for token ids (b, l): transformers or mamba_ssm style."""
-    params = _params(model)
+    params = forward_params(model)
     kwargs = {"use_cache": False} if "use_cache" in params else {}
     out = model(input_ids=ids, **kwargs) if "input_ids" in params else model(ids, **kwargs)
     return first_tensor(out)

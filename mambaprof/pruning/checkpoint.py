@@ -102,11 +102,14 @@ def is_mamba_ssm_dir(directory: Path) -> bool:
     return isinstance(config, dict) and "ssm_cfg" in config and "d_model" in config
 
 
-def _load_mamba_ssm(directory: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _require_mamba_ssm(directory: Path, device: torch.device) -> None:
     from mambaprof.env import mamba_ssm_available
 
     if device.type != "cuda" or not mamba_ssm_available():
         raise ModelLoadError(f"{directory} is a mamba_ssm checkpoint", "load it on a CUDA GPU with mamba_ssm installed")
+
+
+def _load_mamba_ssm(directory: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
@@ -129,8 +132,11 @@ def load_checkpoint(directory: Path, device: torch.device, dtype: torch.dtype) -
     quiet_transformers()
     if not directory.is_dir():
         raise ModelLoadError(f"checkpoint directory {directory} does not exist", "check the --hf path")
-    loaded = (_load_mamba_ssm(directory, device, dtype) if is_mamba_ssm_dir(directory)
-              else load_hf_checkpoint(directory, device, dtype))
+    if is_mamba_ssm_dir(directory):
+        _require_mamba_ssm(directory, device)
+        loaded = _load_mamba_ssm(directory, device, dtype)
+    else:
+        loaded = load_hf_checkpoint(directory, device, dtype)
     sidecar = directory / SIDECAR
     if sidecar.is_file():
         info = json.loads(sidecar.read_text())

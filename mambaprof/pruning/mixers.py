@@ -189,3 +189,25 @@ def mixer_output_from_scan(view: MixerView, inp: SSMInputs, y: torch.Tensor) -> 
     out = y + x * skip
     out = m.norm(out.to(m.norm.weight.dtype), inp.z.to(m.norm.weight.dtype)).float()
     return _linear(out, m.out_proj)
+
+
+#: parameters mamba_ssm creates in fp32 whatever the model dtype (it builds them without the factory dtype)
+MAMBA_SSM_FP32_PARAMS = {"mamba1": ("A_log", "D"), "mamba2": ("D",)}
+
+
+def to_serving_dtype(model: nn.Module, views: list[MixerView], dtype: torch.dtype) -> nn.Module:
+    """Cast a model to its serving dtype the way its framework builds it in that dtype.
+
+    mamba_ssm keeps Mamba's A_log and D and Mamba2's D in fp32 at any dtype; a plain `.to(dtype)`
+    would round them, so they are kept as they were. transformers models are cast whole.
+    """
+    keep = {}
+    for view in views:
+        if view.kind == "mamba_ssm":
+            for name in MAMBA_SSM_FP32_PARAMS[view.family]:
+                param = getattr(view.module, name)
+                keep[id(param)] = (param, param.detach().float().clone())
+    model.to(dtype=dtype)
+    for param, value in keep.values():
+        param.data = value.to(param.device)
+    return model

@@ -10,7 +10,6 @@ allocation of one forward above what was allocated before it, and the bytes of t
 from __future__ import annotations
 
 import gc
-import inspect
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from mambaprof.collectors.timing import ForwardTimer, synchronize
-from mambaprof.evaluation.lm import lm_logits
+from mambaprof.evaluation.lm import forward_params, lm_logits
 
 
 def random_ids(batch: int, seqlen: int, vocab: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -63,19 +62,12 @@ def activation_peak_bytes(model: nn.Module, ids: torch.Tensor, device: torch.dev
     return int(peak - before)
 
 
-def _forward_params(model: nn.Module) -> set[str]:
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
 class Decoder:
     """Prompt + one-token steps with a model's own recurrent cache (mamba_ssm or transformers API)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        params = _forward_params(model)
+        params = forward_params(model)
         if "inference_params" in params:
             self.api = "mamba_ssm"
         elif "use_cache" in params and ({"cache", "cache_params"} & params):
@@ -87,6 +79,7 @@ class Decoder:
                              "or transformers use_cache)")
         self.cache: Any = None
         self.position = 0
+        self.logits: torch.Tensor | None = None  # logits of the last position after prefill/step
 
     def prefill(self, prompt: torch.Tensor, max_new: int) -> torch.Tensor:
         """Run the prompt, filling a fresh cache; returns the next token ids (b, 1) (greedy)."""
@@ -100,10 +93,11 @@ class Decoder:
             self.cache.seqlen_offset += length
         else:
             out = self.model(input_ids=prompt, use_cache=True, **self._position(length))
-            self.cache = getattr(out, "cache", None) or getattr(out, "cache_params", None)
+            self.cache = _cache_of(out)
             logits = out.logits
         self.position = length
-        return logits[:, -1:].argmax(dim=-1)
+        self.logits = logits[:, -1]
+        return self.logits.argmax(dim=-1, keepdim=True)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """One decode step for (b, 1) token ids; returns the next ids (b, 1)."""
@@ -113,10 +107,12 @@ class Decoder:
         else:
             out = self.model(input_ids=token, use_cache=True, **{self.cache_kwarg: self.cache},
                              **self._position(1))
-            self.cache = getattr(out, "cache", None) or getattr(out, "cache_params", None) or self.cache
+            cache = _cache_of(out)
+            self.cache = self.cache if cache is None else cache
             logits = out.logits
         self.position += 1
-        return logits[:, -1:].argmax(dim=-1)
+        self.logits = logits[:, -1]
+        return self.logits.argmax(dim=-1, keepdim=True)
 
     def _position(self, length: int) -> dict[str, Any]:
         if self.api != "transformers" or not self.wants_position:
@@ -128,6 +124,15 @@ class Decoder:
         """The distinct tensors held by the cache (conv and SSM states of every layer)."""
         root = self.cache.key_value_memory_dict if self.api == "mamba_ssm" else self.cache
         return collect_tensors(root)
+
+
+def _cache_of(out: Any) -> Any:
+    """The cache a transformers model returned (`cache` in transformers >= 5.2x, `cache_params` before)."""
+    for name in ("cache", "cache_params"):
+        value = getattr(out, name, None)
+        if value is not None:
+            return value
+    return None
 
 
 def collect_tensors(obj: Any, depth: int = 5) -> list[torch.Tensor]:

@@ -32,7 +32,7 @@ from mambaprof.loading import LoadedModel
 from mambaprof.measure import PointSpec, measure_point
 from mambaprof.pruning.calibration import calibrate
 from mambaprof.pruning.checkpoint import save_pruned, set_config_state_size
-from mambaprof.pruning.mixers import mixer_views
+from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
 from mambaprof.pruning.plan import PruningPlan, apply_plan, make_plan
 from mambaprof.pruning.recovery import TrainResult, recover
 from mambaprof.pruning.timing import activation_peak_bytes, interleaved_decode, interleaved_prefill, median, random_ids
@@ -41,6 +41,8 @@ from mambaprof.schema.base import json_cell
 from mambaprof.structure import ModelStructure, discover
 from mambaprof.sweep import TraceConfig, free_memory, is_oom, one_line, run_record
 
+#: most bytes of the calibration text the recovery fine-tune reads (the stdlib calib split is ~0.6 MB)
+RECOVERY_TEXT_BYTES = 32 << 20
 MIXER_COMPONENTS = ("in_proj", "conv1d", "ssm_params", "ssm_scan", "gating", "out_proj")
 ProgressFn = Callable[[int, int, str], None]
 
@@ -60,7 +62,7 @@ class PruneConfig:
     warmup: int = 1
     decode_steps: int = 16
     decode_prompt: int = 32
-    calib_path: Path | None = None
+    calib_path: Path | None = None  # calibration text; the recovery fine-tune trains on all of it
     calib_tokens: int = 1 << 16
     calib_seqlen: int = 256
     calib_batch: int = 4
@@ -193,7 +195,8 @@ class WhatIf:
         status, reason = "complete", None
         rows: list[dict[str, Any]] = []
         try:
-            calib = corpus_tokens(c.calib_path, "calib", c.calib_tokens, "--calib")
+            # calibration reads the first calib_tokens; recovery trains on all of the calibration text
+            calib = corpus_tokens(c.calib_path, "calib", max(c.calib_tokens, RECOVERY_TEXT_BYTES), "--calib")
             evalt = corpus_tokens(c.eval_path, "eval", c.eval_tokens, "--eval")
             _check_tokens(calib, c.calib_seqlen, "the calibration text", "--calib")
             _check_tokens(evalt, c.eval_seqlen + 1, "the evaluation text", "--eval")
@@ -231,7 +234,7 @@ class WhatIf:
 
     def _calibrate(self, calib: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         c = self.config
-        batches = _batches(calib, c.calib_seqlen, c.calib_batch)
+        batches = _batches(calib[:c.calib_tokens], c.calib_seqlen, c.calib_batch)
         self.report(0, 1, f"calibration ({len(batches)} batches)")
         return calibrate(self.master, self.views, batches, c.scores, c.device, seed=c.seed)
 
@@ -260,7 +263,7 @@ class WhatIf:
         if self._should_save(v):
             self.saved = save_pruned(model, c.save_dir, plan,
                                      {"recover_steps": c.recover_steps, "source": self.loaded.ref})
-        model = model.to(dtype=c.dtype).eval()
+        model = to_serving_dtype(model, views, c.dtype).eval()
         v.params = sum(p.numel() for p in model.parameters())
         v.weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         v.ppl = perplexity(model, evalt, c.eval_seqlen, c.eval_batch, c.device)
