@@ -11,6 +11,7 @@ round identical inputs identically).
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -148,15 +149,13 @@ def test_checkpoint_round_trip_and_split_forward(family, tmp_path):
     set_config_state_size(model, max(plan.state_sizes))
     save_pruned(model, tmp_path, plan)
     ids = torch.randint(0, 256, (2, 128), device=DEV, generator=torch.Generator(DEV).manual_seed(6))
+    loaded = load_checkpoint(tmp_path, DEV, torch.float32)
+    stock = MambaLMHeadModel(MambaConfig(**json.loads((tmp_path / "config.json").read_text())), device=DEV,
+                             dtype=torch.float32).eval()  # mamba_ssm alone, no mambaprof: the padded model
+    stock.load_state_dict(torch.load(tmp_path / "pytorch_model.bin", map_location=DEV, weights_only=True))
     with torch.inference_mode():
         expected = model(ids).logits
-        loaded = load_checkpoint(tmp_path, DEV, torch.float32)
         got = loaded.model(ids).logits
-        import json
-
-        stock = MambaLMHeadModel(MambaConfig(**json.loads((tmp_path / "config.json").read_text())), device=DEV,
-                                 dtype=torch.float32).eval()
-        stock.load_state_dict(torch.load(tmp_path / "pytorch_model.bin", map_location=DEV, weights_only=True))
         padded = stock(ids).logits
     assert [v.d_state for v in mixer_views(discover(loaded.model))] == plan.state_sizes
     assert _rel(got, expected) <= TOL and _rel(padded, expected) <= TOL
