@@ -3,7 +3,8 @@ under a work folder and print one JSON document with the numbers the benchmark p
 
 Nothing is re-measured: rows are copied from the tables, and the issue's targets are evaluated on
 them as stated (>= 1.2x end-to-end prefill at seqlen >= 4096, >= 25% smaller decode state, perplexity
-within 2% of the unpruned model processed the same way).
+within 2% of the unpruned model processed the same way). "Decode state" is taken conservatively as the
+whole measured decode cache (SSM states and conv states); the SSM-state-only change is in the rows too.
 
     python benchmarks/issue5_summary.py /tmp/i5 > summary.json
 """
@@ -36,7 +37,7 @@ def summarise(run_dir: Path) -> dict:
     record = read_run_record(run_dir)
     rows = [{c: clean(r[c]) for c in COLUMNS if c in df.columns} for _, r in df.iterrows()]
     meets = df[(df.variant_id > 0) & (df.seqlen >= 4096) & (df.prefill_speedup >= 1.2)
-               & (df.ssm_state_bytes_delta_pct <= -25.0) & (df.perplexity_delta_pct.abs() <= 2.0)]
+               & (df.cache_bytes_delta_pct <= -25.0) & (df.perplexity_delta_pct.abs() <= 2.0)]
     winners = score_winners(df)
     return {
         "status": record["status"], "status_reason": record["status_reason"], "device": record["device_name"],

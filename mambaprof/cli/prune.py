@@ -168,6 +168,9 @@ def prune_command(
         winners = report.winners_table(df)
         if winners is not None:
             console.print(winners)
+    if loaded.source in ("default", "preset"):
+        typer.echo("note: this model has random weights; its perplexity and task accuracy measure nothing "
+                   "(train one with examples/train_small_lm.py and pass --hf)")
     typer.echo(f"run directory: {writer.out}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
     typer.echo(f"pareto plot: {plots[0]}")

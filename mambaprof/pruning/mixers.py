@@ -130,12 +130,18 @@ class SSMInputs:
 
 
 def _conv_silu(xs: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """Causal depthwise conv + SiLU over (b, l, c) -> (b, l, c), fp32."""
+    """Causal depthwise conv + SiLU over (b, l, c) -> (b, l, c), in plain fp32 multiply-adds.
+
+    Written out (d_conv shifted products) rather than F.conv1d, which may run in TF32 on GPUs.
+    """
     seqlen = xs.shape[1]
-    w = conv.weight.float()
-    bias = conv.bias.float() if conv.bias is not None else None
-    out = F.conv1d(xs.transpose(1, 2), w, bias, padding=w.shape[-1] - 1, groups=w.shape[0])[..., :seqlen]
-    return F.silu(out).transpose(1, 2)
+    w = conv.weight.float()[:, 0, :]  # (c, k)
+    k = w.shape[-1]
+    padded = F.pad(xs, (0, 0, k - 1, 0))  # (b, l + k - 1, c)
+    out = sum(padded[:, j:j + seqlen] * w[:, j] for j in range(k))
+    if conv.bias is not None:
+        out = out + conv.bias.float()
+    return F.silu(out)
 
 
 def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

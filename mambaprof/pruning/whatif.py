@@ -207,13 +207,12 @@ class WhatIf:
             for i, (score, ratio, plan) in enumerate(plans):
                 self.report(i, len(plans) + 3, f"variant {i + 1}/{len(plans)} {score}@{ratio:g}")
                 self._variant(i, score, ratio, plan, calib, evalt)
+                self._write_rows(self.variants[-1:])  # accuracy now (a killed run keeps it), timings later
             self.report(len(plans), len(plans) + 3, "prefill + decode timing")
             self._time_all()
             self.report(len(plans) + 1, len(plans) + 3, "components")
             self._components()
-            rows = self._rows()
-            for v in self.variants:
-                self.writer.write_rows("pruning", [r for r in rows if r["variant_id"] == v.variant_id], v.variant_id)
+            rows = self._write_rows(self.variants)
             self.report(len(plans) + 3, len(plans) + 3, "done")
             if any(t.notes for t in self.timings.values()):
                 status, reason = "incomplete", "; ".join(n for t in self.timings.values() for n in t.notes)[:500]
@@ -360,6 +359,13 @@ class WhatIf:
             point_id += 1
 
     # ---- rows --------------------------------------------------------------------------------------
+    def _write_rows(self, variants: list[Variant]) -> list[dict[str, Any]]:
+        """(Re)write the `pruning` part of each variant (one part per variant, replaced atomically)."""
+        rows = self._rows()
+        for v in variants:
+            self.writer.write_rows("pruning", [r for r in rows if r["variant_id"] == v.variant_id], v.variant_id)
+        return rows
+
     def _rows(self) -> list[dict[str, Any]]:
         c = self.config
         base = self.variants[0]
