@@ -8,6 +8,7 @@ import torch
 from conftest import EXAMPLES
 from transformers import AutoModelForCausalLM
 
+from mambaprof.cli import main
 from mambaprof.rundir import read_run_record, read_table
 
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -78,11 +79,13 @@ def test_prune_trained_mamba2_adaptive(trained, tmp_path, cli):
     assert (pruned.cache_bytes_delta_pct < 0).all()  # Mamba-2's conv state shrinks too (B and C channels)
 
 
-def test_prune_rejects_models_without_embedding(tmp_path, cli):
-    res = cli("prune", str(EXAMPLES / "hybrid.py"), "--out", str(tmp_path / "run"), *SMALL, env=ENV)
-    assert res.returncode == 2
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
+def test_prune_rejects_models_without_embedding(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", str(EXAMPLES / "hybrid.py"), "--out", str(tmp_path / "run"), *SMALL])
+    assert exc.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "needs a language model with a token embedding" in lines[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_train_log_reports_learning(trained):
