@@ -55,3 +55,25 @@ def test_crash_during_timing_keeps_accuracy_rows(tmp_path, monkeypatch):
 
 def pd_isna(value):
     return value is None or value != value
+
+
+def test_disk_full_is_a_one_line_storage_error(tmp_path, monkeypatch):
+    import errno
+
+    from mambaprof.errors import StorageError
+
+    writer = RunWriter(tmp_path / "run")
+    real = writer.write_rows
+
+    def full(table, rows, point_id, suffix=""):
+        if table == "pruning" and point_id == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(table, rows, point_id, suffix)
+
+    monkeypatch.setattr(writer, "write_rows", full)
+    with pytest.raises(StorageError, match="No space left on device") as exc:
+        run_whatif(_loaded(), _config(), writer)
+    assert "\n" not in exc.value.one_line() and "finished variants stay readable" in exc.value.one_line()
+    df = read_table(tmp_path / "run", "pruning").to_pandas()
+    assert set(df.variant_id) == {0}  # the variant written before the disk filled is intact
+    assert read_run_record(tmp_path / "run")["status"] == "failed"

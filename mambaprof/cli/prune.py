@@ -110,12 +110,6 @@ def prune_command(
     from mambaprof.reports import pruning as report
 
     quiet_transformers()
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
     ratio_list = parse_ratios(ratios)
     if save_ratio is not None:
         check_ratio(save_ratio, "--save-ratio")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mambaprof.errors import BadArgumentError
+from mambaprof.errors import BadArgumentError, StorageError
 from mambaprof.evaluation.lm import Perplexity, check_byte_lm, perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, task_accuracy
 from mambaprof.evaluation.text import corpus_tokens, windows
@@ -39,7 +39,7 @@ from mambaprof.pruning.timing import activation_peak_bytes, interleaved_decode, 
 from mambaprof.rundir import RunWriter, utcnow
 from mambaprof.schema.base import json_cell
 from mambaprof.structure import ModelStructure, discover
-from mambaprof.sweep import TraceConfig, free_memory, is_oom, one_line, run_record
+from mambaprof.sweep import TraceConfig, free_memory, is_oom, is_storage_failure, one_line, run_record
 
 #: most bytes of the calibration text the recovery fine-tune reads (the stdlib calib split is ~0.6 MB)
 RECOVERY_TEXT_BYTES = 32 << 20
@@ -218,9 +218,17 @@ class WhatIf:
                 status, reason = "incomplete", "; ".join(n for t in self.timings.values() for n in t.notes)[:500]
         except BaseException as exc:
             status, reason = "failed", one_line(exc)
+            if is_storage_failure(exc):
+                raise StorageError(f"results could not be written to {self.writer.out}: {reason}",
+                                   "free disk space or raise the file-size limit; finished variants stay readable"
+                                   ) from exc
             raise
         finally:
-            self._write_record(trace_cfg, started, status, reason, len(rows), utcnow())
+            try:
+                self._write_record(trace_cfg, started, status, reason, len(rows), utcnow())
+            except OSError as exc:
+                if not is_storage_failure(exc):
+                    raise
         return WhatIfResult(self.variants, rows, status, reason, self.saved)
 
     def _write_record(self, trace_cfg: TraceConfig, started: Any, status: str, reason: str | None, n_rows: int,
