@@ -54,7 +54,7 @@ pack
 
 if ! late 400 "GPU tests"; then
   step "4. GPU tests"
-  timeout 80 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_pruning.py > "$OUT/pytest_gpu.txt" 2>&1
+  timeout 90 python3 -m pytest -v -p no:cacheprovider tests/gpu/test_gpu_pruning.py > "$OUT/pytest_gpu.txt" 2>&1
   tail -3 "$OUT/pytest_gpu.txt" | tee -a "$LOG"
 fi
 
