@@ -25,6 +25,7 @@ app = typer.Typer(
 from mambaprof.cli import calibrate as _calibrate  # noqa: E402,F401
 from mambaprof.cli import compare as _compare  # noqa: E402,F401
 from mambaprof.cli import env as _env  # noqa: E402,F401
+from mambaprof.cli import prune as _prune  # noqa: E402,F401
 from mambaprof.cli import report as _report  # noqa: E402,F401
 from mambaprof.cli import study as _study  # noqa: E402,F401
 from mambaprof.cli import trace as _trace  # noqa: E402,F401

@@ -1,0 +1,202 @@
+"""Timing and memory of several model variants, measured interleaved in one run.
+
+Prefill: whole forwards over (batch, seqlen) token ids; every repeat times each model once in turn
+(A/B/C..., then again), so drifts in clocks and temperature hit all of them alike. Device time is
+CUDA events on GPU and perf_counter on CPU (`ForwardTimer`). Decode: a prompt fills the model's
+recurrent cache, then single-token steps are timed the same interleaved way. Memory: the peak GPU
+allocation of one forward above what was allocated before it, and the bytes of the decode cache.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mambaprof.collectors.timing import ForwardTimer, synchronize
+from mambaprof.evaluation.lm import forward_params, lm_logits
+
+
+def random_ids(batch: int, seqlen: int, vocab: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Token ids drawn from a fixed seed (never all equal), on `device`."""
+    gen = torch.Generator().manual_seed(seed * 7919 + batch * 31 + seqlen)
+    return torch.randint(0, vocab, (batch, seqlen), generator=gen).to(device)
+
+
+def interleaved_prefill(models: Sequence[nn.Module], ids: torch.Tensor, repeats: int, warmup: int,
+                        device: torch.device) -> list[list[float]]:
+    """Milliseconds of each model's forward on `ids`, per repeat: result[model][repeat]."""
+    timer = ForwardTimer(device)
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for model in models:
+                lm_logits(model, ids)
+        synchronize(device)
+        for _ in range(repeats):
+            for i, model in enumerate(models):
+                ms, _, out = timer.time(lambda m=model: lm_logits(m, ids))
+                del out
+                times[i].append(ms)
+    return times
+
+
+def activation_peak_bytes(model: nn.Module, ids: torch.Tensor, device: torch.device) -> int | None:
+    """Peak bytes allocated during one forward above the allocation before it (GPU only, else None)."""
+    if device.type != "cuda":
+        return None
+    gc.collect()
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        out = lm_logits(model, ids)
+        synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del out
+    return int(peak - before)
+
+
+class Decoder:
+    """Prompt + one-token steps with a model's own recurrent cache (mamba_ssm or transformers API)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        params = forward_params(model)
+        if "inference_params" in params:
+            self.api = "mamba_ssm"
+        elif "use_cache" in params and ({"cache", "cache_params"} & params):
+            self.api = "transformers"
+            self.cache_kwarg = "cache" if "cache" in params else "cache_params"
+            self.wants_position = "cache_position" in params
+        else:
+            raise ValueError(f"{type(model).__name__} exposes no recurrent cache API (mamba_ssm inference_params "
+                             "or transformers use_cache)")
+        self.cache: Any = None
+        self.position = 0
+        self.logits: torch.Tensor | None = None  # logits of the last position after prefill/step
+
+    def prefill(self, prompt: torch.Tensor, max_new: int) -> torch.Tensor:
+        """Run the prompt, filling a fresh cache; returns the next token ids (b, 1) (greedy)."""
+        batch, length = prompt.shape
+        self.position = 0
+        if self.api == "mamba_ssm":
+            from mamba_ssm.utils.generation import InferenceParams
+
+            self.cache = InferenceParams(max_seqlen=length + max_new, max_batch_size=batch)
+            logits = self.model(prompt, inference_params=self.cache).logits
+            self.cache.seqlen_offset += length
+        else:
+            out = self.model(input_ids=prompt, use_cache=True, **self._position(length))
+            self.cache = _cache_of(out)
+            logits = out.logits
+        self.position = length
+        self.logits = logits[:, -1]
+        return self.logits.argmax(dim=-1, keepdim=True)
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """One decode step for (b, 1) token ids; returns the next ids (b, 1)."""
+        if self.api == "mamba_ssm":
+            logits = self.model(token, inference_params=self.cache).logits
+            self.cache.seqlen_offset += 1
+        else:
+            out = self.model(input_ids=token, use_cache=True, **{self.cache_kwarg: self.cache},
+                             **self._position(1))
+            cache = _cache_of(out)
+            self.cache = self.cache if cache is None else cache
+            logits = out.logits
+        self.position += 1
+        self.logits = logits[:, -1]
+        return self.logits.argmax(dim=-1, keepdim=True)
+
+    def _position(self, length: int) -> dict[str, Any]:
+        if self.api != "transformers" or not self.wants_position:
+            return {}
+        return {"cache_position": torch.arange(self.position, self.position + length,
+                                               device=next(self.model.parameters()).device)}
+
+    def cache_tensors(self) -> list[torch.Tensor]:
+        """The distinct tensors held by the cache (conv and SSM states of every layer)."""
+        root = self.cache.key_value_memory_dict if self.api == "mamba_ssm" else self.cache
+        return collect_tensors(root)
+
+
+def _cache_of(out: Any) -> Any:
+    """The cache a transformers model returned (`cache` in transformers >= 5.2x, `cache_params` before)."""
+    for name in ("cache", "cache_params"):
+        value = getattr(out, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def collect_tensors(obj: Any, depth: int = 5) -> list[torch.Tensor]:
+    """Distinct tensors reachable from obj through dicts, lists, tuples and object attributes."""
+    found: dict[tuple[int, int], torch.Tensor] = {}
+    seen: set[int] = set()
+
+    def walk(o: Any, d: int) -> None:
+        if isinstance(o, torch.Tensor):
+            found.setdefault((o.untyped_storage().data_ptr(), o.storage_offset()), o)
+            return
+        if d < 0 or id(o) in seen or isinstance(o, (str, bytes, int, float, bool, type(None), nn.Module)):
+            return
+        seen.add(id(o))
+        if isinstance(o, dict):
+            items: Any = o.values()
+        elif isinstance(o, (list, tuple, set)):
+            items = o
+        else:
+            items = getattr(o, "__dict__", {}).values()
+        for item in items:
+            walk(item, d - 1)
+
+    walk(obj, depth)
+    return list(found.values())
+
+
+@dataclass
+class DecodeResult:
+    """Per-model decode timings: ms per step, per repeat; cache bytes after the prompt."""
+
+    ms_per_token: list[list[float]]
+    cache_bytes: list[int]
+
+
+def interleaved_decode(models: Sequence[nn.Module], prompt: torch.Tensor, steps: int, repeats: int,
+                       warmup: int, device: torch.device) -> DecodeResult:
+    """Decode `steps` tokens after `prompt` with each model, interleaved per repeat.
+
+    Each repeat re-fills the cache with the prompt (untimed), then times the steps as one span;
+    ms_per_token = span / steps.
+    """
+    decoders = [Decoder(m) for m in models]
+    timer = ForwardTimer(device)
+    times: list[list[float]] = [[] for _ in models]
+    cache_bytes = [0] * len(models)
+
+    def run(dec: Decoder, token: torch.Tensor) -> torch.Tensor:
+        for _ in range(steps):
+            token = dec.step(token)
+        return token
+
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for i, dec in enumerate(decoders):
+                token = dec.prefill(prompt, steps)
+                if r == 0:
+                    cache_bytes[i] = sum(t.numel() * t.element_size() for t in dec.cache_tensors())
+                ms, _, _ = timer.time(lambda d=dec, t=token: run(d, t))
+                if r >= warmup:
+                    times[i].append(ms / steps)
+    return DecodeResult(times, cache_bytes)
+
+
+def median(values: Sequence[float]) -> float | None:
+    """Median, or None for no values."""
+    return statistics.median(values) if values else None

@@ -1,0 +1,79 @@
+"""The what-if's failure handling: an OOM at one sequence length is recorded and the rest goes on; a crash
+still leaves every evaluated variant's accuracy on disk."""
+
+import pytest
+import torch
+from conftest import tiny_mamba
+
+from mambaprof.loading import LoadedModel
+from mambaprof.pruning import whatif
+from mambaprof.pruning.whatif import PruneConfig, run_whatif
+from mambaprof.rundir import RunWriter, read_run_record, read_table
+
+
+def _config(**kw):
+    return PruneConfig(ratios=[0, 0.5], scores=["magnitude"], seqlens=[16, 32], device=torch.device("cpu"),
+                       dtype=torch.float32, calib_tokens=512, calib_seqlen=32, eval_tokens=512, eval_seqlen=32,
+                       task_episodes=4, repeats=1, warmup=0, decode_steps=2, profile_repeats=0, **kw)
+
+
+def _loaded():
+    return LoadedModel(tiny_mamba(layers=1, d_model=32), "file", "tiny")
+
+
+def test_oom_at_one_seqlen_is_recorded(tmp_path, monkeypatch):
+    real = whatif.interleaved_prefill
+
+    def fake(models, ids, *args):
+        if ids.shape[1] > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return real(models, ids, *args)
+
+    monkeypatch.setattr(whatif, "interleaved_prefill", fake)
+    result = run_whatif(_loaded(), _config(), RunWriter(tmp_path / "run"))
+    assert result.status == "incomplete" and "prefill L=32" in result.reason
+    df = read_table(tmp_path / "run", "pruning").to_pandas().set_index(["variant_id", "seqlen"])
+    assert df.loc[(1, 16), "prefill_ms_median"] > 0 and pd_isna(df.loc[(1, 32), "prefill_ms_median"])
+    assert "out of memory" in df.loc[(1, 32), "note"]
+    assert df.loc[(1, 32), "perplexity"] > 1  # accuracy is independent of the failed timing
+    assert read_run_record(tmp_path / "run")["status"] == "incomplete"
+
+
+def test_crash_during_timing_keeps_accuracy_rows(tmp_path, monkeypatch):
+    def boom(*args):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(whatif, "interleaved_prefill", boom)
+    with pytest.raises(RuntimeError, match="kernel exploded"):
+        run_whatif(_loaded(), _config(), RunWriter(tmp_path / "run"))
+    df = read_table(tmp_path / "run", "pruning").to_pandas()
+    assert sorted(set(df.variant_id)) == [0, 1] and (df.perplexity > 1).all()
+    assert df.prefill_ms_median.isna().all()
+    record = read_run_record(tmp_path / "run")
+    assert record["status"] == "failed" and "kernel exploded" in record["status_reason"]
+
+
+def pd_isna(value):
+    return value is None or value != value
+
+
+def test_disk_full_is_a_one_line_storage_error(tmp_path, monkeypatch):
+    import errno
+
+    from mambaprof.errors import StorageError
+
+    writer = RunWriter(tmp_path / "run")
+    real = writer.write_rows
+
+    def full(table, rows, point_id, suffix=""):
+        if table == "pruning" and point_id == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(table, rows, point_id, suffix)
+
+    monkeypatch.setattr(writer, "write_rows", full)
+    with pytest.raises(StorageError, match="No space left on device") as exc:
+        run_whatif(_loaded(), _config(), writer)
+    assert "\n" not in exc.value.one_line() and "finished variants stay readable" in exc.value.one_line()
+    df = read_table(tmp_path / "run", "pruning").to_pandas()
+    assert set(df.variant_id) == {0}  # the variant written before the disk filled is intact
+    assert read_run_record(tmp_path / "run")["status"] == "failed"
