@@ -1,28 +1,16 @@
 #!/usr/bin/env bash
 # Device run for the hardware-signals issue (NVML sampler, energy, memory, I/O, Nsight Compute).
-# One call, ~7-8 min on one H100/H200. Usage on the device (repo root): bash benchmarks/device_issue3.sh
+# One call, ~9 min on one H100/H200. Usage on the device (repo root): bash benchmarks/device_issue3.sh
 # Writes under $OUT (7 files): nvidia_smi.csv, env.json, log.txt (every step's output and exit code),
-# pytest_gpu.txt, sampler_overhead.json, summary.txt (all hardware tables as text), runs_issue3.tar.gz
+# pytest_gpu.txt, trace_cost.json, summary.txt (all hardware tables as text), runs_issue3.tar.gz
 # (the run directories, no tb/). Every step is timeout-bounded within a global budget so that the
 # summary and the tarball are always written.
 source benchmarks/device_setup.sh
 LOG="$OUT/log.txt"
 RUNS=/tmp/runs_issue3
-BUDGET=${BUDGET:-545}   # seconds from the script's start by which the last step must have ended
+BUDGET=${BUDGET:-560}   # seconds from the script's start by which the last step must have ended (see step)
 rm -rf "$RUNS" && mkdir -p "$RUNS"
 
-step() {  # step LIMIT_S OUTFILE CMD... : run CMD within min(LIMIT_S, what is left of the budget); never fails
-  local limit=$1 out=$2; shift 2
-  local left=$((BUDGET - SECONDS))
-  if [ "$left" -lt 20 ]; then echo "=== SKIPPED (budget spent at ${SECONDS}s): $*" | tee -a "$LOG"; return 0; fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  echo "=== $(date -u +%H:%M:%S) t=${SECONDS}s limit=${limit}s: $*" | tee -a "$LOG"
-  timeout "$limit" "$@" >>"$out" 2>&1
-  local rc=$?
-  echo "=== rc=$rc after ${SECONDS}s$([ $rc -eq 124 ] && echo ' (timed out)')" | tee -a "$LOG"
-  [ "$out" != "$LOG" ] && tail -3 "$out" | tee -a "$LOG"
-  return 0
-}
 
 {
   date -u +%Y-%m-%dT%H:%M:%SZ
@@ -33,21 +21,21 @@ step() {  # step LIMIT_S OUTFILE CMD... : run CMD within min(LIMIT_S, what is le
 python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
 
 # 1. GPU tests of the collectors (the ncu test is left to step 4, which runs ncu through `mambaprof trace`)
-step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -s -p no:cacheprovider \
+step 90 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -s -p no:cacheprovider \
   -k "not ncu"
 
-# 2. the trace with every collector: mamba_ssm Mamba and Mamba2 at d_model 2048, batch 8, 1k-16k tokens
+# 2. the trace with every collector (energy included): mamba_ssm Mamba and Mamba2 at d_model 2048, batch 8
 for preset in mamba-1.4b mamba2-1.3b; do
-  step 165 "$LOG" python3 -m mambaprof trace --preset "$preset" --backend mamba_ssm --batch 8 --seqlens 1024,4096,16384 \
+  step 100 "$LOG" python3 -m mambaprof trace --preset "$preset" --backend mamba_ssm --batch 8 --seqlens 4096,16384 \
     --dtype bf16 --repeats 3 --warmup 2 --profile-repeats 2 --no-tb --quiet --out "$RUNS/$preset" --force
 done
 
-# 3. the sampler's own cost: plain forward with the sampler off/on, interleaved, B=8 L=4096 d_model=2048
-step 75 "$LOG" python3 benchmarks/sampler_overhead.py --preset mamba-1.4b --backend mamba_ssm --batch 8 --seqlen 4096 \
-  --rounds 8 --per-round 4 --out "$OUT/sampler_overhead.json"
+# 3. what a trace costs against seqlen (study grid, batch 8) and against the layer count (issue 6)
+step 150 "$LOG" python3 benchmarks/trace_cost.py --preset mamba-1.4b --backend mamba_ssm --batch 8 \
+  --layers 6,12,24,48 --out "$OUT/trace_cost.json"
 
 # 4. Nsight Compute on one small point (first 2 Mamba layers + embedding), with the memory timeline
-step 130 "$LOG" python3 -m mambaprof trace --preset mamba2-1.3b --backend mamba_ssm --batch 1 --seqlens 1024 --dtype bf16 \
+step 90 "$LOG" python3 -m mambaprof trace --preset mamba2-1.3b --backend mamba_ssm --batch 1 --seqlens 1024 --dtype bf16 \
   --repeats 3 --warmup 2 --profile-repeats 1 --no-tb --quiet --no-energy --no-io --memory-timeline \
   --ncu --ncu-layers 2 --out "$RUNS/ncu_mamba2-1.3b" --force
 

@@ -1,0 +1,165 @@
+"""What tracing costs a forward: plain vs NVML sampler vs CUDA events + NVML vs torch.profiler (device benchmark).
+
+One process, one model, the same (random-token) inputs. Each round runs a block of forwards in every
+mode, the order of the modes rotating from round to round:
+
+- `plain`        the original forward, nothing of mambaprof running (the reference);
+- `nvml`         the original forward with the NVML sampler thread running at the trace's interval;
+- `events_nvml`  the component-split forward with a CUDA event at every component boundary (what
+                 `mambaprof trace`'s timed passes run) and the sampler running; the host time includes
+                 reading the events back;
+- `profiler`     the component-split forward with record_function ranges inside an active
+                 torch.profiler session (CPU + CUDA activities); the session's start and its trace
+                 processing are not in the per-forward time (reported separately as a mode of its own).
+
+Every forward is timed with CUDA events around it (GPU ms) and on the host including the final
+synchronisation (host ms, what a user waits). Overheads are ratios to `plain` taken within each round
+(paired), then the median over rounds; the medians of all forwards per mode are given too, with every
+raw time. Budget checked: events_nvml <= 2% (paired median, GPU ms).
+
+    python benchmarks/tool_overhead.py --preset mamba-1.4b --backend mamba_ssm --batch 8 --seqlen 4096 \
+        --out tool_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mambaprof.collectors.gpu_device import open_device
+from mambaprof.collectors.nvml import NvmlSampler
+from mambaprof.collectors.timing import ForwardTimer, WindowTimer
+from mambaprof.env import collect_env
+from mambaprof.inputs import make_call
+from mambaprof.instrument import Instrumenter, Probe, RangeListener
+from mambaprof.loading import load_preset, resolve_device, resolve_dtype
+from mambaprof.structure import discover
+
+MODES = ("plain", "nvml", "events_nvml", "profiler")
+BUDGET_PCT = {"nvml": 1.0, "events_nvml": 2.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="mamba-1.4b")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seqlen", type=int, default=4096)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--per-round", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--interval-ms", type=float, default=10.0)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    modes = [m for m in a.modes.split(",") if m]
+    if "plain" not in modes:
+        ap.error("--modes must include plain (the reference)")
+
+    dev = resolve_device(a.device)
+    dtype = resolve_dtype(a.dtype, dev)
+    loaded = load_preset(a.preset, dev, dtype, backend=a.backend)
+    structure = discover(loaded.model)
+    call = make_call(loaded.model, structure, a.batch, a.seqlen, dev, dtype, None)
+    inst = Instrumenter(structure, split=True)
+    windows = WindowTimer(dev)
+    timer = ForwardTimer(dev)
+    gpu = open_device(dev)
+    sampler = NvmlSampler(gpu, a.interval_ms)
+
+    def original() -> Any:
+        with torch.inference_mode():
+            return call()
+
+    def split_with_events() -> Any:
+        windows.reset()
+        with torch.inference_mode(), inst.installed(Probe([windows])):
+            out = call()
+        windows.spans()  # reading the events back is part of the cost
+        return out
+
+    def split_with_ranges() -> Any:
+        with torch.inference_mode(), inst.installed(Probe([RangeListener()])):
+            return call()
+
+    forward: dict[str, Callable[[], Any]] = {"plain": original, "nvml": original,
+                                              "events_nvml": split_with_events, "profiler": split_with_ranges}
+    for _ in range(a.warmup):
+        for mode in modes:
+            timer.time(forward[mode])
+
+    raw: dict[str, dict[str, list[float]]] = {m: {"gpu_ms": [], "host_ms": []} for m in modes}
+    paired: dict[str, list[float]] = {m: [] for m in modes if m != "plain"}
+    samples = 0
+    profiler_session_s: list[float] = []
+    for r in range(a.rounds):
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        block: dict[str, float] = {}
+        for mode in order:
+            prof = None
+            if mode in ("nvml", "events_nvml"):
+                sampler.start()
+                time.sleep(3 * sampler.interval_ms / 1e3)  # let it settle into its schedule
+            if mode == "profiler":
+                acts = [torch.profiler.ProfilerActivity.CPU]
+                if dev.type == "cuda":
+                    acts.append(torch.profiler.ProfilerActivity.CUDA)
+                t0 = time.perf_counter()
+                prof = torch.profiler.profile(activities=acts)
+                prof.__enter__()
+            times = []
+            for _ in range(a.per_round):
+                g, h, out = timer.time(forward[mode])
+                del out
+                times.append(g)
+                raw[mode]["gpu_ms"].append(g)
+                raw[mode]["host_ms"].append(h)
+            if prof is not None:
+                prof.__exit__(None, None, None)
+                prof.key_averages()  # trace processing, as the trace's attribution pass pays it
+                profiler_session_s.append(time.perf_counter() - t0)
+            if mode in ("nvml", "events_nvml"):
+                sampler.stop()
+                samples += len(sampler.drain())
+            block[mode] = statistics.median(times)
+        for mode in paired:
+            paired[mode].append(100.0 * (block[mode] / block["plain"] - 1.0))
+        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{m} {block[m]:.3f} ms" for m in modes), flush=True)
+
+    med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in raw.items()}
+    overhead = {}
+    for mode, rounds in paired.items():
+        spread = statistics.pstdev(raw["plain"]["gpu_ms"]) / med["plain"]["gpu_ms"] * 100.0
+        overhead[mode] = {
+            "paired_median_gpu_pct": statistics.median(rounds),
+            "paired_rounds_gpu_pct": rounds,
+            "median_gpu_pct": 100.0 * (med[mode]["gpu_ms"] / med["plain"]["gpu_ms"] - 1.0),
+            "median_host_pct": 100.0 * (med[mode]["host_ms"] / med["plain"]["host_ms"] - 1.0),
+            "plain_spread_pct": spread,  # stdev of the reference: overheads below it are noise
+            "budget_pct": BUDGET_PCT.get(mode),
+            "within_budget": (statistics.median(rounds) <= BUDGET_PCT[mode]) if mode in BUDGET_PCT else None,
+        }
+    result = {
+        "config": vars(a), "device": str(dev), "device_name": collect_env(str(dev)).device_name,
+        "torch": torch.__version__, "n_mixers": len(structure.mixers),
+        "sampler_state": sampler.state, "sampler_reason": sampler.reason, "samples_taken": samples,
+        "median": med, "overhead": overhead,
+        "profiler_session_s": profiler_session_s, "raw": raw,
+    }
+    gpu.close()
+    print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=1))
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
