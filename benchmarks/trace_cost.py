@@ -31,6 +31,16 @@ from mambaprof.tracing import ModelSource, trace
 HERE = Path(__file__).resolve().parent
 
 
+def phase_seconds(marks: list[tuple[int, float, str]], end: float) -> dict[str, float]:
+    """Seconds per phase of one point from its progress marks ("b=.. L=.. · phase"); writing the point's
+    rows falls in its last phase."""
+    out: dict[str, float] = {}
+    for (_, t, desc), nxt in zip(marks, [m[1] for m in marks[1:]] + [end], strict=True):
+        name = desc.split(" · ", 1)[1] if " · " in desc else "start"
+        out[name] = out.get(name, 0.0) + (nxt - t)
+    return out
+
+
 def timed_trace(source: ModelSource, config: TraceConfig, out: Path, hardware: HardwareOptions) -> dict[str, Any]:
     """One in-process trace into `out`; seconds per point (by (batch, seqlen)), to the first point, in all."""
     marks: list[tuple[int, float, str]] = []
@@ -47,11 +57,11 @@ def timed_trace(source: ModelSource, config: TraceConfig, out: Path, hardware: H
     if collectors.device is not None:
         collectors.device.close()
     starts = {d: t for d, t, _ in reversed(marks)}  # first mark at each done count
-    ends = {d: t for d, t, _ in marks}  # last mark at each done count
     points = []
     for i, (batch, seqlen) in enumerate(config.points()):
-        if i in ends and i + 1 in starts:
-            points.append({"batch": batch, "seqlen": seqlen, "point_s": starts[i + 1] - ends[i]})
+        if i in starts and i + 1 in starts:  # a point runs from the first mark at done=i to the first at i+1
+            points.append({"batch": batch, "seqlen": seqlen, "point_s": starts[i + 1] - starts[i],
+                           "phases_s": phase_seconds([m for m in marks if m[0] == i], starts[i + 1])})
     first = min((t for _, t, _ in marks), default=time.perf_counter())
     return {"total_s": total_s, "until_first_point_s": first - t0, "points": points,
             "status_counts": outcome.result.counts,

@@ -6,6 +6,7 @@ Everything here produces plain rows for the schema's tables; nothing is written 
 from __future__ import annotations
 
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ class PointSpec:
     profile_repeats: int
     mode: str  # split | as-is
     trace_dir: Path | None = None
+    point_seconds: float | None = None  # time cap of the timed passes (see TraceConfig.point_seconds)
+
+
+#: Fewest timed (original, split) pairs a point gets, whatever the time cap.
+MIN_TIMED_REPEATS = 3
 
 
 @dataclass
@@ -176,10 +182,16 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     timer = ForwardTimer(spec.device)
     windows = WindowTimer(spec.device)
 
+    cap = spec.point_seconds
     phase("warm-up")
-    for _ in range(spec.warmup):
+    t0 = time.perf_counter()
+    warm_rounds = 0
+    for i in range(spec.warmup):
+        if cap is not None and i > 0 and time.perf_counter() - t0 > cap / 2:
+            break
         ctx.run_original()
         ctx.run_instrumented([windows])
+        warm_rounds += 1
 
     phase("timing")
     reference = ctx.run_original()
@@ -190,7 +202,10 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     host_ms: list[float] = []
     split_ms: list[float] = []
     walls: list[dict[tuple[int, str], float]] = []
-    for _ in range(spec.repeats):
+    t0 = time.perf_counter()
+    for i in range(spec.repeats):
+        if cap is not None and i >= MIN_TIMED_REPEATS and time.perf_counter() - t0 > cap:
+            break
         dev_ms, h_ms, out = timer.time(ctx.run_original)
         del out
         orig_ms.append(dev_ms)
@@ -227,7 +242,7 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
         "forward_kernel_ms": fwd_kernel_ms, "attributed_kernel_pct": attributed_pct, "kernel_count": kernel_count,
         "output_check": "pass" if check.passed else "fail", "output_max_abs_err": check.max_abs_err,
         "output_rel_err": check.rel_err, "output_tolerance": check.tolerance,
-        "repeats": spec.repeats, "warmup": spec.warmup, "profile_repeats": spec.profile_repeats,
+        "repeats": len(orig_ms), "warmup": warm_rounds, "profile_repeats": spec.profile_repeats,
     }
     result = PointMeasurement(point=point)
     result.components = _component_rows(spec, structure, identity, walls, kstats, split)

@@ -56,6 +56,9 @@ class TraceConfig:
     mode: str = "split"
     tensorboard: bool = True
     seed: int = 0
+    #: Seconds of timed forwards per point after which timing stops (at least MIN_TIMED_REPEATS pairs, and
+    #: warm-up stops after its first round once past half of it); None: always every repeat.
+    point_seconds: float | None = None
 
     def points(self) -> list[tuple[int, int]]:
         """(batch, seqlen) pairs in sweep order: batch-major, seqlen ascending."""
@@ -66,7 +69,8 @@ class TraceConfig:
         return json_cell({"seqlens": self.seqlens, "batches": self.batches, "device": str(self.device),
                           "dtype": str(self.dtype).replace("torch.", ""), "repeats": self.repeats,
                           "warmup": self.warmup, "profile_repeats": self.profile_repeats, "mode": self.mode,
-                          "tensorboard": self.tensorboard, "seed": self.seed})
+                          "tensorboard": self.tensorboard, "seed": self.seed,
+                          "point_seconds": self.point_seconds})
 
 
 @dataclass
@@ -289,7 +293,7 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
             "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
     spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
                      repeats=config.repeats, warmup=config.warmup, profile_repeats=config.profile_repeats,
-                     mode=config.mode, trace_dir=trace_dir)
+                     mode=config.mode, trace_dir=trace_dir, point_seconds=config.point_seconds)
     started = utcnow()
     for collector in run_collectors:
         collector.begin_point(pid)

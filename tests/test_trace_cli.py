@@ -1,5 +1,6 @@
 """`mambaprof trace` end to end, as a user runs it: tables, totals, errors, OOM, Ctrl-C."""
 
+import json
 import textwrap
 
 import pytest
@@ -92,3 +93,15 @@ def test_env_command(cli):
     res = cli("env", "--json")
     assert res.returncode == 0
     assert '"torch_version"' in res.stdout and '"nvml_available"' in res.stdout
+
+
+def test_point_seconds_caps_timing_but_keeps_three_repeats(tmp_path, cli):
+    out = tmp_path / "run"
+    res = cli("trace", "--out", str(out), "--seqlens", "32", "--repeats", "12", "--warmup", "4",
+              "--profile-repeats", "0", "--point-seconds", "0.000001", "--no-tb", "--quiet")
+    assert res.returncode == 0, res.stderr
+    point = read_table(out, "points").to_pandas().iloc[0]
+    assert point.repeats == 3 and point.warmup == 1  # the cap stopped both, at their minimums
+    assert json.loads(read_run_record(out)["config_json"])["point_seconds"] == 0.000001
+    bad = cli("trace", "--out", str(tmp_path / "bad"), "--point-seconds", "-1", "--quiet")
+    assert bad.returncode == 2 and "--point-seconds -1.0 is negative" in bad.stderr

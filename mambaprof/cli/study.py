@@ -28,14 +28,19 @@ def study_command(
     backend: str = typer.Option("auto", "--backend", help="auto (mamba_ssm where it imports), hf or mamba_ssm."),
     repeats: int = typer.Option(5, "--repeats", help="Timed forwards per point."),
     warmup: int = typer.Option(2, "--warmup", help="Warm-up forwards per point."),
-    profile_repeats: int = typer.Option(2, "--profile-repeats", help="Profiled forwards per point."),
+    point_seconds: float = typer.Option(3.0, "--point-seconds", help="Stop timing a point once its timed forwards "
+                                        "took this many seconds (at least 3 repeats); 0: always every repeat. "
+                                        "Keeps the default study under 10 minutes on one H100."),
+    profile_repeats: int = typer.Option(1, "--profile-repeats", help="Profiled forwards per point (kernel times "
+                                        "of a forward are stable; more cost a profiler pass each)."),
     tensorboard: bool = typer.Option(False, "--tb/--no-tb", help="Also write TensorBoard traces (large)."),
     nvml: bool = typer.Option(True, "--nvml/--no-nvml", help="Sample NVML (power, energy, clocks, ...) during "
                               "each model's trace."),
     energy: bool = typer.Option(False, "--energy/--no-energy", help="Energy per forward and per component "
                                 "(adds about 15 s per point on a GPU; off by default in a study)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Memory per component and point."),
-    io: bool = typer.Option(True, "--io/--no-io", help="Host/device copies per phase (one extra forward per point)."),
+    io: bool = typer.Option(False, "--io/--no-io", help="Host/device copies per phase (one extra profiled forward "
+                            "per point; off by default: a forward of token ids copies a few KiB)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write <out>/report.html and <out>/summary/ "
                                 "and print the findings when the study ends."),
     force: bool = typer.Option(False, "--force", help="Replace an existing study in --out."),
@@ -46,7 +51,8 @@ def study_command(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise BadArgumentError("--models is empty", f"for example --models {','.join(DEFAULT_MODELS)}")
-    config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard)
+    config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard,
+                          point_seconds)
     big = [n for n in names if not n.endswith("-tiny")]
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",

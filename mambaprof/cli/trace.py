@@ -27,7 +27,8 @@ GPU_SEQLENS = "64,256,1024,4096,16384"
 
 
 def build_config(seqlens: str | None, batch: str, dtype: str, device: str, repeats: int | None,
-                 warmup: int | None, profile_repeats: int, mode: str, tensorboard: bool) -> TraceConfig:
+                 warmup: int | None, profile_repeats: int, mode: str, tensorboard: bool,
+                 point_seconds: float | None = None) -> TraceConfig:
     """Check and combine the sweep options (defaults depend on the device)."""
     dev = resolve_device(device)
     if mode not in ("split", "as-is"):
@@ -41,7 +42,16 @@ def build_config(seqlens: str | None, batch: str, dtype: str, device: str, repea
         repeats=max(1, parse_nonnegative(repeats if repeats is not None else (20 if on_gpu else 5), "--repeats")),
         warmup=parse_nonnegative(warmup if warmup is not None else (3 if on_gpu else 1), "--warmup"),
         profile_repeats=parse_nonnegative(profile_repeats, "--profile-repeats", maximum=100),
-        mode=mode, tensorboard=tensorboard)
+        mode=mode, tensorboard=tensorboard, point_seconds=_point_seconds(point_seconds))
+
+
+def _point_seconds(value: float | None) -> float | None:
+    """--point-seconds: None or 0 mean no cap; negative is refused."""
+    if value is None or value == 0:
+        return None
+    if value < 0:
+        raise BadArgumentError(f"--point-seconds {value} is negative", "give seconds > 0, or 0 for no cap")
+    return float(value)
 
 
 def print_summary(outcome: TraceOutcome, console: Console) -> None:
@@ -108,6 +118,9 @@ def trace_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     repeats: int | None = typer.Option(None, "--repeats", help="Timed forwards per point (default 20 GPU, 5 CPU)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up forwards per point (default 3 GPU, 1 CPU)."),
+    point_seconds: float = typer.Option(0.0, "--point-seconds", help="Stop timing a point once its timed "
+                                        "forwards took this many seconds (at least 3 repeats; warm-up stops after "
+                                        "one round past half of it); 0: always every repeat."),
     profile_repeats: int = typer.Option(3, "--profile-repeats", help="Forwards recorded by torch.profiler "
                                         "per point (0 disables kernel attribution)."),
     mode: str = typer.Option("split", "--mode", help="split: component-split forward with markers; as-is: the "
@@ -141,7 +154,8 @@ def trace_command(
     ranks = detect()
     if ranks is not None:
         device = rank_device(device, ranks)
-    config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, mode, tensorboard)
+    config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, mode, tensorboard,
+                          point_seconds)
     if ranks is not None:
         raise typer.Exit(trace_on_rank(ranks, source, config, out, force, shard, quiet, debug))
     out = out or Path("runs") / new_run_id()

@@ -119,7 +119,8 @@ POINTS = register(Table(
         Column("output_max_abs_err", F64, "", "max |split - original| over the model output."),
         Column("output_rel_err", F64, "", "output_max_abs_err / max |original|."),
         Column("output_tolerance", F64, "", "Tolerance on output_rel_err for this dtype."),
-        Column("repeats", I32, "", "Timed repeats of each forward."),
+        Column("repeats", I32, "", "Timed repeats of each forward (fewer than the run's when the run's "
+               "`point_seconds` cap stopped timing; never fewer than 3 then)."),
         Column("warmup", I32, "", "Warm-up forwards of each kind."),
         Column("profile_repeats", I32, "", "Forwards recorded by the profiler."),
     ),
