@@ -50,6 +50,21 @@ def throttle_names(mask: int | None) -> str | None:
     return ",".join(name for bit, name in THROTTLE_REASONS if mask & bit)
 
 
+#: width of NVML's PCIe byte counters as seen on an H200 (driver 580): they wrap at 2**32 although
+#: the field is read as a 64-bit value (a 0.8 GB copy read as -3.4 GB before this was handled)
+PCIE_COUNTER_WRAP = 1 << 32
+
+
+def counter_delta(before: int, after: int, wrap: int = PCIE_COUNTER_WRAP) -> int | None:
+    """Bytes between two reads of a cumulative counter that wraps at `wrap`: after - before, plus one
+    wrap when the counter went round once; None when it went backwards from above the wrap (a reset)."""
+    if after >= before:
+        return after - before
+    if before < wrap:
+        return after + wrap - before
+    return None
+
+
 class GPUDevice(ABC):
     """Management counters of one GPU. Units are in the method names."""
 

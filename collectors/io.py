@@ -27,7 +27,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._pytree import tree_map
 
-from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice
+from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice, counter_delta
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
 from mambaprof.collectors.rows import guarded, point_identity
@@ -225,7 +225,8 @@ class IOCollector:
             after = self._pcie()
             mark: Row = {"phase": name, "start_ns": start, "end_ns": end}
             if counters is not None and after is not None:
-                mark["pcie_tx_bytes"], mark["pcie_rx_bytes"] = after[0] - counters[0], after[1] - counters[1]
+                mark["pcie_tx_bytes"] = counter_delta(counters[0], after[0])
+                mark["pcie_rx_bytes"] = counter_delta(counters[1], after[1])
             marks.append(mark)
         state.clear()
         return marks

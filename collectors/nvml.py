@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mambaprof.collectors.gpu_device import GPUDevice, MetricUnsupported, throttle_names
+from mambaprof.collectors.gpu_device import GPUDevice, MetricUnsupported, counter_delta, throttle_names
 from mambaprof.collectors.rows import point_identity, status_row
 
 DEFAULT_INTERVAL_MS = 10.0
@@ -169,8 +169,9 @@ class NvmlSampler:
             else:
                 if self._pcie_prev is not None and now > self._pcie_prev[0]:
                     dt = (now - self._pcie_prev[0]) / 1e9
-                    row["pcie_tx_bytes_per_s"] = max(tx - self._pcie_prev[1], 0) / dt
-                    row["pcie_rx_bytes_per_s"] = max(rx - self._pcie_prev[2], 0) / dt
+                    dtx, drx = counter_delta(self._pcie_prev[1], tx), counter_delta(self._pcie_prev[2], rx)
+                    row["pcie_tx_bytes_per_s"] = None if dtx is None else dtx / dt
+                    row["pcie_rx_bytes_per_s"] = None if drx is None else drx / dt
                 self._pcie_prev = (now, tx, rx)
                 return
         if (row["host_ns"] - self._pcie_last_slow_ns) / 1e6 < PCIE_THROUGHPUT_EVERY_MS:

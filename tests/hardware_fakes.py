@@ -24,13 +24,14 @@ class FakeDevice(GPUDevice):
     """A GPU whose counters follow known laws of real time (or of a given clock).
 
     power: `watts` W constant; energy counter: updates every `update_ms`, stepping by watts x update_ms;
-    PCIe counters grow at tx/rx bytes per second. `lose_after` readings of power make it raise
+    PCIe counters grow at tx/rx bytes per second (modulo `pcie_wrap` when given, as a real H200's
+    do). `lose_after` readings of power make it raise
     DeviceLost (NVML dying mid-run); names in `unsupported` raise MetricUnsupported.
     """
 
     def __init__(self, watts: float = 100.0, update_ms: float = 5.0, tx_bps: float = 1e9, rx_bps: float = 2e9,
                  clock: object = None, lose_after: int | None = None, unsupported: tuple[str, ...] = (),
-                 driver_period_ms: float | None = None) -> None:
+                 driver_period_ms: float | None = None, pcie_wrap: int | None = None) -> None:
         self.index = 0
         self.name = "Fake GPU"
         self.watts = watts
@@ -41,6 +42,7 @@ class FakeDevice(GPUDevice):
         self.lose_after = lose_after
         self.unsupported = set(unsupported)
         self.driver_period_ms = driver_period_ms
+        self.pcie_wrap = pcie_wrap
         self.power_reads = 0
         self.closed = False
 
@@ -86,7 +88,10 @@ class FakeDevice(GPUDevice):
     def pcie_counters_bytes(self) -> tuple[int, int]:
         self._check("pcie_counters")
         s = self._elapsed_s()
-        return int(self.tx_bps * s), int(self.rx_bps * s)
+        tx, rx = int(self.tx_bps * s), int(self.rx_bps * s)
+        if self.pcie_wrap:
+            tx, rx = tx % self.pcie_wrap, rx % self.pcie_wrap
+        return tx, rx
 
     def pcie_throughput_bytes_per_s(self) -> tuple[float, float]:
         self._check("pcie_throughput")

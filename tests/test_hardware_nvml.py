@@ -9,7 +9,7 @@ import torch
 from hardware_fakes import FakeDevice
 
 from mambaprof.collectors import gpu_device
-from mambaprof.collectors.gpu_device import NullDevice, NVMLDevice, open_device, throttle_names
+from mambaprof.collectors.gpu_device import NullDevice, NVMLDevice, counter_delta, open_device, throttle_names
 from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
 from mambaprof.rundir import read_table
 from mambaprof.sweep import TraceConfig
@@ -45,6 +45,23 @@ def test_sampler_samples_at_interval_with_known_values():
     assert rows[0].get("pcie_tx_bytes_per_s") is None
     assert sorted(tx)[len(tx) // 2] == pytest.approx(1e9, rel=0.05)
     assert sorted(rx)[len(rx) // 2] == pytest.approx(2e9, rel=0.05)
+
+
+def test_counter_delta_handles_one_wrap_and_refuses_a_reset():
+    assert counter_delta(100, 350) == 250
+    assert counter_delta((1 << 32) - 100, 50) == 150  # went round 2**32 once
+    assert counter_delta(7 << 33, 5) is None  # backwards from above the wrap: a reset, no number
+
+
+def test_sampler_pcie_rates_survive_counters_that_wrap():
+    # 40 GB/s against a 2**32-byte counter: it wraps every ~107 ms, several times in the window
+    dev = FakeDevice(tx_bps=40e9, rx_bps=1e9, pcie_wrap=1 << 32)
+    s = NvmlSampler(dev, interval_ms=5.0)
+    _run_for(s, 0.4)
+    rows = s.drain()[1:]
+    tx = sorted(r["pcie_tx_bytes_per_s"] for r in rows)
+    assert all(v >= 0 for v in tx)
+    assert tx[len(tx) // 2] == pytest.approx(40e9, rel=0.05)
 
 
 def test_metrics_never_read_faster_than_the_driver_updates_them():

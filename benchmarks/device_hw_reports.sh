@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One device call (about 6 minutes on one H100/H200) for the hardware-signal and report issues (3, 4) and the
+# tool-overhead figure (3, 6), written for a session with little device time left: every step is bounded by
+# `timeout` within a global budget (BUDGET seconds from the start) and the packing at the end always runs.
+# Usage on the device (repo root, carry [".whl"]): bash benchmarks/device_hw_reports.sh
+# Under $OUT:
+#   log.txt              date, GPU, every step's command, exit status and elapsed seconds, all trace output
+#   env.json             `mambaprof env --json`
+#   tool_overhead.json   plain vs NVML vs CUDA events + NVML vs torch.profiler, paired per round
+#   pytest_gpu.txt       GPU tests of the collectors, then (time allowing) of the reports
+#   summary.txt          every hardware table of every run as text (benchmarks/summarize_issue3.py)
+#   runs.tar.gz          the run directories (no tb/): the input of docs/examples and benchmarks/
+# A CPU dry run of the flow: OUT=/tmp/o BACKEND=hf M1=mamba-tiny M2=mamba2-tiny SEQLENS=64,128 BATCH=1 \
+#   NCU=0 bash benchmarks/device_hw_reports.sh   (skips the device setup when SETUP=0)
+if [ "${SETUP:-1}" = 1 ]; then
+  source benchmarks/device_setup.sh
+else
+  set -u; export PYTHONUNBUFFERED=1
+  step() {
+    local limit=$1 out=$2; shift 2
+    local left=$((BUDGET - SECONDS))
+    if [ "$left" -lt 20 ]; then echo "=== SKIPPED (budget spent at ${SECONDS}s): $*" | tee -a "$LOG"; return 0; fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "=== $(date -u +%H:%M:%S) t=${SECONDS}s limit=${limit}s: $*" | tee -a "$LOG"
+    timeout "$limit" "$@" >>"$out" 2>&1
+    echo "=== rc=$? after ${SECONDS}s" | tee -a "$LOG"
+  }
+fi
+LOG="$OUT/log.txt"
+BUDGET=${BUDGET:-345}
+BACKEND=${BACKEND:-mamba_ssm}; M1=${M1:-mamba-1.4b}; M2=${M2:-mamba2-1.3b}
+SEQLENS=${SEQLENS:-1024,4096,16384}; BATCH=${BATCH:-8}; OVERHEAD_SEQLEN=${OVERHEAD_SEQLEN:-4096}; DTYPE=${DTYPE:-bf16}
+RUNS=/tmp/runs_hw
+rm -rf "$RUNS" && mkdir -p "$RUNS"
+{ date -u +%Y-%m-%dT%H:%M:%SZ; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv 2>&1
+  echo "ncu: $(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null || echo none)"; } >>"$LOG" 2>&1
+python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
+
+# 1. traces with every default collector (NVML sampler, energy, memory, I/O): the issue-3 grid, the report input
+for preset in "$M1" "$M2"; do
+  step 75 "$LOG" python3 -m mambaprof trace --preset "$preset" --backend "$BACKEND" --batch "$BATCH" \
+    --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 2 --profile-repeats 1 --no-tb --quiet \
+    --out "$RUNS/$preset" --force
+done
+
+# 2. the tool's overhead on a forward (ratios from one run, paired per round)
+step 45 "$LOG" python3 benchmarks/tool_overhead.py --preset "$M1" --backend "$BACKEND" --dtype "$DTYPE" --batch "$BATCH" \
+  --seqlen "$OVERHEAD_SEQLEN" --rounds 4 --per-round 3 --warmup 1 --out "$OUT/tool_overhead.json"
+
+# 3. GPU tests of the collectors (ncu is exercised by step 4, through `mambaprof trace`)
+step 60 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -rs -p no:cacheprovider \
+  -k "not ncu"
+
+# 4. Nsight Compute on one small point (first 2 Mamba layers), with the memory timeline
+if [ "${NCU:-1}" = 1 ]; then
+  step 45 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch 1 --seqlens 1024 \
+    --dtype "$DTYPE" --repeats 3 --warmup 2 --profile-repeats 1 --no-tb --quiet --no-energy --no-io --memory-timeline \
+    --ncu --ncu-layers 2 --out "$RUNS/ncu_$M2" --force
+fi
+
+# 5. with what is left: GPU tests of the reports (calibration against the datasheet; reports of GPU traces)
+step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_reports.py -q -rs -p no:cacheprovider
+
+# 6. summary and run directories (always)
+timeout 40 python3 benchmarks/summarize_issue3.py "$RUNS"/* >"$OUT/summary.txt" 2>&1
+(cd "$RUNS" && tar --exclude='./*/tb' --exclude='*/memory_timeline' --exclude='*.ncu-rep' -czf "$OUT/runs.tar.gz" .)
+echo "=== done after ${SECONDS}s" | tee -a "$LOG"
+ls -la "$OUT" | tee -a "$LOG"
