@@ -29,6 +29,8 @@ TB_DIR = "tb"
 ARTIFACT_DIRS = (TB_DIR, "memory_timeline", "ncu")
 #: Marker file that says "mambaprof wrote this directory" (lets --force know what it may replace).
 MARKER = "_mambaprof_run"
+#: the manifest a study directory holds (one run directory per model beside it)
+STUDY_FILE = "study.json"
 
 
 def utcnow() -> datetime:

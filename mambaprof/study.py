@@ -19,7 +19,7 @@ import torch
 from mambaprof.collectors.hardware import HardwareCollectors, HardwareOptions, build_hardware
 from mambaprof.errors import MambaprofError, RunDirectoryError
 from mambaprof.presets import PRESETS, get_preset
-from mambaprof.rundir import MARKER, RunWriter, utcnow
+from mambaprof.rundir import MARKER, STUDY_FILE, RunWriter, utcnow
 from mambaprof.sweep import TraceConfig
 from mambaprof.tracing import ModelSource, trace
 
@@ -27,7 +27,6 @@ from mambaprof.tracing import ModelSource, trace
 DEFAULT_MODELS = ("mamba-130m", "mamba2-130m", "mamba-1.4b", "mamba2-1.3b")
 DEFAULT_SEQLENS = "64..16384"
 DEFAULT_BATCHES = "1,8"
-STUDY_FILE = "study.json"
 
 
 @dataclass

@@ -88,7 +88,7 @@ class SweepResult:
         """Process exit code for this outcome: 0 done (even with oom/error points), 3 nothing finished,
         128 + signal number when interrupted (130 SIGINT, 143 SIGTERM)."""
         if self.interrupted_by is not None:
-            return 128 + int(signal.Signals[self.interrupted_by])
+            return signal_exit_code(self.interrupted_by)
         return 3 if self.status == "failed" else 0
 
 
@@ -129,21 +129,55 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-@contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Inside: SIGINT and SIGTERM raise RunInterrupted (main thread only)."""
-    previous: dict[int, Any] = {}
+def signal_exit_code(signame: str) -> int:
+    """The shell's exit code for a process stopped by a signal: 128 + its number (130 SIGINT, 143 SIGTERM)."""
+    return 128 + int(signal.Signals[signame])
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise RunInterrupted(signal.Signals(signum).name)
 
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on (main thread only): for a process that is already ending
+    because it was asked to, whose run record is written."""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
+class InterruptGuard:
+    """What `interrupts_raise` saw: the signals received, and whether one may still raise."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.armed = True
+
+    def disarm(self) -> None:
+        """From now on signals are only noted (cleanup that must finish, like writing the run record)."""
+        self.armed = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self.received.append(name)
+        if self.armed:
+            self.armed = False  # one RunInterrupted per block: a second signal must not cut the cleanup short
+            raise RunInterrupted(name)
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[InterruptGuard]:
+    """Inside: the first SIGINT or SIGTERM raises RunInterrupted (main thread only); later ones, and any
+    after `disarm()`, are noted in the guard and otherwise ignored until the block ends. `timeout` sends
+    SIGTERM to the process and again to its process group, so a second signal is common: with the default
+    action restored it would kill the process before the run record says how the run ended."""
+    guard = InterruptGuard()
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, guard.handler)
     except ValueError:  # not the main thread
         previous.clear()
     try:
-        yield
+        yield guard
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -238,8 +272,8 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     interrupted_by: str | None = None
     for collector in run_collectors:
         collector.start_run(writer.run_id, identity)
-    try:
-        with interrupts_raise():
+    with interrupts_raise() as guard:
+        try:
             for done, (pid, batch, seqlen) in enumerate(todo):
                 desc = f"b={batch} L={seqlen}"
                 report(done, len(todo), desc)
@@ -254,31 +288,34 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
                 rows.append(row)
                 report(done + 1, len(todo), desc)
-    except RunInterrupted as exc:
-        interrupted_by = exc.signame
-        status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
-    except StorageError as exc:
-        status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
-        storage_error = exc
-    finally:
-        if status == "complete":
-            failed = counts["oom"] + counts["error"]
-            if counts["ok"] == 0 and todo:
-                status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
-            elif failed:
-                status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
-        run_rows: Rows = {}
-        for collector in run_collectors:
-            _merge(run_rows, collector.stop_run())
-        try:
-            for table, table_rows in run_rows.items():
-                writer.write_rows(table, table_rows, None)
-            writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason, counts,
-                                               finished_at=utcnow(), identity=identity))
-        except OSError as exc:
-            if not is_storage_failure(exc):
-                raise
-            reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+        except RunInterrupted as exc:
+            interrupted_by = exc.signame
+            status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
+        except StorageError as exc:
+            status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
+            storage_error = exc
+        finally:
+            guard.disarm()  # signals from here on are noted: the run record below is always written
+            if status == "complete":
+                failed = counts["oom"] + counts["error"]
+                if counts["ok"] == 0 and todo:
+                    status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
+                elif failed:
+                    status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
+            run_rows: Rows = {}
+            for collector in run_collectors:
+                _merge(run_rows, collector.stop_run())
+            try:
+                for table, table_rows in run_rows.items():
+                    writer.write_rows(table, table_rows, None)
+                writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
+                                                   counts, finished_at=utcnow(), identity=identity))
+            except OSError as exc:
+                if not is_storage_failure(exc):
+                    raise
+                reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+    if interrupted_by is None and guard.received:  # asked to stop while the last point was being written
+        interrupted_by = guard.received[0]
     if storage_error is not None:
         raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
                            "free disk space or raise the file-size limit, then trace the rest into a new --out")

@@ -179,15 +179,17 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     if ok.empty or ok.split_vs_original_pct.isna().all():
         return []
     failed = int((ok.output_check == "fail").sum())
-    over = ok[ok.split_vs_original_pct > FIDELITY_BUDGET_PCT]
+    over = ok[ok.split_vs_original_pct.abs() > FIDELITY_BUDGET_PCT]
     check = ("The split forward's output matched the original at every point" if failed == 0 else
              f"The split forward's output differed from the original at {failed} point(s)")
-    cost = (f"its cost vs the original forward ranges {ok.split_vs_original_pct.min():+.1f}% to "
-            f"{ok.split_vs_original_pct.max():+.1f}%")
-    budget = (f", above the {FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
+    lo, hi = f"{ok.split_vs_original_pct.min():+.1f}%", f"{ok.split_vs_original_pct.max():+.1f}%"
+    cost = f"its cost vs the original forward is {lo}" if lo == hi else (
+        f"its cost vs the original forward ranges {lo} to {hi}")
+    budget = (f", outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
               f"({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in over.itertuples())})"
-              if len(over) else f", within the {FIDELITY_BUDGET_PCT:.0f}% budget")
-    return [Finding("fidelity", f"{check}; {cost}{budget}.", float(ok.split_vs_original_pct.max()), "%")]
+              if len(over) else f", within the ±{FIDELITY_BUDGET_PCT:.0f}% budget")
+    worst = float(ok.split_vs_original_pct.loc[ok.split_vs_original_pct.abs().idxmax()])
+    return [Finding("fidelity", f"{check}; {cost}{budget}.", worst, "%")]
 
 
 def status_findings(points: pd.DataFrame) -> list[Finding]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -12,15 +13,47 @@ from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 
 
-def rich_table(view: views.View) -> Group:
-    """A View as its title line, a rich Table (first column left, numbers right; text cells never
-    wrapped) and its caption."""
+def _table(view: views.View, columns: list[int], wrap: bool) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False)
-    for i, header in enumerate(view.headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0, overflow="fold")
+    for i in columns:
+        table.add_column(view.headers[i], justify="left" if i == 0 else "right", no_wrap=not wrap or i < view.keys,
+                         overflow="fold")
     for row in view.rows:
-        table.add_row(*row)
-    parts: list[RenderableType] = [Text(view.title, style="bold"), table]
+        table.add_row(*[row[i] for i in columns])
+    return table
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def column_groups(view: views.View, console: Console) -> list[list[int]]:
+    """Split a view's columns into groups that each fit the console's width unwrapped, every group led by
+    the view's key columns; one group when the whole table fits."""
+    keys = list(range(min(view.keys, len(view.headers))))
+    groups: list[list[int]] = [list(keys)]
+    for i in range(len(keys), len(view.headers)):
+        candidate = [*groups[-1], i]
+        if len(groups[-1]) > len(keys) and _natural_width(console, _table(view, candidate, False)) > console.width:
+            groups.append([*keys, i])
+        else:
+            groups[-1] = candidate
+    return groups
+
+
+def rich_table(view: views.View, console: Console) -> Group:
+    """A View as its title line, rich Table(s) (first column left, numbers right) and its caption. A table
+    wider than the console is split into column groups that each repeat the key columns, so no header or
+    number is ever broken across lines; only a single column wider than the console wraps."""
+    parts: list[RenderableType] = [Text(view.title, style="bold")]
+    groups = column_groups(view, console)
+    for n, columns in enumerate(groups):
+        table = _table(view, columns, False)
+        if _natural_width(console, table) > console.width:
+            table = _table(view, columns, True)
+        if n:
+            parts += [Text(""), Text(f"{view.title} (continued)", style="dim")]
+        parts.append(table)
     if view.caption:
         parts.append(Text(view.caption, style="dim"))
     return Group(*parts)
@@ -63,26 +96,26 @@ def print_report(analysis: RunAnalysis, console: Console, per_layer: bool = Fals
     _bullets(console, "Findings", analysis.sentences())
     for family, batch, seqlen in _longest_points(analysis):
         console.print(rich_table(views.attribution_view(analysis.components, family, batch, seqlen, analysis.basis,
-                                                        compact=True)))
+                                                        compact=True), console))
         console.print()
         console.print(rich_table(views.share_matrix(analysis.components, analysis.scaling, family, batch,
-                                                    analysis.basis)))
+                                                    analysis.basis), console))
         console.print()
     model_rows = analysis.components[analysis.components.family == "model"]
     if not model_rows.empty:
         batch = int(model_rows.batch.max())
         seqlen = int(model_rows[model_rows.batch == batch].seqlen.max())
         console.print(rich_table(views.attribution_view(analysis.components, "model", batch, seqlen, analysis.basis,
-                                                        compact=True)))
+                                                        compact=True), console))
         console.print()
-    console.print(rich_table(views.points_view(analysis.points, analysis.data.on_gpu)))
+    console.print(rich_table(views.points_view(analysis.points, analysis.data.on_gpu), console))
     console.print()
-    console.print(rich_table(views.scaling_view(analysis.scaling, analysis.crossovers, analysis.basis)))
+    console.print(rich_table(views.scaling_view(analysis.scaling, analysis.crossovers, analysis.basis), console))
     if per_layer:
         for batch in sorted(analysis.layers.batch.unique()):
             seqlen = int(analysis.layers[analysis.layers.batch == batch].seqlen.max())
             console.print()
-            console.print(rich_table(views.layers_view(analysis.layers, int(batch), seqlen, analysis.basis)))
+            console.print(rich_table(views.layers_view(analysis.layers, int(batch), seqlen, analysis.basis), console))
 
 
 def print_comparison(comparison: RunComparison, console: Console) -> None:
@@ -95,11 +128,12 @@ def print_comparison(comparison: RunComparison, console: Console) -> None:
     aligned = comparison.components
     both = aligned.dropna(subset=["a_ms", "b_ms"])
     for batch in sorted(aligned.batch.unique()):
-        console.print(rich_table(views.comparison_matrix(aligned, int(batch), la, lb)))
+        console.print(rich_table(views.comparison_matrix(aligned, int(batch), la, lb), console))
         console.print()
         common = both[both.batch == batch]
         if not common.empty:
             seqlen = int(common.seqlen.max())
-            console.print(rich_table(views.comparison_view(aligned, int(batch), seqlen, la, lb, comparison.basis)))
+            view = views.comparison_view(aligned, int(batch), seqlen, la, lb, comparison.basis)
+            console.print(rich_table(view, console))
             console.print()
-    console.print(rich_table(views.compare_points_view(comparison.points, la, lb)))
+    console.print(rich_table(views.compare_points_view(comparison.points, la, lb), console))

@@ -11,8 +11,9 @@ from typing import Any
 import pandas as pd
 
 from mambaprof.errors import RunDirectoryError
+from mambaprof.reports.findings import FIDELITY_BUDGET_PCT
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
-from mambaprof.study import STUDY_FILE
+from mambaprof.rundir import STUDY_FILE
 
 
 def is_study_dir(path: Path | str) -> bool:
@@ -102,8 +103,9 @@ class StudyAnalysis:
         ok = self.fidelity[self.fidelity.status == "ok"]
         if not ok.empty and "split_vs_original_pct" in ok:
             worst = ok.loc[ok.split_vs_original_pct.abs().idxmax()]
-            within = int((ok.split_vs_original_pct.abs() <= 5).sum())
-            out.append(f"Fidelity: the component-split forward stayed within 5% of the original at {within} of "
+            within = int((ok.split_vs_original_pct.abs() <= FIDELITY_BUDGET_PCT).sum())
+            out.append(f"Fidelity: the component-split forward stayed within {FIDELITY_BUDGET_PCT:.0f}% of the "
+                       f"original at {within} of "
                        f"{len(ok)} points; the largest difference was {worst.split_vs_original_pct:+.1f}% "
                        f"({worst.model}, batch {int(worst.batch)}, {int(worst.seqlen)} tokens).")
         return out

@@ -13,17 +13,20 @@ from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
 from mambaprof.reports.fmt import ms, num, pct, rate, ratio, si
 from mambaprof.reports.scaling import GROUP_BLOCK, GROUP_PROJECTIONS, Crossover
+from mambaprof.rundir import run_state
 from mambaprof.taxonomy import component_order
 
 
 @dataclass
 class View:
-    """A table to draw: title, column headers, rows of strings, and an optional caption."""
+    """A table to draw: title, column headers, rows of strings, an optional caption, and how many leading
+    columns identify a row (repeated when a narrow terminal splits the table)."""
 
     title: str
     headers: list[str]
     rows: list[list[str]] = field(default_factory=list)
     caption: str = ""
+    keys: int = 1
 
 
 def _bytes(value: Any) -> str:
@@ -83,7 +86,7 @@ def points_view(points: pd.DataFrame, on_gpu: bool) -> View:
     """One row per point: status, wall and kernel ms, idle %, regime, tokens/s, split cost and check."""
     view = View("Points: regime (launch-bound when wall time >= 2x kernel time)",
                 ["batch", "seqlen", "status", "wall ms", "kernel ms", "idle %", "regime", "tokens/s",
-                 "split %", "check"])
+                 "split %", "check"], keys=2)
     extras = [("energy J", "energy_j", lambda v: num(v, ".3g")),
               ("mJ/token", "energy_per_token_j", lambda v: num(v * 1e3, ".3g")),
               ("peak mem", "mem_peak_bytes", _bytes), ("cache", "cache_state_bytes", _bytes)]
@@ -135,7 +138,8 @@ def layers_view(layers: pd.DataFrame, batch: int, seqlen: int, basis: str) -> Vi
     rows = layers[(layers.batch == batch) & (layers.seqlen == seqlen) & (layers.layer >= 0)]
     comps = sorted(rows.component.unique(), key=component_order)
     view = View(f"Per layer at {seqlen} tokens, batch {batch} ({basis} ms)", ["layer", "family",
-                                                                               *[label(c) for c in comps], "total"])
+                                                                               *[label(c) for c in comps], "total"],
+                keys=2)
     for layer, grp in rows.groupby("layer"):
         by = grp.set_index("component").time_ms
         view.rows.append([str(layer), family_label(str(grp.family.iloc[0])), *[ms(by.get(c)) for c in comps],
@@ -170,7 +174,7 @@ def comparison_view(aligned: pd.DataFrame, batch: int, seqlen: int, label_a: str
 def compare_points_view(points: pd.DataFrame, label_a: str, label_b: str) -> View:
     """Both runs per point: wall ms, tokens/s, regime and the wall/kernel ratios."""
     view = View("Whole forward per point", ["batch", "seqlen", "A wall ms", "B wall ms", "B/A wall", "B/A kernel",
-                                            "A tok/s", "B tok/s", "A regime", "B regime"])
+                                            "A tok/s", "B tok/s", "A regime", "B regime"], keys=2)
     view.caption = f"A = {label_a}, B = {label_b}."
     for _, r in points.iterrows():
         view.rows.append([str(r.batch), str(r.seqlen), ms(r.a_wall_ms), ms(r.b_wall_ms), ratio(r.wall_ratio),
@@ -195,7 +199,7 @@ def run_facts(analysis: Any) -> list[tuple[str, str]]:
         ("device", f"{analysis.device_name} ({rec.get('device')}), {analysis.dtype}"),
         ("sweep", f"seqlens {', '.join(map(str, seqlens))}; batch {', '.join(map(str, batches))}; "
                   f"{ok}/{len(analysis.points)} points ok; mode {rec.get('mode')}"),
-        ("run", f"{analysis.data.run_id} ({rec.get('status')}), {analysis.run_dir}"),
+        ("run", f"{analysis.data.run_id} ({run_state(rec)[0]}), {analysis.run_dir}"),
         ("time basis", f"{analysis.basis} ({BASIS_WORDS.get(analysis.basis, analysis.basis)})"),
         ("peaks", analysis.peaks_source),
         ("hardware tables", ", ".join(analysis.optional_tables) or "none"),

@@ -19,7 +19,7 @@ from mambaprof.errors import BadArgumentError
 from mambaprof.loading import resolve_device, resolve_dtype
 from mambaprof.rank_trace import run_distributed_trace
 from mambaprof.rundir import RunWriter, new_run_id
-from mambaprof.sweep import TraceConfig
+from mambaprof.sweep import RunInterrupted, TraceConfig, ignore_stop_signals, interrupts_raise, signal_exit_code
 from mambaprof.tracing import ModelSource, TraceOutcome, trace
 
 CPU_SEQLENS = "64,128,256,512"
@@ -159,10 +159,29 @@ def trace_command(
     if ranks is not None:
         raise typer.Exit(trace_on_rank(ranks, source, config, out, force, shard, quiet, debug))
     out = out or Path("runs") / new_run_id()
+    try:
+        with interrupts_raise():  # a signal outside the sweep (or a second one after it) ends the command cleanly
+            code = _trace_here(source, config, out, force, quiet, debug,
+                               HardwareOptions(nvml=nvml, nvml_interval_ms=nvml_interval_ms, energy=energy,
+                                               memory=memory, memory_timeline=memory_timeline, io=io, ncu=ncu,
+                                               ncu_layers=ncu_layers),
+                               model_file, hf, preset, backend)
+    except RunInterrupted as exc:
+        typer.echo(f"error: interrupted by {exc.signame}; whatever was finished in {out} stays readable", err=True)
+        code = signal_exit_code(exc.signame)
+    if code > 128:
+        ignore_stop_signals()  # asked to stop and stopping: a repeated signal must not turn exit 143 into a kill
+    if code:
+        raise typer.Exit(code)
+
+
+def _trace_here(source: ModelSource, config: TraceConfig, out: Path, force: bool, quiet: bool, debug: bool,
+                options: HardwareOptions, model_file: Path | None, hf: Path | None, preset: str | None,
+                backend: str) -> int:
+    """The single-process trace: run directory, hardware collectors, sweep, summary; returns the exit code
+    (non-zero when the sweep did not complete)."""
     writer = RunWriter(out, force=force)
-    hw = build_hardware(HardwareOptions(nvml=nvml, nvml_interval_ms=nvml_interval_ms, energy=energy, memory=memory,
-                                        memory_timeline=memory_timeline, io=io, ncu=ncu, ncu_layers=ncu_layers),
-                        config.device, out, writer.run_id,
+    hw = build_hardware(options, config.device, out, writer.run_id,
                         {"model_file": str(model_file.resolve()) if model_file else None,
                          "hf_dir": str(hf.resolve()) if hf else None, "preset": preset, "backend": backend},
                         str(config.dtype).replace("torch.", ""), config.mode, config.seed, config.warmup)
@@ -175,5 +194,4 @@ def trace_command(
     result = outcome.result
     typer.echo(f"run directory: {outcome.run_dir}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code

@@ -106,6 +106,23 @@ def test_interrupt_keeps_finished_points(tmp_path, sig, code):
     assert 1 <= len(points) < 8 and (points.status == "ok").all()
 
 
+def test_repeated_sigterm_still_closes_the_run(tmp_path):
+    # `timeout` signals the process and then its process group: the run gets SIGTERM twice (or more),
+    # and the later ones arrive while the run record is being written; they must not cut that short
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_points(out)
+    for pause in (0.0, 0.02, 0.1, 0.3):
+        time.sleep(pause)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    run = read_run_record(out)
+    assert run["status"] == "incomplete" and "interrupted by SIGTERM" in run["status_reason"], run
+    assert (_finished_points_are_whole(out).status == "ok").all()
+
+
 def test_sigkill_between_points_reads_as_incomplete(tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
