@@ -59,7 +59,7 @@ def make_call(model: nn.Module, structure: ModelStructure, batch: int, seqlen: i
             call = ModelCall(model, (value,), {})
         else:
             raise ModelLoadError(f"make_inputs returned {type(value).__name__}; expected a tensor, tuple or dict")
-        check_inputs(call, batch, seqlen, device, dtype)
+        check_inputs(call, batch, seqlen, device, dtype, structure)
         return call
     gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + batch * 7919 + seqlen)
     if structure.embeddings:
@@ -75,11 +75,14 @@ def make_call(model: nn.Module, structure: ModelStructure, batch: int, seqlen: i
     return ModelCall(model, (hidden,), {})
 
 
-def check_inputs(call: ModelCall, batch: int, seqlen: int, device: torch.device, dtype: torch.dtype) -> None:
+def check_inputs(call: ModelCall, batch: int, seqlen: int, device: torch.device, dtype: torch.dtype,
+                 structure: ModelStructure | None = None) -> None:
     """Refuse make_inputs results that cannot be what the point asks for.
 
-    Every tensor must be on `device`; floating tensors must have `dtype`; at least one tensor must
-    have batch x seqlen as its first two dimensions. Raises ModelLoadError saying which rule broke.
+    Every tensor must be on `device`; floating tensors must have `dtype`; one tensor must be the model's
+    input for batch x seqlen: integer token ids of shape (batch, seqlen), or hidden states of shape
+    (batch, seqlen, d_model) (d_model from `structure`; for a model that starts with an embedding, ids
+    or embeddings of that width). Raises ModelLoadError saying which rule broke.
     """
     tensors = [v for v in (*call.args, *call.kwargs.values()) if isinstance(v, torch.Tensor)]
     if not tensors:
@@ -92,10 +95,30 @@ def check_inputs(call: ModelCall, batch: int, seqlen: int, device: torch.device,
         if t.is_floating_point() and t.dtype != dtype:
             raise ModelLoadError(f"make_inputs returned a {str(t.dtype).replace('torch.', '')} tensor, but --dtype is "
                                  f"{str(dtype).replace('torch.', '')}", "create inputs with the `dtype` argument")
+    described = ", ".join(f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)}" for t in tensors[:3])
     if not any(t.dim() >= 2 and tuple(t.shape[:2]) == (batch, seqlen) for t in tensors):
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors[:3])
-        raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) returned shape(s) {shapes}; no tensor starts with "
+        raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) returned {described}; no tensor starts with "
                              f"batch {batch} x seqlen {seqlen}", "honour the batch and seqlen arguments")
+    if structure is None:
+        return
+    d_model = structure.d_model
+
+    def is_ids(t: torch.Tensor) -> bool:
+        return not t.is_floating_point() and not t.is_complex() and tuple(t.shape) == (batch, seqlen)
+
+    def is_hidden(t: torch.Tensor) -> bool:
+        return t.is_floating_point() and tuple(t.shape) == (batch, seqlen, d_model)
+
+    if any(is_ids(t) or is_hidden(t) for t in tensors):
+        return
+    if structure.embeddings:
+        vocab = structure.embeddings[0].num_embeddings
+        raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) returned {described}; the model starts with an "
+                             f"embedding (vocabulary {vocab}), which takes integer token ids of shape "
+                             f"({batch}, {seqlen})", "return torch.randint(0, vocab, (batch, seqlen), device=device)")
+    raise ModelLoadError(f"make_inputs({batch}, {seqlen}, ...) returned {described}; the model has no embedding, "
+                         f"so it takes hidden states of shape ({batch}, {seqlen}, {d_model}) (its d_model)",
+                         "return a (batch, seqlen, d_model) tensor of the run's dtype")
 
 
 def first_tensor(output: Any) -> torch.Tensor:

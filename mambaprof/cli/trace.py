@@ -194,4 +194,10 @@ def _trace_here(source: ModelSource, config: TraceConfig, out: Path, force: bool
     result = outcome.result
     typer.echo(f"run directory: {outcome.run_dir}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
+    errors = [r for r in result.point_rows if r.get("error")]
+    if result.status == "failed" and errors:
+        first = errors[0]
+        typer.echo(f"error: no point finished; the first (batch {first['batch']}, seqlen {first['seqlen']}) failed "
+                   f"with {first['error']} (every point's error is in {outcome.run_dir / 'points'}; --debug shows "
+                   "the traceback)", err=True)
     return result.exit_code

@@ -44,7 +44,11 @@ def test_bad_model_file(tmp_path, cli, case):
 
 MAKE_INPUTS = {
     "wrong-shape": ("return torch.randint(0, 128, (batch, seqlen + 1), device=device)",
-                    "returned shape(s) (1, 17); no tensor starts with batch 1 x seqlen 16"),
+                    "returned int64 (1, 17); no tensor starts with batch 1 x seqlen 16"),
+    "float-ids": ("return torch.rand(batch, seqlen, device=device) * 100",
+                  "starts with an embedding (vocabulary 128), which takes integer token ids of shape (1, 16)"),
+    "extra-dim": ("return torch.randint(0, 128, (batch, seqlen, 3), device=device)",
+                  "returned int64 (1, 16, 3); the model starts with an embedding"),
     "wrong-dtype": ("return {'inputs_embeds': torch.randn(batch, seqlen, 32, dtype=torch.float64)}",
                     "returned a float64 tensor, but --dtype is float32"),
     "not-a-tensor": ("return 'tokens'", "make_inputs returned str; expected a tensor, tuple or dict"),

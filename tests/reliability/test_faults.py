@@ -73,6 +73,9 @@ def test_every_point_failing_is_a_failed_run(tmp_path, cli):
     res = cli("trace", str(model), "--out", str(tmp_path / "run"), "--seqlens", "16", *FAST, env={"FAIL_AT": "16"})
     assert res.returncode == 3
     assert read_run_record(tmp_path / "run")["status"] == "failed"
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no point finished" in errors[0] and "RuntimeError: broken" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def _start(out, seqlens="16,32,64,128,256,512,1024,2048"):
