@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ FAMILY_LABELS = {"mamba1": "Mamba-1", "mamba2": "Mamba-2", "mixed": "hybrid", "m
 @dataclass
 class RunData:
     """One run's tables: the run record, all points, the component rows of ok points, and whichever
-    optional hardware tables exist (by name). `warnings` lists what validation and loading noticed."""
+    optional hardware tables exist (by name). `warnings` lists what validation and loading noticed;
+    `variant` names the pruning variant these points measure (None: the whole run)."""
 
     run_dir: Path
     record: dict[str, Any]
@@ -32,6 +34,21 @@ class RunData:
     components: pd.DataFrame
     optional: dict[str, pd.DataFrame] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    variant: str | None = None
+
+    def subset(self, point_ids: Collection[int], variant: str) -> RunData:
+        """The same run restricted to some points (e.g. the component measurement of one pruning variant):
+        every table with a point_id column keeps only their rows."""
+        keep = {int(p) for p in point_ids}
+
+        def only(frame: pd.DataFrame) -> pd.DataFrame:
+            if "point_id" not in frame.columns:
+                return frame
+            return frame[frame.point_id.isin(keep)].reset_index(drop=True)
+
+        return RunData(run_dir=self.run_dir, record=self.record, points=only(self.points),
+                       components=only(self.components), optional={k: only(v) for k, v in self.optional.items()},
+                       warnings=list(self.warnings), variant=variant)
 
     @property
     def run_id(self) -> str:
@@ -40,11 +57,15 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """Short human name: the preset or checkpoint or model file name, else the directory name."""
+        """Short human name: the preset or checkpoint or model file name, else the directory name (with the
+        pruning variant, for one variant's points)."""
+        return f"{self.model_label} · {self.variant}" if self.variant else self.model_label
+
+    @property
+    def model_label(self) -> str:
+        """The label without the variant: the preset, checkpoint or model file name, else the directory name."""
         ref = self.record.get("model_ref")
-        if ref:
-            return Path(str(ref)).name
-        return self.run_dir.name
+        return Path(str(ref)).name if ref else self.run_dir.name
 
     @property
     def on_gpu(self) -> bool:

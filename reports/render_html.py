@@ -2,7 +2,9 @@
 
 Sections: run facts, warnings, findings, attribution (stacked component bars per sequence length and
 tables), regime, scaling (log-log lines with fitted exponents), roofline, per layer on demand; the
-comparison page adds the aligned comparison tables and a ratio chart, then each run's charts.
+comparison page adds the aligned comparison tables and a ratio chart, then each run's charts. A prune
+run's page is the what-if: caveat, findings, the variants table, throughput by length, score verdicts,
+the Pareto plot, then each variant's own attribution.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import plots, views
+from mambaprof.reports import plots, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.reports.study import StudyAnalysis
@@ -37,6 +39,7 @@ figure.plot svg { max-width: 100%; height: auto; display: block; }
 figcaption { color: #5b6577; font-size: 12px; margin-top: 4px; }
 footer { color: #7a8394; font-size: 12px; margin-top: 40px; }
 .scroll { overflow-x: auto; }
+p.caveat { background: #fdecea; border-left: 4px solid #b3261e; padding: 8px 12px; color: #5f1410; }
 """
 
 
@@ -120,8 +123,58 @@ def _facts(analysis: RunAnalysis) -> str:
     return f'<table class="facts">{rows}</table>'
 
 
+def pruning_sections(analysis: RunAnalysis, per_layer: bool = False) -> str:
+    """The body of a prune run's page: what-if tables, Pareto plot, each variant's own attribution."""
+    pr = analysis.pruning
+    parts = ["<h2>Pruning what-if</h2>", table_html(pruning.summary_view(pr.table))]
+    parts += [table_html(v) for v in (pruning.throughput_view(pr.table), pruning.winners_view(pr.table))
+              if v is not None]
+    parts.append(figure_html("pareto", pruning.pareto_svg(pr.table, caveat=pr.perplexity_means_nothing),
+                             "Prefill throughput vs held-out perplexity per variant at the longest length (labels: "
+                             "ratio); dashed: the Pareto front (no other variant is both faster and better)."))
+    variants = list(pruning.timed_variants(analysis).values())
+    parts.append("<h2>Per-variant attribution</h2>")
+    if not variants:
+        parts.append('<p class="caption">No component measurement of any variant finished.</p>')
+    parts += [table_html(v) for v in (pruning.component_view(analysis), pruning.points_view(analysis))
+              if v is not None]
+    for variant in variants:
+        comps = variant.components
+        for family in [f for f in BLOCK_FAMILIES if f in set(comps.family)] + ["model"]:
+            rows = comps[comps.family == family]
+            if rows.empty:
+                continue
+            view = views.attribution_view(comps, family, int(rows.batch.max()), int(rows.seqlen.max()),
+                                          variant.basis)
+            view.title = f"{variant.data.variant}: {view.title}"
+            parts.append(table_html(view))
+        if per_layer:
+            layers = variant.layers
+            view = views.layers_view(layers, int(layers.batch.max()), int(layers.seqlen.max()), variant.basis)
+            view.title = f"{variant.data.variant}: {view.title}"
+            parts.append(table_html(view))
+    return "".join(parts)
+
+
+def render_pruning_report(analysis: RunAnalysis, per_layer: bool = False) -> str:
+    """The HTML report of a prune run, as one self-contained string."""
+    pr = analysis.pruning
+    name = analysis.data.model_label
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in pruning.facts(analysis))
+    body = (f"<h1>mambaprof report: {_e(name)} · pruning what-if</h1>"
+            f'<p class="sub">{_e(analysis.data.family_label)} on {_e(analysis.device_name)}, {_e(analysis.dtype)}</p>'
+            f'<table class="facts">{rows}</table>'
+            + (f'<p class="caveat"><strong>Caveat:</strong> {_e(pr.caveat)}</p>' if pr.caveat else "")
+            + (f"<h2>Warnings</h2>{_list(analysis.warnings, 'warnings')}" if analysis.warnings else "")
+            + f"<h2>Findings</h2>{_list([f.text for f in analysis.pruning_findings()], 'findings')}"
+            + pruning_sections(analysis, per_layer))
+    return _page(f"mambaprof report: {name} · pruning what-if", body)
+
+
 def render_report(analysis: RunAnalysis, per_layer: bool = False) -> str:
-    """The HTML report of one run, as one self-contained string."""
+    """The HTML report of one run (a prune run's: `render_pruning_report`), as one self-contained string."""
+    if analysis.pruning is not None:
+        return render_pruning_report(analysis, per_layer)
     body = (f"<h1>mambaprof report: {_e(analysis.label)}</h1>"
             f'<p class="sub">{_e(analysis.data.family_label)} on {_e(analysis.device_name)}, {_e(analysis.dtype)}</p>'
             f"{_facts(analysis)}"

@@ -8,7 +8,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mambaprof.reports import views
+from mambaprof.reports import pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 
@@ -137,3 +137,36 @@ def print_comparison(comparison: RunComparison, console: Console) -> None:
             console.print(rich_table(view, console))
             console.print()
     console.print(rich_table(views.compare_points_view(comparison.points, la, lb), console))
+
+
+def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: bool = False) -> None:
+    """The report of a prune run: facts, caveat, warnings, findings, the what-if table, throughput by
+    length, the score verdicts, per-variant component times and points (and per-variant layers)."""
+    pr = analysis.pruning
+    assert pr is not None, "not a prune run"
+    console.rule(f"[bold]mambaprof report: {analysis.data.model_label} · pruning what-if")
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for name, value in pruning.facts(analysis):
+        grid.add_row(name, value)
+    console.print(grid)
+    console.print()
+    if pr.caveat:
+        console.print(Text(f"CAVEAT: {pr.caveat}", style="bold red"))
+        console.print()
+    _bullets(console, "Warnings", analysis.warnings, style="yellow")
+    _bullets(console, "Findings", [f.text for f in pruning.findings(analysis)])
+    tables = [pruning.summary_view(pr.table), pruning.throughput_view(pr.table), pruning.winners_view(pr.table),
+              pruning.component_view(analysis), pruning.points_view(analysis)]
+    if per_layer:
+        for variant in pruning.timed_variants(analysis).values():
+            lv = variant.layers
+            batch = int(lv.batch.max())
+            view = views.layers_view(lv, batch, int(lv[lv.batch == batch].seqlen.max()), analysis.basis)
+            view.title = f"{variant.data.variant}: {view.title}"
+            tables.append(view)
+    for view in tables:
+        if view is not None:
+            console.print(rich_table(view, console))
+            console.print()

@@ -9,6 +9,15 @@ use only this (and `RunComparison` for two runs).
     analysis.crossovers      # where the SSM scan overtakes the projections
     analysis.findings()      # the sentences, with the numbers behind them
     analysis.summary_frames()  # the summary_* tables, exactly as written to Parquet
+
+A `mambaprof prune` run holds one component measurement per distinct pruned shape: its attribution
+(components, layers, points, scaling, findings) is that of the unpruned reference alone, each variant's
+is in `analysis.variants`, and the what-if (the `pruning` table) in `analysis.pruning`; nothing is ever
+summed across variants.
+
+    analysis.pruning         # PruningAnalysis (None for a trace): table, caveat, timing groups
+    analysis.variants        # timed variant id -> RunAnalysis of that variant's own measurement
+    analysis.pruning_findings()  # the what-if's sentences
 """
 
 from __future__ import annotations
@@ -20,11 +29,12 @@ from typing import Any
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import attribution, comparison, findings, regime, roofline, scaling
+from mambaprof.reports import attribution, comparison, findings, pruning, regime, roofline, scaling
 from mambaprof.reports.calibration import load_calibration
 from mambaprof.reports.findings import Finding
 from mambaprof.reports.load import RunData, load_run
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
+from mambaprof.reports.pruning import PruningAnalysis
 from mambaprof.schema import get_table
 
 
@@ -38,11 +48,25 @@ class RunAnalysis:
 
     def __init__(self, run_dir: Path | str, basis: str = "auto", peaks_file: Path | None = None,
                  use_calibration: bool = True) -> None:
-        self.data: RunData = load_run(run_dir)
-        self.basis: str = attribution.choose_basis(self.data, basis)
+        data = load_run(run_dir)
+        self.basis: str = attribution.choose_basis(data, basis)
+        if data.components.empty and basis == "auto":  # a prune run whose component measurements all failed
+            self.basis = "kernel" if data.on_gpu else "wall"
+        self.pruning: PruningAnalysis | None = PruningAnalysis.load(data.run_dir, data.record)
+        self._all: RunData = data
+        if self.pruning is not None:
+            data = data.subset([p for v, p in self.pruning.component_points.items() if v == 0], "unpruned")
+        self.data: RunData = data
         device_name = self.device_name
         calibrated = load_calibration(device_name) if use_calibration and peaks_file is None else None
         self.peaks: DevicePeaks | None = resolve_peaks(device_name, peaks_file, calibrated)
+
+    @classmethod
+    def of_data(cls, data: RunData, basis: str, peaks: DevicePeaks | None) -> RunAnalysis:
+        """An analysis of already-read tables (e.g. one pruning variant's points), on a given basis and peaks."""
+        self = cls.__new__(cls)
+        self.data, self._all, self.basis, self.peaks, self.pruning = data, data, basis, peaks, None
+        return self
 
     # -- facts about the run -------------------------------------------------------------------------
 
@@ -113,6 +137,19 @@ class RunAnalysis:
     def scaling_series(self) -> pd.DataFrame:
         """The times the scaling fits are over: family, batch, seqlen, component, kind, time_ms."""
         return scaling.series(self.components)
+
+    @cached_property
+    def variants(self) -> dict[int, RunAnalysis]:
+        """Prune runs: per timed variant id (variants with the same state sizes share one measurement; see
+        `pruning.timing_groups`), the analysis of that variant's own component measurement. Else empty."""
+        if self.pruning is None:
+            return {}
+        return {vid: RunAnalysis.of_data(self._all.subset([point], self.pruning.name(vid)), self.basis, self.peaks)
+                for vid, point in sorted(self.pruning.component_points.items())}
+
+    def pruning_findings(self) -> list[Finding]:
+        """Prune runs: the what-if's sentences (speed, memory, score verdicts, per-variant components)."""
+        return pruning.findings(self) if self.pruning is not None else []
 
     @cached_property
     def crossovers(self) -> list[scaling.Crossover]:

@@ -4,6 +4,10 @@ One file per table, `DIR/<table>.parquet`, with the schema of `mambaprof.schema.
 the column names; each field's unit and meaning in its Arrow metadata), plus `DIR/README.md`
 describing every column. pandas: `pd.read_parquet("DIR/summary_components.parquet")`; DuckDB:
 `SELECT * FROM 'DIR/summary_components.parquet'`.
+
+A `mambaprof prune` run gets DIR/summary_pruning.parquet (the what-if, one row per variant x seqlen) and
+one folder per timed variant, DIR/<variant>/summary_*.parquet, each the summary of that variant's own
+component measurement (never summed across variants).
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import pandas as pd
 import pyarrow as pa
 
 from mambaprof.errors import RunDirectoryError
+from mambaprof.reports import pruning
 from mambaprof.reports.run_analysis import RunAnalysis
 from mambaprof.rundir import write_parquet_atomic
 from mambaprof.schema import TABLES, get_table
 
-SUMMARY_TABLES: tuple[str, ...] = tuple(name for name in TABLES if name.startswith("summary_"))
+#: the summary tables of one run's attribution (a prune run's `summary_pruning` is written on its own)
+SUMMARY_TABLES: tuple[str, ...] = tuple(name for name in TABLES
+                                        if name.startswith("summary_") and name != "summary_pruning")
 
 
 def frame_to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
@@ -26,12 +33,12 @@ def frame_to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
     return get_table(name).build(frame.to_dict("records"))
 
 
-def readme(tables: tuple[str, ...] = SUMMARY_TABLES) -> str:
+def readme(tables: tuple[str, ...] = SUMMARY_TABLES, intro: tuple[str, ...] = ()) -> str:
     """README.md for a summary directory: every table and column with unit and meaning."""
     lines = ["# mambaprof summary tables", "",
              "Written by `mambaprof report RUN --parquet DIR`. Plain Parquet: read with pandas",
              "(`pd.read_parquet('summary_components.parquet')`) or DuckDB",
-             "(`SELECT * FROM 'summary_components.parquet'`). Units are in the column names.", ""]
+             "(`SELECT * FROM 'summary_components.parquet'`). Units are in the column names.", "", *intro]
     for name in tables:
         spec = get_table(name)
         lines += [f"## `{name}.parquet`", "", spec.doc, "", "| column | type | unit | meaning |",
@@ -53,7 +60,10 @@ def check_summary_dir(out_dir: Path) -> None:
 def write_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
     """Write every summary table of `analysis` into `out_dir` (created if needed) and its README.md.
 
-    Refuses to write into a run directory (the summaries are not run tables)."""
+    Refuses to write into a run directory (the summaries are not run tables). A prune run gets
+    `write_pruning_summary` instead."""
+    if analysis.pruning is not None:
+        return write_pruning_summary(analysis, out_dir)
     out_dir = Path(out_dir)
     check_summary_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,3 +73,25 @@ def write_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
     (out_dir / "README.md").write_text(readme())
     written.append(out_dir / "README.md")
     return written
+
+
+def write_pruning_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
+    """A prune run's summaries: DIR/summary_pruning.parquet, DIR/<variant>/summary_*.parquet for each timed
+    variant (its own component measurement) and DIR/README.md; returns the paths written."""
+    out_dir = Path(out_dir)
+    check_summary_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pruning.summary_frame(analysis)
+    columns = get_table("summary_pruning").column_names
+    for col in columns:
+        if col not in frame.columns:
+            frame[col] = None
+    written = [write_parquet_atomic(frame_to_arrow("summary_pruning", frame[columns]),
+                                    out_dir / "summary_pruning.parquet")]
+    for variant in analysis.variants.values():
+        written += write_summary(variant, out_dir / str(variant.data.variant))
+    names = ", ".join(f"`{v.data.variant}/`" for v in analysis.variants.values()) or "none (no measurement finished)"
+    intro = ("This is a `mambaprof prune` run: `summary_pruning.parquet` holds the what-if; each folder holds the "
+             f"summary_* tables of one variant's own component measurement ({names}), described in its README.", "")
+    (out_dir / "README.md").write_text(readme(("summary_pruning",), intro))
+    return [*written, out_dir / "README.md"]

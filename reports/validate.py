@@ -70,7 +70,10 @@ class Validation:
 def validate_run(run_dir: Path | str) -> Validation:
     """Check a run directory: it exists, has a run record of a readable schema version, has the
     points and components tables with the columns a report reads, at least one finished point, and
-    consistent keys. Never raises for a problem in the data; lists it instead."""
+    consistent keys. Never raises for a problem in the data; lists it instead.
+
+    A `mambaprof prune` run (it has a `pruning` table) stays reportable without any finished component
+    measurement: its what-if rows are written first, so missing points/components are warnings there."""
     run_dir = Path(run_dir)
     result = Validation(run_dir)
     if not run_dir.exists():
@@ -95,11 +98,16 @@ def validate_run(run_dir: Path | str) -> Validation:
                    f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
         return result
     frames: dict[str, pd.DataFrame] = {}
+    pruning_run = (run_dir / "pruning").is_dir()
     for table, needed in REQUIRED.items():
         where = f"{run_dir}/{table}"
         if not (run_dir / table).is_dir():
             if table == "components" and "points" in frames and not _any_ok(frames["points"]):
                 break  # the points check below says why: no point finished
+            if pruning_run:
+                result.add("warning", where, "is missing: no per-component measurement of any variant finished",
+                           "the what-if's accuracy and timing rows are reported; per-variant attribution is not")
+                break
             result.add("error", where, "is missing", "the trace did not finish a single point; trace again")
             continue
         try:
@@ -115,9 +123,9 @@ def validate_run(run_dir: Path | str) -> Validation:
     points = frames.get("points")
     if points is not None and not _any_ok(points):
         statuses = ", ".join(f"{s}: {n}" for s, n in points.status.value_counts().items()) or "no points"
-        result.add("error", f"{run_dir}/points", f"no point finished ({statuses})",
+        result.add("warning" if pruning_run else "error", f"{run_dir}/points", f"no point finished ({statuses})",
                    "see points.error for why; trace again with smaller --seqlens/--batch")
-    if result.errors:
+    if result.errors or "components" not in frames or points is None:
         return result
     comps = frames["components"]
     _check_consistency(result, run_dir, record, points, comps)

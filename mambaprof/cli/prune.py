@@ -108,6 +108,7 @@ def prune_command(
 ) -> None:
     """Prune SSM states (structured, physical) at several ratios and scores; measure speed, memory, accuracy."""
     from mambaprof.reports import pruning as report
+    from mambaprof.reports.render_terminal import rich_table
 
     quiet_transformers()
     ratio_list = parse_ratios(ratios)
@@ -155,18 +156,18 @@ def prune_command(
     with sweep_progress("prune", Console(stderr=True), enabled=not quiet) as progress:
         result = run_whatif(loaded, config, writer, progress)
     df = report.read_pruning(writer.out)
-    plots = report.pareto_plot(df, writer.out / "pareto")
+    plots = report.pareto_plot(df, writer.out / "pareto",
+                               caveat=report.perplexity_means_nothing(df, loaded.source))
     if not quiet:
         console = Console(width=max(Console().width, 100))
-        console.print(report.summary_table(df))
-        winners = report.winners_table(df)
+        console.print(rich_table(report.summary_view(df), console))
+        winners = report.winners_view(df)
         if winners is not None:
-            console.print(winners)
-    if loaded.source in ("default", "preset"):
-        typer.echo("note: this model has random weights; its perplexity and task accuracy measure nothing "
-                   "(train one with examples/train_small_lm.py and pass --hf)")
+            console.print(rich_table(winners, console))
+    if result.caveat:
+        typer.echo(f"CAVEAT: {result.caveat}")
     typer.echo(f"run directory: {writer.out}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
-    typer.echo(f"pareto plot: {plots[0]}")
+    typer.echo(f"pareto plot: {plots[0]}  (full report: mambaprof report {writer.out})")
     if result.saved is not None:
         typer.echo(f"pruned model saved: {result.saved}")

@@ -1,4 +1,5 @@
-"""`mambaprof report RUN`: the per-component report of one run, in the terminal, as HTML and as Parquet."""
+"""`mambaprof report RUN`: the per-component report of one run, in the terminal, as HTML and as Parquet; for a
+`mambaprof prune` run, the pruning what-if with each variant's own attribution."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def print_warnings(warnings: list[str]) -> None:
 
 @app.command("report")
 def report_command(
-    run: Path = typer.Argument(..., help="Run directory written by `mambaprof trace`."),
+    run: Path = typer.Argument(..., help="Run directory written by `mambaprof trace` or `mambaprof prune`."),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report to FILE."),
     parquet: Path | None = typer.Option(None, "--parquet", help="Also write the summary tables to DIR "
                                         "(DIR/summary_*.parquet and DIR/README.md)."),
@@ -49,9 +50,10 @@ def report_command(
     quiet: bool = QUIET_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Attribution per component, regime, scaling and roofline of one run (never re-runs the model)."""
+    """Attribution per component, regime, scaling and roofline of one run, or a prune run's what-if (never
+    re-runs the model)."""
     from mambaprof.reports.render_html import render_report, write_html
-    from mambaprof.reports.render_terminal import print_report
+    from mambaprof.reports.render_terminal import print_pruning_report, print_report
     from mambaprof.reports.run_analysis import RunAnalysis
     from mambaprof.reports.study import is_study_dir
     from mambaprof.reports.summary_parquet import check_summary_dir, write_summary
@@ -64,12 +66,19 @@ def report_command(
     analysis = RunAnalysis(run, basis=basis, peaks_file=peaks, use_calibration=calibration)
     print_warnings(analysis.warnings)
     if not quiet:
-        print_report(analysis, terminal_console(), per_layer=per_layer)
+        if analysis.pruning is not None:
+            print_pruning_report(analysis, terminal_console(), per_layer=per_layer)
+        else:
+            print_report(analysis, terminal_console(), per_layer=per_layer)
     if html is not None:
         typer.echo(f"wrote {write_html(render_report(analysis, per_layer=per_layer), html)}")
     if parquet is not None:
         written = write_summary(analysis, parquet)
-        typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")
+        if analysis.pruning is not None:
+            typer.echo(f"wrote summary_pruning and the summary tables of {len(analysis.variants)} variant(s) "
+                       f"({', '.join(str(v.data.variant) for v in analysis.variants.values())}) to {parquet}")
+        else:
+            typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")
 
 
 def write_study_report(study_dir: Path, html: Path | None, parquet: Path | None, basis: str = "auto",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +47,14 @@ def check_byte_lm(structure: ModelStructure, vocab_needed: int = 256) -> int:
 
 @dataclass
 class Perplexity:
-    """Held-out language-model quality: mean NLL in nats per token, its exp, and the tokens scored."""
+    """Held-out language-model quality: mean NLL in nats per token, its exp, the tokens scored, and the mean
+    NLL (nats/token) of each window in order (paired across models on the same text, their differences
+    give the noise of a perplexity comparison)."""
 
     nll: float
     perplexity: float
     tokens: int
+    window_nll: list[float] = field(default_factory=list)
 
 
 def lm_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,12 +74,14 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, batch: int, 
     rows = windows(tokens, seqlen + 1)
     if rows.shape[0] == 0:
         raise ValueError(f"{tokens.numel()} evaluation tokens do not fill one window of {seqlen + 1}")
-    total, count = 0.0, 0
+    total, count, per_window = 0.0, 0, []
     for start in range(0, rows.shape[0], batch):
         chunk = rows[start:start + batch].to(device)
         logits = lm_logits(model, chunk[:, :-1]).float()
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
-        total += float(nll)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="none")
+        sums = nll.view(chunk.shape[0], -1).double().sum(dim=1)
+        total += float(sums.sum())
         count += chunk[:, 1:].numel()
+        per_window += (sums / seqlen).tolist()
     mean = total / count
-    return Perplexity(nll=mean, perplexity=math.exp(mean), tokens=count)
+    return Perplexity(nll=mean, perplexity=math.exp(mean), tokens=count, window_nll=per_window)

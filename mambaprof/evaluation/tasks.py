@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mambaprof.evaluation.chance import CHANCE_PCT  # noqa: F401  (re-exported: chance per task, %)
 from mambaprof.evaluation.lm import lm_logits
 
 BLANK, COPY_MARK, RECALL_MARK = 0x01, 0x02, 0x03
@@ -25,7 +26,6 @@ COPY_SYMBOLS = torch.arange(ord("A"), ord("A") + 16)
 KEYS = torch.arange(ord("a"), ord("a") + 16)
 VALUES = torch.arange(ord("0"), ord("0") + 10)
 TASKS = ("selective_copy", "assoc_recall")
-CHANCE_PCT = {"selective_copy": 100.0 / 16, "assoc_recall": 100.0 / 10}
 
 
 @dataclass

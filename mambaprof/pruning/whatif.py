@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mambaprof.errors import BadArgumentError, StorageError
+from mambaprof.evaluation.chance import accuracy_caveat
 from mambaprof.evaluation.lm import Perplexity, check_byte_lm, perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, task_accuracy
 from mambaprof.evaluation.text import corpus_tokens, windows
@@ -102,6 +103,7 @@ class Variant:
     recovery: TrainResult | None = None
     ppl: Perplexity | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)  # task -> scored answers behind `accuracy`
     timing_variant_id: int = 0
 
     @property
@@ -133,13 +135,15 @@ class Timings:
 
 @dataclass
 class WhatIfResult:
-    """The finished what-if: variants, the rows written, and the run's status."""
+    """The finished what-if: variants, the rows written, the run's status, and why its accuracy deltas
+    measure nothing (None when the unpruned model has learned)."""
 
     variants: list[Variant]
     rows: list[dict[str, Any]]
     status: str
     reason: str | None
     saved: Path | None = None
+    caveat: str | None = None
 
 
 def _check_tokens(tokens: torch.Tensor, length: int, what: str, option: str) -> None:
@@ -229,7 +233,15 @@ class WhatIf:
             except OSError as exc:
                 if not is_storage_failure(exc):
                     raise
-        return WhatIfResult(self.variants, rows, status, reason, self.saved)
+        return WhatIfResult(self.variants, rows, status, reason, self.saved, self.caveat())
+
+    def caveat(self) -> str | None:
+        """Why the accuracy deltas measure nothing (random weights, perplexity or tasks at chance), or None."""
+        if not self.variants:
+            return None
+        base = self.variants[0]
+        return accuracy_caveat(base.ppl.perplexity if base.ppl else None, base.accuracy, base.answers,
+                               random_weights=self.loaded.source in ("default", "preset"))
 
     def _write_record(self, trace_cfg: TraceConfig, started: Any, status: str, reason: str | None, n_rows: int,
                       finished: Any) -> None:
@@ -275,7 +287,9 @@ class WhatIf:
         v.weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         v.ppl = perplexity(model, evalt, c.eval_seqlen, c.eval_batch, c.device)
         for task in TASKS:
-            v.accuracy[task] = task_accuracy(model, make_task(task, c.task_episodes, seed=c.seed + 1), c.device)
+            episodes = make_task(task, c.task_episodes, seed=c.seed + 1)
+            v.accuracy[task] = task_accuracy(model, episodes, c.device)
+            v.answers[task] = int((episodes.labels != -100).sum())
         same = next((u for u in self.variants if u.signature == v.signature), None)
         if same is None:
             v.timing_variant_id = vid
@@ -379,6 +393,7 @@ class WhatIf:
         base = self.variants[0]
         bt = self.timings[base.timing_variant_id]
         comp_seqlen = c.component_seqlen or max(c.seqlens)
+        caveat = self.caveat()
         rows = []
         point_id = 0
         for v in self.variants:
@@ -421,8 +436,9 @@ class WhatIf:
                     "ssm_state_bytes_delta_pct": _pct(t.ssm_state_bytes, bt.ssm_state_bytes),
                     "eval_tokens": v.ppl.tokens if v.ppl else None, "eval_nll": v.ppl.nll if v.ppl else None,
                     "perplexity": v.ppl.perplexity if v.ppl else None,
+                    "eval_window_nll": v.ppl.window_nll if v.ppl else None,
                     "perplexity_delta_pct": _pct(v.ppl.perplexity, base.ppl.perplexity) if v.ppl and base.ppl else None,
-                    "note": "; ".join(t.notes) or None,
+                    "accuracy_caveat": caveat, "note": "; ".join(t.notes) or None,
                 }
                 for task in TASKS:
                     acc, base_acc = v.accuracy.get(task), base.accuracy.get(task)

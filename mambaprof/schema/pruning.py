@@ -76,6 +76,9 @@ PRUNING = register(Table(
         Column("eval_tokens", I64, "tokens", "Held-out tokens scored for perplexity."),
         Column("eval_nll", F64, "nats/token", "Mean next-token negative log-likelihood on the held-out text."),
         Column("perplexity", F64, "", "exp(eval_nll), per byte token."),
+        Column("eval_window_nll", pa.list_(F64), "nats/token", "Mean NLL of each held-out window, in order (the "
+               "same windows for every variant: paired differences between two variants give the noise of "
+               "their perplexity comparison, see `mambaprof report`'s score winners)."),
         Column("perplexity_delta_pct", F64, "%", "Change of perplexity vs the unpruned model."),
         Column("selective_copy_acc_pct", F64, "%", "Teacher-forced accuracy on synthetic selective copying "
                "(chance 6.25)."),
@@ -83,6 +86,10 @@ PRUNING = register(Table(
         Column("assoc_recall_acc_pct", F64, "%", "Teacher-forced accuracy on synthetic associative recall "
                "(chance 10)."),
         Column("assoc_recall_acc_delta_pp", F64, "percentage points", "Change vs the unpruned model."),
-        Column("note", S, "", "Caveats (e.g. decode not measured and why)."),
+        Column("accuracy_caveat", S, "", "Why the accuracy deltas of this run measure nothing, in words: the "
+               "unpruned model has random weights, its perplexity is at chance (>= 128 per byte, within ln 2 of "
+               "a uniform guess over 256 bytes) or a task's accuracy is within 3 binomial standard errors of "
+               "chance (mambaprof.evaluation.chance); null when the model has learned. Same on every row."),
+        Column("note", S, "", "Caveats of the timing (e.g. decode not measured and why)."),
     ),
 ))

@@ -231,3 +231,59 @@ SUMMARY_RUN = register(Table(
         Column("mambaprof_version", S, "", "Version of mambaprof that wrote the summary."),
     ),
 ))
+
+SUMMARY_PRUNING = register(Table(
+    name="summary_pruning",
+    doc="Summary of a `mambaprof prune` run (report --parquet; such a run's per-variant attribution is in "
+        "DIR/<variant>/summary_*.parquet): one row per variant x prefill sequence length, the what-if's "
+        "speed, memory and accuracy with deltas vs the unpruned model (definitions as in the run table "
+        "`pruning`), which score wins at the variant's ratio, and the block / SSM-scan time of the variant's "
+        "own component measurement.",
+    key=("run_id", "variant_id", "seqlen"),
+    columns=identity_columns(per_point=False) + (
+        Column("variant_id", I32, "", "Index of the variant (0: the unpruned reference).", nullable=False),
+        Column("variant", S, "", "`unpruned` or `score@ratio`."),
+        Column("score", S, "", "State score: delta, energy, magnitude, random, or `none` (unpruned)."),
+        Column("ratio", F64, "fraction", "Requested share of state indices removed."),
+        Column("per_layer", S, "", "`uniform` or `adaptive`."),
+        Column("recover_steps", I32, "steps", "Recovery fine-tune steps (the unpruned model got the same)."),
+        Column("d_state_kept_mean", F64, "states", "Mean kept d_state (N') over layers."),
+        Column("states_removed_pct", F64, "%", "Share of all state indices removed."),
+        Column("device", S, "", "Device of the timing, e.g. `cuda:0` or `cpu`."),
+        Column("dtype", S, "", "Serving dtype of evaluation and timing."),
+        Column("batch", I32, "sequences", "Batch of the prefill and decode timing."),
+        Column("seqlen", I32, "tokens", "Prefill sequence length of the row."),
+        Column("prefill_tokens_per_s", F64, "tokens/s", "Prefill throughput (batch x seqlen / median forward)."),
+        Column("prefill_speedup", F64, "x", "Unpruned prefill time / this one (timed interleaved; > 1: faster)."),
+        Column("decode_ms_per_token", F64, "ms", "Median latency of one decode step."),
+        Column("decode_tokens_per_s", F64, "tokens/s", "Decode throughput."),
+        Column("decode_speedup", F64, "x", "Unpruned decode latency / this one."),
+        Column("peak_memory_bytes", I64, "bytes", "Weights + prefill activation peak (null on CPU)."),
+        Column("peak_memory_delta_pct", F64, "%", "Change of peak_memory_bytes vs unpruned."),
+        Column("cache_bytes", I64, "bytes", "Decode cache (conv + SSM states of all layers), measured."),
+        Column("cache_bytes_delta_pct", F64, "%", "Change of cache_bytes vs unpruned."),
+        Column("ssm_state_bytes_delta_pct", F64, "%", "Change of the closed-form SSM-state bytes vs unpruned."),
+        Column("perplexity", F64, "", "Held-out perplexity per byte token."),
+        Column("perplexity_delta_pct", F64, "%", "Change of perplexity vs unpruned."),
+        Column("selective_copy_acc_pct", F64, "%", "Selective-copying accuracy (chance 6.25)."),
+        Column("selective_copy_acc_delta_pp", F64, "percentage points", "Change vs unpruned."),
+        Column("assoc_recall_acc_pct", F64, "%", "Associative-recall accuracy (chance 10)."),
+        Column("assoc_recall_acc_delta_pp", F64, "percentage points", "Change vs unpruned."),
+        Column("score_rank", I32, "", "Rank of this variant's perplexity among the scores at its ratio (1: lowest); "
+               "null for the unpruned model."),
+        Column("score_verdict", S, "", "`winner` (lowest perplexity, runner-up beyond noise), `tie` (lowest, or "
+               "within noise of the lowest), `behind`, or `only` (one score at this ratio); null for unpruned."),
+        Column("perplexity_vs_best_pct", F64, "%", "Perplexity over the best score's at the same ratio."),
+        Column("tie_threshold_pct", F64, "%", "Noise of the comparison with the best (for the best: with the "
+               "runner-up): 2 standard errors of the paired per-window NLL difference as a perplexity ratio, at "
+               "least 0.1%; 1% for runs without per-window NLLs. Below it: a tie."),
+        _BASIS,
+        Column("block_ms", F64, "ms", "Time of the Mamba blocks (all their components, summed over layers) in "
+               "the component measurement of this variant's shape; null in rows at other sequence lengths."),
+        Column("block_delta_pct", F64, "%", "Change of block_ms vs the unpruned model's own measurement."),
+        Column("ssm_scan_ms", F64, "ms", "Time of the SSM scan, summed over layers, in the same measurement."),
+        Column("ssm_scan_delta_pct", F64, "%", "Change of ssm_scan_ms vs unpruned."),
+        Column("accuracy_caveat", S, "", "Why the accuracy deltas measure nothing (the unpruned model has random "
+               "weights, or its perplexity or task accuracy is at chance); null when it has learned."),
+    ),
+))
