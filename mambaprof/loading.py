@@ -117,7 +117,21 @@ def import_model_file(path: Path) -> Any:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
-        raise ModelLoadError(f"{path.name}:{exc.lineno}: syntax error: {exc.msg}", "fix the file") from exc
+        where = f"{path.name}:{exc.lineno}" if exc.lineno is not None else path.name
+        raise ModelLoadError(f"{where}: syntax error: {exc.msg}", "fix the file") from exc
+    except ValueError as exc:  # compile() refuses source with null bytes before any line is parsed
+        if "null bytes" not in str(exc):
+            raise ModelLoadError(f"importing {path.name} raised {_exc_line(exc)}{_where(exc, path)}",
+                                 "fix the file; run with --debug for the traceback") from exc
+        raise ModelLoadError(f"{path.name} is not Python source: it contains null bytes",
+                             "pass a model.py text file that defines build_model()") from exc
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        hint = ("mamba_ssm/causal_conv1d need a CUDA machine: pip install 'mambaprof[cuda]' there, or use a "
+                "transformers model (examples/hf_mamba.py) on the CPU"
+                if missing.split(".")[0] in ("mamba_ssm", "causal_conv1d", "selective_scan_cuda")
+                else "install the module the file imports, or fix the import")
+        raise ModelLoadError(f"importing {path.name} raised {_exc_line(exc)}{_where(exc, path)}", hint) from exc
     except Exception as exc:  # noqa: BLE001 - user code can raise anything
         raise ModelLoadError(f"importing {path.name} raised {_exc_line(exc)}{_where(exc, path)}",
                              "fix the file; run with --debug for the traceback") from exc

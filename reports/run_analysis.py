@@ -35,6 +35,7 @@ from mambaprof.reports.findings import Finding
 from mambaprof.reports.load import RunData, load_run
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
 from mambaprof.reports.pruning import PruningAnalysis
+from mambaprof.rundir import run_state
 from mambaprof.schema import get_table
 
 
@@ -197,7 +198,7 @@ class RunAnalysis:
                 **ident, "label": self.label, "model_ref": rec.get("model_ref"),
                 "model_family": rec.get("model_family"), "n_layers": rec.get("n_layers"),
                 "device_name": self.device_name, "dtype": self.dtype, "mode": rec.get("mode"),
-                "status": rec.get("status"), "time_basis": self.basis, "peaks_source": self.peaks_source,
+                "status": run_state(rec)[0], "time_basis": self.basis, "peaks_source": self.peaks_source,
                 "peak_tflop_per_s": self.peaks.tflops(self.dtype) if self.peaks else None,
                 "peak_gb_per_s": self.peaks.gb_per_s if self.peaks else None,
                 "n_points": len(self.points), "n_points_ok": int((self.points.status == "ok").sum()),

@@ -108,7 +108,10 @@ def validate_run(run_dir: Path | str) -> Validation:
                 result.add("warning", where, "is missing: no per-component measurement of any variant finished",
                            "the what-if's accuracy and timing rows are reported; per-variant attribution is not")
                 break
-            result.add("error", where, "is missing", "the trace did not finish a single point; trace again")
+            finished = int((frames["points"].status == "ok").sum()) if "points" in frames else 0
+            result.add("error", where, "is missing" + (f" although {finished} point(s) finished" if finished else ""),
+                       "the folder was copied partially; copy the whole run directory" if finished else
+                       "the trace did not finish a single point; trace again")
             continue
         try:
             frames[table] = read_table(run_dir, table).to_pandas()
@@ -129,7 +132,23 @@ def validate_run(run_dir: Path | str) -> Validation:
         return result
     comps = frames["components"]
     _check_consistency(result, run_dir, record, points, comps)
+    if not pruning_run:  # a prune run's record counts what-if rows, not points
+        _check_counts(result, run_dir, record, points)
     return result
+
+
+def _check_counts(result: Validation, run_dir: Path, record: dict[str, Any], points: pd.DataFrame) -> None:
+    """Point rows against the counts the run record was closed with (a partial copy, a deleted file)."""
+    if record.get("status") == "running" or record.get("n_points_ok") is None:
+        return  # the record was never closed: its counts are those of the start
+    ok, expected = int((points.status == "ok").sum()), int(record["n_points_ok"])
+    if ok < expected:
+        result.add("warning", f"{run_dir}/points", f"the run record counts {expected} ok point(s), the points table "
+                   f"has {ok}", "part of the run is missing (a partial copy or a deleted file); the rest is reported")
+    planned = record.get("n_points")
+    if planned is not None and len(points) > int(planned):
+        result.add("warning", f"{run_dir}/points", f"{len(points)} point rows for {int(planned)} planned point(s)",
+                   "two runs may have been merged into one folder")
 
 
 def _any_ok(points: pd.DataFrame) -> bool:

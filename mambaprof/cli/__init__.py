@@ -29,6 +29,7 @@ from mambaprof.cli import prune as _prune  # noqa: E402,F401
 from mambaprof.cli import report as _report  # noqa: E402,F401
 from mambaprof.cli import study as _study  # noqa: E402,F401
 from mambaprof.cli import trace as _trace  # noqa: E402,F401
+from mambaprof.cli import validate as _validate  # noqa: E402,F401
 from mambaprof.cli import view as _view  # noqa: E402,F401
 
 

@@ -220,7 +220,8 @@ SUMMARY_RUN = register(Table(
         Column("device_name", S, "", "GPU or CPU model."),
         Column("dtype", S, "", "Compute dtype."),
         Column("mode", S, "", "`split` or `as-is`."),
-        Column("status", S, "", "Run status."),
+        Column("status", S, "", "Run status as a reader sees it (a `running` record whose writer is gone "
+               "reads `incomplete`)."),
         _BASIS,
         Column("peaks_source", S, "", "Where the peaks came from: a datasheet entry (with its URL), a "
                "`mambaprof calibrate` measurement, a --peaks file, or `none`."),
