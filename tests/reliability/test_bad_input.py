@@ -167,3 +167,16 @@ def test_debug_shows_the_traceback(tmp_path, cli):
     path = write(tmp_path, "def build_model():\n    return 1 / 0\n")
     res = cli("trace", str(path), "--out", str(tmp_path / "run"), "--seqlens", "16", "--quiet", "--debug")
     assert res.returncode != 0 and "Traceback" in res.stderr and "ZeroDivisionError" in res.stderr
+
+
+@pytest.mark.parametrize("ratios,expect", [
+    ("", "--ratios is empty"),
+    ("-0.1", "--ratios value -0.1 is negative"),
+    ("1.5", "--ratios value 1.5 would remove every state"),
+    ("abc", "'abc' is not a number"),
+    ("0.5,,0.25", "has an empty item"),
+])
+def test_bad_pruning_ratios(tmp_path, cli, ratios, expect):
+    res = cli("prune", "--preset", "mamba-tiny", f"--ratios={ratios}", "--out", str(tmp_path / "run"), "--quiet")
+    assert_one_line_error(res, expect, code=2)
+    assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import subprocess
@@ -10,8 +11,13 @@ import time
 
 import pandas as pd
 import pytest
+import torch
+from hardware_fakes import FakeDevice
 
+from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
 from mambaprof.rundir import read_run_record, read_table, run_state
+from mambaprof.sweep import TraceConfig
+from mambaprof.tracing import ModelSource, trace
 from reliability.helpers import FAST, TINY_HF, write
 
 pytestmark = pytest.mark.reliability("faults")
@@ -161,3 +167,28 @@ def test_disk_full_stops_cleanly(tmp_path):
     points = _finished_points_are_whole(out)
     assert list(points.point_id) == [0]
     assert not list(out.rglob("part-00001.parquet")) and not list(out.rglob(".*.tmp"))
+
+
+def test_run_goes_on_when_nvml_dies_mid_run(tmp_path):
+    """A whole trace with a sampler whose GPU is lost after a few samples: complete, samples kept, reason written."""
+    dev = FakeDevice(lose_after=3)
+    collector = NvmlRunCollector(NvmlSampler(dev, interval_ms=2.0))
+    config = TraceConfig(seqlens=[16, 32], batches=[1], device=torch.device("cpu"), dtype=torch.float32,
+                         repeats=2, warmup=1, profile_repeats=0, tensorboard=False)
+    outcome = trace(ModelSource(), config, tmp_path / "run", run_collectors=[collector])
+    assert outcome.result.status == "complete"
+    samples = read_table(tmp_path / "run", "nvml_samples").to_pandas()
+    assert 1 <= len(samples) <= 3 and set(samples.point_id) == {0}  # the GPU was lost during point 0
+    assert (samples.run_id == outcome.run_id).all() and (samples.seqlen == 16).all()
+    assert samples.phase.notna().all()
+    status = read_table(tmp_path / "run", "collector_status").to_pandas()
+    nvml = status[status.collector == "nvml"]
+    assert set(nvml.status) == {"failed"}
+    run_row = nvml[nvml.point_id.isna()].iloc[0]
+    assert "GPU is lost" in run_row.reason
+    details = json.loads(run_row.details_json)
+    assert details["samples"] == 3 and details["gpu_name"] == "Fake GPU"
+    assert details["samples_outside_points"] + len(samples) == 3  # taken before point 0 began
+    point_row = nvml[nvml.point_id == 0].iloc[0]
+    assert "GPU is lost" in point_row.reason
+    assert dev.closed
