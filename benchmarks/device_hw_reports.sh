@@ -24,15 +24,7 @@ if [ "${SETUP:-1}" = 1 ]; then
   source benchmarks/device_setup.sh
 else
   set -u; export PYTHONUNBUFFERED=1
-  step() {
-    local limit=$1 out=$2; shift 2
-    local left=$((BUDGET - SECONDS))
-    if [ "$left" -lt 20 ]; then echo "=== SKIPPED (budget spent at ${SECONDS}s): $*" | tee -a "$LOG"; return 0; fi
-    [ "$limit" -gt "$left" ] && limit=$left
-    echo "=== $(date -u +%H:%M:%S) t=${SECONDS}s limit=${limit}s: $*" | tee -a "$LOG"
-    timeout "$limit" "$@" >>"$out" 2>&1
-    echo "=== rc=$? after ${SECONDS}s" | tee -a "$LOG"
-  }
+  source benchmarks/device_step.sh
 fi
 LOG="$OUT/log.txt"
 BUDGET=${BUDGET:-560}

@@ -59,6 +59,16 @@ def rich_table(view: views.View, console: Console) -> Group:
     return Group(*parts)
 
 
+def _facts(console: Console, pairs: list[tuple[str, str]]) -> None:
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for name, value in pairs:
+        grid.add_row(name, value)
+    console.print(grid)
+    console.print()
+
+
 def _bullets(console: Console, title: str, lines: list[str], style: str = "") -> None:
     if not lines:
         return
@@ -85,13 +95,7 @@ def print_report(analysis: RunAnalysis, console: Console, per_layer: bool = Fals
     """The whole report of one run: facts, warnings, findings, attribution at the longest point, shares by
     sequence length, regime per point, scaling exponents (and per layer on demand)."""
     console.rule(f"[bold]mambaprof report: {analysis.label}")
-    facts = Table(show_header=False, box=None, pad_edge=False)
-    facts.add_column(style="bold")
-    facts.add_column(overflow="fold")
-    for name, value in views.run_facts(analysis):
-        facts.add_row(name, value)
-    console.print(facts)
-    console.print()
+    _facts(console, views.run_facts(analysis))
     _bullets(console, "Warnings", analysis.warnings, style="yellow")
     _bullets(console, "Findings", analysis.sentences())
     for family, batch, seqlen in _longest_points(analysis):
@@ -145,13 +149,7 @@ def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: boo
     pr = analysis.pruning
     assert pr is not None, "not a prune run"
     console.rule(f"[bold]mambaprof report: {analysis.data.model_label} · pruning what-if")
-    grid = Table(show_header=False, box=None, pad_edge=False)
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for name, value in pruning.facts(analysis):
-        grid.add_row(name, value)
-    console.print(grid)
-    console.print()
+    _facts(console, pruning.facts(analysis))
     if pr.caveat:
         console.print(Text(f"CAVEAT: {pr.caveat}", style="bold red"))
         console.print()
