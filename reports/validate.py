@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from mambaprof.errors import MambaprofError, RunDirectoryError
 from mambaprof.rundir import RUN_TABLE, read_run_record, read_table, run_state
-from mambaprof.schema import SCHEMA_VERSION, get_table
+from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table
 from mambaprof.taxonomy import BY_NAME
 
 #: Tables a report needs, and the columns of each it reads.
@@ -123,6 +124,7 @@ def validate_run(run_dir: Path | str) -> Validation:
             result.add("error", where, f"lacks column(s) {', '.join(missing)}",
                        f"it does not match schema version {SCHEMA_VERSION}; trace again with this mambaprof")
             frames.pop(table)
+    _check_other_files(result, run_dir)
     points = frames.get("points")
     if points is not None and not _any_ok(points):
         statuses = ", ".join(f"{s}: {n}" for s, n in points.status.value_counts().items()) or "no points"
@@ -149,6 +151,31 @@ def _check_counts(result: Validation, run_dir: Path, record: dict[str, Any], poi
     if planned is not None and len(points) > int(planned):
         result.add("warning", f"{run_dir}/points", f"{len(points)} point rows for {int(planned)} planned point(s)",
                    "two runs may have been merged into one folder")
+
+
+def _check_other_files(result: Validation, run_dir: Path) -> None:
+    """Every Parquet file of the tables a report does not read whole (kernels, hardware tables, pruning):
+    its footer must open and its schema version must not be newer. Footers only, so a million-row kernels
+    table costs milliseconds. A bad file there is a warning: the report reads past it, that table's readers
+    will not."""
+    for table in TABLES:
+        folder = run_dir / table
+        if table in REQUIRED or table == RUN_TABLE or not folder.is_dir():
+            continue
+        for part in sorted(folder.rglob("*.parquet")):
+            if any(piece.startswith((".", "_")) for piece in part.relative_to(folder).parts):
+                continue
+            where = str(part)
+            try:
+                meta = pq.ParquetFile(part).schema_arrow.metadata or {}
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+                result.add("warning", where, f"is truncated or corrupted ({type(exc).__name__}); the `{table}` "
+                           "table cannot be read whole", "copy the run again, or delete this part to read the rest")
+                continue
+            version = meta.get(b"mambaprof.schema_version")
+            if version is not None and int(version) > SCHEMA_VERSION:
+                result.add("error", where, f"written with schema version {int(version)}, newer than this "
+                           f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
 
 
 def _any_ok(points: pd.DataFrame) -> bool:

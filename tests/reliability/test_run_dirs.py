@@ -53,6 +53,16 @@ def test_truncated_table_file(cli, run):
     assert_one_line_error(cli("report", str(run)), "truncated or corrupted")
 
 
+def test_truncated_file_of_a_table_the_report_does_not_read(cli, run):
+    part = sorted((run / "kernels").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    res = _validate(cli, run)
+    assert res.returncode == 0 and f"warning: {part}: is truncated or corrupted" in res.stdout, res.stdout
+    assert _validate(cli, run, "--strict").returncode == 1
+    rep = cli("report", str(run))  # the report does not need the kernels table: it reads past, and says so
+    assert rep.returncode == 0 and "truncated or corrupted" in rep.stdout + rep.stderr
+
+
 def test_missing_table(cli, run):
     shutil.rmtree(run / "components")
     res = _validate(cli, run)
