@@ -135,6 +135,11 @@ def readme(manifest: dict, analyses: list[RunAnalysis], pages: list[tuple[str, s
     for r in manifest["runs"]:
         lines.append(f"| {r['label']} | {r['model_ref']} | {r['device_name']} ({r['device']}) | {r['dtype']} | "
                      f"{r['time_basis']} | {r['peaks']} |")
+    lines += ["", "How each run was traced (its run record):", ""]
+    for analysis in analyses:
+        rec = analysis.record
+        lines.append(f"- {analysis.label}: `{rec.get('command')}` on {analysis.device_name}, started "
+                     f"{rec.get('started_at')}, mambaprof schema {rec.get('schema_version')}")
     lines += ["", "Files: " + ", ".join(f"[{f}]({f})" for f in manifest["files"]) + ", `summary/<run>/` "
               "(Parquet, columns in its README.md), `raw/<run>/` (the run's own tables).", "",
               "## Findings (as the report states them)", ""]

@@ -25,6 +25,8 @@ COMPONENT_LABELS = {"ssm_scan": "SSM scan", "ssm_params": "SSM params", "in_proj
                     GROUP_PROJECTIONS: "projections"}
 #: A point whose split forward costs more than this (%) over the original is outside the fidelity budget.
 FIDELITY_BUDGET_PCT = 5.0
+#: an extrapolated crossover further than this factor beyond the longest length measured is stated as untrusted
+TRUSTED_EXTRAPOLATION = 16
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ def crossover_findings(crossovers: list[Crossover], scaling: pd.DataFrame) -> li
             text = f"{head} overtakes the projections (in_proj + SSM params + out_proj) at {tokens(c.seqlen)} tokens."
         elif c.status == "always":
             text = f"{head} takes longer than the projections at every measured length ({span} tokens)."
+        elif c.status == "extrapolated" and c.seqlen_max and c.seqlen > TRUSTED_EXTRAPOLATION * c.seqlen_max:
+            es = _exponent(scaling, c.family, c.batch, "ssm_scan")
+            ep = _exponent(scaling, c.family, c.batch, GROUP_PROJECTIONS)
+            grow = f" (exponents {es:.2f} vs {ep:.2f})" if es is not None and ep is not None else ""
+            text = (f"{head} stays below the projections over {span} tokens and grows only slightly faster{grow}: "
+                    f"the fits cross at {tokens(c.seqlen)} tokens, more than {TRUSTED_EXTRAPOLATION}x "
+                    "beyond the sweep, too far to trust.")
         elif c.status == "extrapolated":
             text = (f"{head} stays below the projections over {span} tokens; the fitted exponents put the "
                     f"crossover at {tokens(c.seqlen)} tokens (extrapolated).")
