@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One device call (about 9 minutes on one H100/H200) for the hardware-signal and report issues (3, 4) and the
-# tool-overhead figure (3, 6). Every step is bounded by `timeout` within a global budget (BUDGET seconds from
+# One device call (about 9 minutes on one H100/H200) for the hardware-signal issue (3), the trace pipeline's
+# GPU tests (2), this GPU's peaks (4) and the tool-overhead figure (3, 6); the reports' GPU tests run in
+# device_issue6.sh after the study. Every step is bounded by `timeout` within a global budget (BUDGET seconds from
 # the start; later steps are skipped once it is spent) and the packing at the end always runs, so a shorter
 # budget (e.g. BUDGET=290 when little device time is left) still returns whatever finished.
 # Measured on an H200 (benchmarks/hardware_h200.md): with every collector on, a 48-layer d_model-2048 point at
@@ -10,9 +11,10 @@
 # Under $OUT:
 #   log.txt              date, GPU, every step's command, exit status and elapsed seconds, all trace output
 #   env.json             `mambaprof env --json`
-#   tool_overhead.json   plain vs NVML vs CUDA events + NVML vs torch.profiler, paired per round
+#   tool_overhead.json   plain vs NVML vs split vs CUDA events + NVML vs torch.profiler, paired per round, and
+#                        the kernel-by-kernel comparison of plain and split
 #   peaks_calibrated.json  `mambaprof calibrate` of this GPU (copy GB/s, GEMM TFLOP/s per dtype)
-#   pytest_gpu.txt       GPU tests of the collectors, then (time allowing) of the reports
+#   pytest_gpu.txt       GPU tests of the collectors, then of the trace pipeline
 #   summary.txt          every hardware table of every run as text (benchmarks/summarize_issue3.py)
 #   runs.tar.gz          the run directories (no tb/): the input of docs/examples and benchmarks/
 # Afterwards, on the CPU machine (it has Chromium): unpack runs.tar.gz, record the numbers in benchmarks/*.md
@@ -27,7 +29,7 @@ else
   source benchmarks/device_step.sh
 fi
 LOG="$OUT/log.txt"
-BUDGET=${BUDGET:-560}
+BUDGET=${BUDGET:-545}
 BACKEND=${BACKEND:-mamba_ssm}; M1=${M1:-mamba-1.4b}; M2=${M2:-mamba2-1.3b}
 SEQLENS=${SEQLENS:-1024,4096,16384}; BATCH=${BATCH:-8}; OVERHEAD_SEQLEN=${OVERHEAD_SEQLEN:-4096}; DTYPE=${DTYPE:-bf16}
 RUNS=/tmp/runs_hw
@@ -37,32 +39,34 @@ rm -rf "$RUNS" && mkdir -p "$RUNS"
 python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
 
 # 1. traces with every default collector (NVML sampler, energy, memory, I/O): the issue-3 grid, the report input
-for preset in "$M1" "$M2"; do
-  step 150 "$LOG" python3 -m mambaprof trace --preset "$preset" --backend "$BACKEND" --batch "$BATCH" \
-    --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 3 --profile-repeats 1 --no-tb --quiet \
-    --out "$RUNS/$preset" --force
-done
+step 135 "$LOG" python3 -m mambaprof trace --preset "$M1" --backend "$BACKEND" --batch "$BATCH" \
+  --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 3 --profile-repeats 1 --no-tb --quiet \
+  --out "$RUNS/$M1" --force
+step 165 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch "$BATCH" \
+  --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 3 --profile-repeats 1 --no-tb --quiet \
+  --out "$RUNS/$M2" --force
 
-# 2. the tool's overhead on a forward (ratios from one run, paired per round)
-step 90 "$LOG" python3 benchmarks/tool_overhead.py --preset "$M1" --backend "$BACKEND" --dtype "$DTYPE" --batch "$BATCH" \
-  --seqlen "$OVERHEAD_SEQLEN" --rounds 8 --per-round 3 --warmup 2 --out "$OUT/tool_overhead.json"
-
-# 3. GPU tests of the collectors (ncu is exercised by step 4, through `mambaprof trace`)
+# 2. GPU tests of the collectors (ncu is exercised by step 3, through `mambaprof trace`)
 step 60 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -rs -p no:cacheprovider \
   -k "not ncu"
 
-# 4. Nsight Compute on one small point (first 2 Mamba layers), with the memory timeline
+# 3. Nsight Compute on one small point (first 2 Mamba layers), with the memory timeline
 if [ "${NCU:-1}" = 1 ]; then
-  step 90 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch 1 --seqlens 1024 \
+  step 80 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch 1 --seqlens 1024 \
     --dtype "$DTYPE" --repeats 3 --warmup 2 --profile-repeats 1 --no-tb --quiet --no-energy --no-io --memory-timeline \
     --ncu --ncu-layers 2 --out "$RUNS/ncu_$M2" --force
 fi
 
-# 5. this GPU's peaks for the roofline of docs/examples
-step 30 "$LOG" python3 -m mambaprof calibrate --no-store --out "$OUT/peaks_calibrated.json"
+# 4. the tool's overhead on a forward (ratios from one run, paired per round), the split alone included, and a
+#    kernel-by-kernel comparison of the plain and the split forward
+step 90 "$LOG" python3 benchmarks/tool_overhead.py --preset "$M1" --backend "$BACKEND" --dtype "$DTYPE" --batch "$BATCH" \
+  --seqlen "$OVERHEAD_SEQLEN" --rounds 6 --per-round 3 --warmup 2 --kernels --out "$OUT/tool_overhead.json"
 
-# 6. with what is left: GPU tests of the reports (calibration against the datasheet; reports of GPU traces)
-step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_reports.py -q -rs -p no:cacheprovider
+# 5. GPU tests of the trace pipeline (split vs fused, attribution, output check at d_model 2048)
+step 80 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_trace.py -v -rs -p no:cacheprovider
+
+# 6. this GPU's peaks for the roofline of docs/examples
+step 25 "$LOG" python3 -m mambaprof calibrate --no-store --out "$OUT/peaks_calibrated.json"
 
 # 7. summary and run directories (always)
 timeout 40 python3 benchmarks/summarize_issue3.py "$RUNS"/* >"$OUT/summary.txt" 2>&1

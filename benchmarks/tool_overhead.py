@@ -5,6 +5,8 @@ mode, the order of the modes rotating from round to round:
 
 - `plain`        the original forward, nothing of mambaprof running (the reference);
 - `nvml`         the original forward with the NVML sampler thread running at the trace's interval;
+- `split`        the component-split forward with no listener at all (what the split itself costs,
+                 apart from any timer);
 - `events_nvml`  the component-split forward with a CUDA event at every component boundary (what
                  `mambaprof trace`'s timed passes run) and the sampler running; the host time includes
                  reading the events back;
@@ -16,6 +18,12 @@ Every forward is timed with CUDA events around it (GPU ms) and on the host inclu
 synchronisation (host ms, what a user waits). Overheads are ratios to `plain` taken within each round
 (paired), then the median over rounds; the medians of all forwards per mode are given too, with every
 raw time. Budget checked: events_nvml <= 2% (paired median, GPU ms).
+
+With `--kernels`, one more pass profiles 3 forwards of `plain` and of `split` under torch.profiler
+(CUPTI) and compares them kernel by kernel: kernels per forward, summed kernel time, the span from
+the first kernel's start to the last one's end, and the GPU idle time inside that span, plus the
+kernel names whose summed time differs most. That says whether a split costs kernel time (a
+different or slower kernel) or idle time (the GPU waiting for the host).
 
     python benchmarks/tool_overhead.py --preset mamba-1.4b --backend mamba_ssm --batch 8 --seqlen 4096 \
         --out tool_overhead.json
@@ -41,7 +49,7 @@ from mambaprof.instrument import Instrumenter, Probe, RangeListener
 from mambaprof.loading import load_preset, resolve_device, resolve_dtype
 from mambaprof.structure import discover
 
-MODES = ("plain", "nvml", "events_nvml", "profiler")
+MODES = ("plain", "nvml", "split", "events_nvml", "profiler")
 BUDGET_PCT = {"nvml": 1.0, "events_nvml": 2.0}
 
 
@@ -58,6 +66,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--interval-ms", type=float, default=10.0)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--kernels", action="store_true", help="also compare plain and split kernel by kernel")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
@@ -79,6 +88,10 @@ def main() -> None:
         with torch.inference_mode():
             return call()
 
+    def split_bare() -> Any:
+        with torch.inference_mode(), inst.installed(Probe([])):
+            return call()
+
     def split_with_events() -> Any:
         windows.reset()
         with torch.inference_mode(), inst.installed(Probe([windows])):
@@ -90,7 +103,7 @@ def main() -> None:
         with torch.inference_mode(), inst.installed(Probe([RangeListener()])):
             return call()
 
-    forward: dict[str, Callable[[], Any]] = {"plain": original, "nvml": original,
+    forward: dict[str, Callable[[], Any]] = {"plain": original, "nvml": original, "split": split_bare,
                                               "events_nvml": split_with_events, "profiler": split_with_ranges}
     for _ in range(a.warmup):
         for mode in modes:
@@ -147,18 +160,70 @@ def main() -> None:
             "budget_pct": BUDGET_PCT.get(mode),
             "within_budget": (statistics.median(rounds) <= BUDGET_PCT[mode]) if mode in BUDGET_PCT else None,
         }
+    kernels = None
+    if a.kernels:
+        try:
+            kernels = kernel_comparison({"plain": original, "split": split_bare}, dev)
+        except Exception as exc:  # noqa: BLE001 - the timings above must still be written
+            kernels = {"error": f"{type(exc).__name__}: {exc}"}
     result = {
         "config": vars(a), "device": str(dev), "device_name": collect_env(str(dev)).device_name,
         "torch": torch.__version__, "n_mixers": len(structure.mixers),
         "sampler_state": sampler.state, "sampler_reason": sampler.reason, "samples_taken": samples,
         "median": med, "overhead": overhead,
-        "profiler_session_s": profiler_session_s, "raw": raw,
+        "profiler_session_s": profiler_session_s, "kernels": kernels, "raw": raw,
     }
     gpu.close()
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=1))
     if a.out:
         with open(a.out, "w") as fh:
             fh.write(json.dumps(result, indent=1))
+
+
+def kernel_comparison(fns: dict[str, Callable[[], Any]], dev: torch.device, forwards: int = 3) -> dict[str, Any]:
+    """Per mode: kernels per forward, summed kernel ms, first-start-to-last-end span ms and idle ms
+    inside it (medians over `forwards` profiled forwards); the kernel names whose summed time per
+    forward differs most between the modes (ms, second mode minus first)."""
+    from mambaprof.collectors.profiler import record
+
+    out: dict[str, Any] = {}
+    by_name: dict[str, dict[str, float]] = {}
+    for mode, fn in fns.items():
+        per_forward: list[dict[str, float]] = []
+        names: dict[str, float] = {}
+
+        def one(fn: Callable[[], Any] = fn) -> Any:
+            return fn()
+
+        for _ in range(forwards):
+            rec = record(one, dev, 1, None, f"overhead_{mode}")
+            evs = sorted(rec.device_events, key=lambda e: e.start_us)
+            if not evs:
+                continue
+            busy = 0.0
+            cur_s, cur_e = evs[0].start_us, evs[0].start_us + evs[0].duration_us
+            for e in evs[1:]:
+                s, t = e.start_us, e.start_us + e.duration_us
+                if s > cur_e:
+                    busy += cur_e - cur_s
+                    cur_s, cur_e = s, t
+                else:
+                    cur_e = max(cur_e, t)
+            busy += cur_e - cur_s
+            span = evs[-1].start_us + evs[-1].duration_us - evs[0].start_us
+            per_forward.append({"kernels": len(evs), "kernel_ms": sum(e.duration_us for e in evs) / 1e3,
+                                "span_ms": span / 1e3, "idle_ms": (span - busy) / 1e3})
+            for e in evs:
+                names[e.name] = names.get(e.name, 0.0) + e.duration_us / 1e3 / forwards
+        out[mode] = {k: statistics.median(f[k] for f in per_forward) for k in per_forward[0]} if per_forward else {}
+        by_name[mode] = names
+    if len(by_name) == 2:
+        (ma, a), (mb, b) = by_name.items()
+        diff = {n: b.get(n, 0.0) - a.get(n, 0.0) for n in set(a) | set(b)}
+        top = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:12]
+        out["largest_differences_ms"] = [{"kernel": n[:160], f"{ma}_ms": a.get(n, 0.0), f"{mb}_ms": b.get(n, 0.0),
+                                          "diff_ms": d} for n, d in top]
+    return out
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ class SSMMambaAdapter(MixerAdapter):
             d = m.D.float().contiguous()
             delta_bias = m.dt_proj.bias.float()
             _, _, out_z = selective_scan_cuda.fwd(conv_out, delta, a, b, c, d, z, delta_bias, True)
+            # mamba_inner_fn drops these two before its out_proj GEMM (checkpoint_lvl 1): so does the split,
+            # so the out_proj window sees the same memory as the fused forward
+            del conv_out, delta
         with window("out_proj"):
             return F.linear(rearrange(out_z, "b d l -> b l d"), m.out_proj.weight, m.out_proj.bias)
 
