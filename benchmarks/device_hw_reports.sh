@@ -32,6 +32,8 @@ LOG="$OUT/log.txt"
 BUDGET=${BUDGET:-545}
 BACKEND=${BACKEND:-mamba_ssm}; M1=${M1:-mamba-1.4b}; M2=${M2:-mamba2-1.3b}
 SEQLENS=${SEQLENS:-1024,4096,16384}; BATCH=${BATCH:-8}; OVERHEAD_SEQLEN=${OVERHEAD_SEQLEN:-4096}; DTYPE=${DTYPE:-bf16}
+STEPS=${STEPS:-1,2,3,4,5,6}  # which numbered steps run (all of them need more than one 10-minute call: split them)
+want() { case ",$STEPS," in *",$1,"*) return 0;; esac; echo "=== not in STEPS: step $1" | tee -a "$LOG"; return 1; }
 RUNS=/tmp/runs_hw
 rm -rf "$RUNS" && mkdir -p "$RUNS"
 { date -u +%Y-%m-%dT%H:%M:%SZ; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv 2>&1
@@ -39,34 +41,35 @@ rm -rf "$RUNS" && mkdir -p "$RUNS"
 python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
 
 # 1. traces with every default collector (NVML sampler, energy, memory, I/O): the issue-3 grid, the report input
-step 135 "$LOG" python3 -m mambaprof trace --preset "$M1" --backend "$BACKEND" --batch "$BATCH" \
+want 1 && step 135 "$LOG" python3 -m mambaprof trace --preset "$M1" --backend "$BACKEND" --batch "$BATCH" \
   --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 3 --profile-repeats 1 --no-tb --quiet \
   --out "$RUNS/$M1" --force
-step 165 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch "$BATCH" \
+want 1 && step 165 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch "$BATCH" \
   --seqlens "$SEQLENS" --dtype "$DTYPE" --repeats 5 --warmup 2 --point-seconds 3 --profile-repeats 1 --no-tb --quiet \
   --out "$RUNS/$M2" --force
 
 # 2. GPU tests of the collectors (ncu is exercised by step 3, through `mambaprof trace`)
-step 60 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -rs -p no:cacheprovider \
+want 2 && step 60 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hardware.py -q -rs -p no:cacheprovider \
   -k "not ncu"
 
-# 3. Nsight Compute on one small point (first 2 Mamba layers), with the memory timeline
-if [ "${NCU:-1}" = 1 ]; then
-  step 80 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch 1 --seqlens 1024 \
+# 3. Nsight Compute on one small point (first 2 Mamba layers), with the memory timeline (measured 2026-12-02:
+#    ~60 s to replay the 27 kernels 9 times each, then the report import; 80 s was not enough)
+if [ "${NCU:-1}" = 1 ] && want 3; then
+  step 180 "$LOG" python3 -m mambaprof trace --preset "$M2" --backend "$BACKEND" --batch 1 --seqlens 1024 \
     --dtype "$DTYPE" --repeats 3 --warmup 2 --profile-repeats 1 --no-tb --quiet --no-energy --no-io --memory-timeline \
     --ncu --ncu-layers 2 --out "$RUNS/ncu_$M2" --force
 fi
 
 # 4. the tool's overhead on a forward (ratios from one run, paired per round), the split alone included, and a
 #    kernel-by-kernel comparison of the plain and the split forward
-step 90 "$LOG" python3 benchmarks/tool_overhead.py --preset "$M1" --backend "$BACKEND" --dtype "$DTYPE" --batch "$BATCH" \
+want 4 && step 90 "$LOG" python3 benchmarks/tool_overhead.py --preset "$M1" --backend "$BACKEND" --dtype "$DTYPE" --batch "$BATCH" \
   --seqlen "$OVERHEAD_SEQLEN" --rounds 6 --per-round 3 --warmup 2 --kernels --out "$OUT/tool_overhead.json"
 
 # 5. GPU tests of the trace pipeline (split vs fused, attribution, output check at d_model 2048)
-step 80 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_trace.py -v -rs -p no:cacheprovider
+want 5 && step 80 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_trace.py -v -rs -p no:cacheprovider
 
 # 6. this GPU's peaks for the roofline of docs/examples
-step 25 "$LOG" python3 -m mambaprof calibrate --no-store --out "$OUT/peaks_calibrated.json"
+want 6 && step 25 "$LOG" python3 -m mambaprof calibrate --no-store --out "$OUT/peaks_calibrated.json"
 
 # 7. summary and run directories (always)
 timeout 40 python3 benchmarks/summarize_issue3.py "$RUNS"/* >"$OUT/summary.txt" 2>&1

@@ -65,6 +65,15 @@ def counter_delta(before: int, after: int, wrap: int = PCIE_COUNTER_WRAP) -> int
     return None
 
 
+def unwrap_counter(delta: int | None, estimate: float | None, wrap: int = PCIE_COUNTER_WRAP) -> int | None:
+    """The whole bytes a wrapping counter moved over a window: `delta` (its reading difference, known only
+    modulo `wrap`) plus the number of extra wraps that brings it closest to `estimate` (bytes integrated
+    from finer-grained samples of the same counter). Without an estimate, `delta` as it is."""
+    if delta is None or estimate is None or estimate <= delta:
+        return delta
+    return delta + wrap * round((estimate - delta) / wrap)
+
+
 class GPUDevice(ABC):
     """Management counters of one GPU. Units are in the method names."""
 

@@ -27,7 +27,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._pytree import tree_map
 
-from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice, counter_delta
+from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice, counter_delta, unwrap_counter
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
 from mambaprof.collectors.rows import guarded, point_identity
@@ -166,6 +166,18 @@ def phase_ranges(cpu_events: Sequence[Any]) -> list[tuple[str, float, float]]:
     return out
 
 
+def integrated_bytes(samples: list[Row], rate_key: str) -> float | None:
+    """Bytes from consecutive samples' rates (bytes/s) times their spacing (host_ns); None with fewer than
+    two rated samples. Each rate covers the interval up to its own sample, so the first is left out."""
+    total, have = 0.0, False
+    for prev, cur in zip(samples, samples[1:], strict=False):
+        rate = cur.get(rate_key)
+        if rate is not None:
+            total += rate * (cur["host_ns"] - prev["host_ns"]) / 1e9
+            have = True
+    return total if have else None
+
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -279,5 +291,9 @@ class IOCollector:
                                                          if s.get("pcie_tx_bytes_per_s") is not None])
                 row["pcie_rx_bytes_per_s_mean"] = _mean([s["pcie_rx_bytes_per_s"] for s in samples
                                                          if s.get("pcie_rx_bytes_per_s") is not None])
+                # the phase's two counter readings only know the bytes modulo the counter's wrap (4 GiB):
+                # a long download wraps it several times; the 10 ms samples' rates say how many
+                for key in ("pcie_tx_bytes", "pcie_rx_bytes"):
+                    row[key] = unwrap_counter(row[key], integrated_bytes(samples, f"{key}_per_s"))
             rows.append(row)
         return {"io": rows}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mambaprof.reports.fmt import rate
+from mambaprof.reports.fmt import mib, rate
 from mambaprof.reports.load import FAMILY_LABELS
 from mambaprof.reports.peaks import DevicePeaks
 from mambaprof.reports.roofline import ABOVE_ROOF_PCT, roofline_note
@@ -223,7 +223,7 @@ def hardware_findings(points: pd.DataFrame, components: pd.DataFrame) -> list[Fi
             per_token = last.energy_j / last.tokens * 1e3
             out.append(Finding("energy", f"Energy {where}: {last.energy_j:.3g} J per forward, {per_token:.3g} mJ "
                                          "per token.", float(last.energy_j), "J", None, int(batch), int(last.seqlen)))
-        parts = [f"{what} {last[col] / 2**20:,.4g} MiB" for what, col in (
+        parts = [f"{what} {mib(last[col])}" for what, col in (
             ("peak allocated", "mem_peak_bytes"), ("activations", "mem_activation_peak_bytes"),
             ("decode cache", "cache_state_bytes")) if pd.notna(last.get(col))]
         if parts:

@@ -50,6 +50,14 @@ def si(value: Any, unit: str = "") -> str:
     return f"{v:.3g} {unit}".strip()
 
 
+def mib(value: Any) -> str:
+    """Bytes as MiB: 4 significant digits, whole MiB with separators from 10,000 MiB up (never 1.3e+04)."""
+    if missing(value):
+        return "-"
+    v = float(value) / 2**20
+    return f"{v:,.0f} MiB" if abs(v) >= 1e4 else f"{v:,.4g} MiB"
+
+
 def ratio(value: Any) -> str:
     """A ratio as `0.62x`."""
     return "-" if missing(value) else f"{float(value):.2f}x"

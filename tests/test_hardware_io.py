@@ -10,11 +10,13 @@ from conftest import tiny_mamba
 from hardware_fakes import FakeDevice
 from torch.autograd import DeviceType
 
+from mambaprof.collectors.gpu_device import unwrap_counter
 from mambaprof.collectors.io import (
     Copy,
     IOCollector,
     attribute_copies,
     copy_kind,
+    integrated_bytes,
     profiled_copies,
     trace_memcpy_bytes,
 )
@@ -134,3 +136,35 @@ def test_io_collector_on_cpu_times_the_phases_and_reads_samples():
     assert fwd["nvml_samples"] >= 2
     assert fwd["pcie_rx_bytes_per_s_mean"] == pytest.approx(5e9, rel=0.1)
     assert sampler.take(0)[-1]["phase"] == "io/done"
+
+
+def test_unwrap_counter_adds_the_wraps_the_samples_saw():
+    wrap = 1 << 32
+    assert unwrap_counter(1_641_241_556, None) == 1_641_241_556  # no estimate: as read
+    assert unwrap_counter(1_641_241_556, 1.32e10) == 1_641_241_556 + 3 * wrap  # the H200's 13.2 GB download
+    assert unwrap_counter(900, 950.0) == 900 and unwrap_counter(None, 1e10) is None
+    samples = [{"host_ns": 0, "r": 5.0}, {"host_ns": 10**9, "r": 2.0}, {"host_ns": 3 * 10**9, "r": None},
+               {"host_ns": 4 * 10**9, "r": 4.0}]
+    assert integrated_bytes(samples, "r") == 2.0 * 1 + 4.0 * 1  # the first sample's rate covers time before it
+    assert integrated_bytes(samples[:1], "r") is None
+
+
+def test_io_phase_bytes_survive_a_counter_that_wraps_several_times():
+    # a fake link at 400 GB/s against a 2**32-byte counter: the forward phase wraps it more than once, which its
+    # two boundary readings cannot see; the 1 ms samples can
+    model = tiny_mamba(layers=4)
+    st = discover(model)
+    spec = PointSpec(0, 4, 256, torch.device("cpu"), torch.float32, 1, 0, 0, "split")
+    ctx = PointContext(spec, st, make_call(model, st, 4, 256, spec.device, spec.dtype, None), Instrumenter(st))
+    dev = FakeDevice(tx_bps=4e11, rx_bps=1e9, pcie_wrap=1 << 32)
+    sampler = NvmlSampler(dev, interval_ms=1.0)
+    sampler.start()
+    try:
+        time.sleep(0.01)
+        out = IOCollector(dev, sampler).measure_point(ctx, {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0})
+    finally:
+        sampler.stop()
+    fwd = {r["phase"]: r for r in out["io"]}["forward"]
+    expected = 4e11 * fwd["phase_ms"] / 1e3
+    assert expected > 1.5 * (1 << 32), f"forward too short to wrap the counter: {fwd['phase_ms']} ms"
+    assert fwd["pcie_tx_bytes"] == pytest.approx(expected, rel=0.1)

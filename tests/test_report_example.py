@@ -1,8 +1,11 @@
-"""The committed report example (docs/examples/) agrees with the raw tables it was made from.
+"""The committed reports (docs/examples/ and the H200 study in docs/study/) agree with the raw tables
+they were made from.
 
-Everything here is recomputed with pandas/numpy straight from docs/examples/raw/<run>/ (the run's own
-Parquet tables), independently of mambaprof.reports, and compared with docs/examples/summary/<run>/.
-Regenerate the example with benchmarks/make_report_example.py (see docs/examples/README.md).
+Everything here is recomputed with pandas/numpy straight from the runs' own Parquet tables
+(docs/examples/raw/<run>/, benchmarks/data/2026-12-02-h200-study/<model>/), independently of
+mambaprof.reports, and compared with the summary tables beside each report. Regenerate the example with
+benchmarks/make_report_example.py (see docs/examples/README.md), the study's with the command in
+docs/study/README.md.
 """
 
 import json
@@ -12,18 +15,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "docs" / "examples"
+STUDY = ROOT / "docs" / "study"
+STUDY_RAW = ROOT / "benchmarks" / "data" / "2026-12-02-h200-study"
 MANIFEST = json.loads((EXAMPLES / "manifest.json").read_text())
-LABELS = [r["label"] for r in MANIFEST["runs"]]
 BLOCK = ("mamba1", "mamba2")
+
+#: label -> (raw run directory, summary directory, the report pages that state its findings)
+REPORTS = {f"examples/{r['label']}": (EXAMPLES / "raw" / r["label"], EXAMPLES / "summary" / r["label"],
+                                      [EXAMPLES / "report.html", EXAMPLES / "compare.html"])
+           for r in MANIFEST["runs"]}
+REPORTS.update({f"study/{d.name}": (STUDY_RAW / d.name, d, [STUDY / "report.html"])
+                for d in sorted((STUDY / "summary").iterdir()) if d.is_dir()})
+LABELS = sorted(REPORTS)
+STUDY_LABELS = [label for label in LABELS if label.startswith("study/")]
 
 
 def raw(label: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(EXAMPLES / "raw" / label / table)
+    return pd.read_parquet(REPORTS[label][0] / table)
 
 
 def summary(label: str, table: str) -> pd.DataFrame:
-    return pd.read_parquet(EXAMPLES / "summary" / label / f"{table}.parquet")
+    return pd.read_parquet(REPORTS[label][1] / f"{table}.parquet")
 
 
 @pytest.mark.parametrize("label", LABELS)
@@ -54,8 +68,8 @@ def test_component_times_from_raw_tables(label):
 
 
 #: real runs with their kernel events: the example's own (when small enough to commit) and the H200 device run
-KERNEL_RUNS = [EXAMPLES / "raw" / label for label in LABELS if (EXAMPLES / "raw" / label / "kernels").is_dir()] + \
-    sorted((EXAMPLES.parents[1] / "benchmarks" / "data" / "2026-12-02-h200-hardware").glob("mamba*"))
+KERNEL_RUNS = [REPORTS[label][0] for label in LABELS if (REPORTS[label][0] / "kernels").is_dir()] + \
+    sorted((ROOT / "benchmarks" / "data").glob("2026-12-02-h200-hardware*/mamba*"))
 
 
 @pytest.mark.parametrize("run", KERNEL_RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -102,7 +116,7 @@ def test_findings_state_the_summary_numbers(label):
                     & (comps.seqlen == finding.seqlen) & (comps.component == "ssm_scan")].iloc[0]
         assert finding.value == pytest.approx(row.share_of_block_pct)
         assert f"SSM scan: {row.share_of_block_pct:.0f}% of" in finding.text and f"block {basis} time" in finding.text
-        assert finding.text in (EXAMPLES / "report.html").read_text() + (EXAMPLES / "compare.html").read_text()
+        assert finding.text in "".join(page.read_text() for page in REPORTS[label][2])
 
 
 def test_pages_and_screenshots_are_committed():
@@ -114,3 +128,18 @@ def test_pages_and_screenshots_are_committed():
         else:
             text = path.read_text()
             assert text.count('data-plot="') >= 4 and "<script" not in text
+
+
+@pytest.mark.parametrize("label", STUDY_LABELS)
+def test_study_components_stay_under_the_roof(label):
+    # what tests/gpu/test_gpu_reports.py asserts of a fresh GPU trace, on the H200 study's committed summaries
+    comps = summary(label, "summary_components")
+    run = summary(label, "summary_run").iloc[0]
+    assert run.time_basis == "kernel" and "datasheet" in run.peaks_source and "H200" in run.device_name
+    block = comps[comps.family.isin(BLOCK) & comps.roof_pct.notna()]
+    assert len(block) > 0
+    assert (block.roof_pct <= 110).all(), block[block.roof_pct > 110][["seqlen", "batch", "component", "roof_pct"]]
+    gemm = block[(block.component == "in_proj") & (block.batch == 8) & (block.seqlen >= 4096)]
+    assert len(gemm) and (gemm.verdict == "compute-bound").all()
+    scan = comps[(comps.component == "ssm_scan") & comps.family.isin(BLOCK)]
+    assert (scan.kernel_ms > 0).all() and (scan.share_of_block_pct > 1).all()

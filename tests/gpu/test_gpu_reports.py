@@ -39,7 +39,8 @@ def test_calibrate_against_the_datasheet():
 def test_report_over_a_gpu_trace_stays_under_the_roof(tmp_path, preset):
     run, summary = tmp_path / "run", tmp_path / "summary"
     res = run_cli("trace", "--preset", preset, "--backend", "mamba_ssm", "--seqlens", "1024,4096", "--batch", "1,8",
-                  "--repeats", "5", "--warmup", "2", "--profile-repeats", "2", "--no-tb", "--quiet", "--out", str(run))
+                  "--repeats", "5", "--warmup", "2", "--profile-repeats", "2", "--no-tb", "--no-energy", "--no-io",
+                  "--quiet", "--out", str(run))
     assert res.returncode == 0, res.stderr
     res = run_cli("report", str(run), "--parquet", str(summary), "--no-calibration")
     assert res.returncode == 0, res.stderr
