@@ -20,14 +20,18 @@ def summarize(run_dir: str) -> str:
              f"mamba_ssm {run['mamba_ssm_version']}, dtype {run['dtype']}, repeats {run['repeats']}, "
              f"warm-up {run['warmup']}, profiled forwards {run['profile_repeats']}", "",
              f"command: `{run['command']}`", "",
-             "| batch | seqlen | original ms (median) | split ms (median) | split vs original | kernel ms / forward "
-             "| attributed to a named component | output check (rel err / tol) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| batch | seqlen | original ms (median) | split ms (median) | split vs original | split with markers "
+             "vs original | kernel ms / forward | attributed to a named component | output check (rel err / tol) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for p in points.itertuples():
         if p.status != "ok":
-            lines.append(f"| {p.batch} | {p.seqlen} | {p.status}: {p.error} | | | | | |")
+            lines.append(f"| {p.batch} | {p.seqlen} | {p.status}: {p.error} | | | | | | |")
             continue
-        lines.append(f"| {p.batch} | {p.seqlen} | {p.original_ms_median:.3f} | {p.split_ms_median:.3f} | "
+        bare_ms = getattr(p, "split_bare_ms_median", float("nan"))  # runs before schema 3 did not time it
+        bare_pct = getattr(p, "split_bare_vs_original_pct", float("nan"))
+        bare = "-" if bare_ms != bare_ms else f"{bare_ms:.3f}"
+        bare_d = "-" if bare_pct != bare_pct else f"{bare_pct:+.2f}%"
+        lines.append(f"| {p.batch} | {p.seqlen} | {p.original_ms_median:.3f} | {bare} | {bare_d} | "
                      f"{p.split_vs_original_pct:+.2f}% | {p.forward_kernel_ms:.3f} | {p.attributed_kernel_pct:.2f}% | "
                      f"{p.output_check} ({p.output_rel_err:.2e} / {p.output_tolerance:g}) |")
     lines += ["", "Per component, summed over layers (kernel ms median / wall ms median per forward):", ""]

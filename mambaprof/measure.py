@@ -170,8 +170,9 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
                   on_phase: Callable[[str], None] | None = None) -> PointMeasurement:
     """Run every pass of one point and return its rows (status `ok`).
 
-    Passes: warm-up; `repeats` interleaved timings of the original and the instrumented forward
-    (window spans recorded on the latter); the output check; `profile_repeats` forwards under
+    Passes: warm-up; `repeats` interleaved timings of the original forward, the instrumented forward
+    with no listener (the split's own cost) and the instrumented forward with its window timers (the
+    component spans); the output check; `profile_repeats` forwards under
     torch.profiler with ranges (kernel attribution, TensorBoard trace); extra collectors.
     Exceptions (OOM, user errors) propagate to the sweep, which records them.
     """
@@ -200,6 +201,7 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     del reference, candidate
     orig_ms: list[float] = []
     host_ms: list[float] = []
+    bare_ms: list[float] = []
     split_ms: list[float] = []
     walls: list[dict[tuple[int, str], float]] = []
     t0 = time.perf_counter()
@@ -210,6 +212,10 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
         del out
         orig_ms.append(dev_ms)
         host_ms.append(h_ms)
+        # the split forward with no listener: what splitting itself costs (fidelity), apart from the markers
+        dev_ms, _, out = timer.time(lambda: ctx.run_instrumented([]))
+        del out
+        bare_ms.append(dev_ms)
         windows.reset()
         dev_ms, _, out = timer.time(lambda: ctx.run_instrumented([windows]))
         del out
@@ -232,12 +238,14 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
         kstats = profiler.component_stats(kernel_rows, spec.profile_repeats)
         fwd_kernel_ms, attributed_pct, kernel_count = profiler.forward_totals(kernel_rows, spec.profile_repeats)
 
-    o, s = _stats(orig_ms), _stats(split_ms)
+    o, s, b = _stats(orig_ms), _stats(split_ms), _stats(bare_ms)
     point = {
         **identity, "tokens": spec.batch * spec.seqlen, "mode": spec.mode, "status": "ok",
         "original_ms_median": o["median"], "original_ms_min": o["min"], "original_ms_max": o["max"],
         "split_ms_median": s["median"], "split_ms_min": s["min"], "split_ms_max": s["max"],
         "split_vs_original_pct": 100.0 * (s["median"] / o["median"] - 1.0) if o["median"] > 0 else None,
+        "split_bare_ms_median": b["median"], "split_bare_ms_min": b["min"], "split_bare_ms_max": b["max"],
+        "split_bare_vs_original_pct": 100.0 * (b["median"] / o["median"] - 1.0) if o["median"] > 0 else None,
         "host_ms_median": statistics.median(host_ms),
         "forward_kernel_ms": fwd_kernel_ms, "attributed_kernel_pct": attributed_pct, "kernel_count": kernel_count,
         "output_check": "pass" if check.passed else "fail", "output_max_abs_err": check.max_abs_err,

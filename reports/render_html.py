@@ -224,15 +224,20 @@ def render_study(study: StudyAnalysis) -> str:
                                      str(r.status), f"{r.points_ok}/{r.points}"] for r in models.itertuples()])),
              f"<h2>Findings</h2>{_list(study.sentences(), 'findings')}"]
     fid = study.fidelity
-    rows = [[str(r.model), str(r.batch), str(r.seqlen), str(r.status),
-             "-" if pd.isna(r.split_vs_original_pct) else f"{r.split_vs_original_pct:+.2f}%",
+    def signed(v: object) -> str:
+        return "-" if pd.isna(v) else f"{v:+.2f}%"
+
+    rows = [[str(r.model), str(r.batch), str(r.seqlen), str(r.status), signed(r.split_bare_vs_original_pct),
+             signed(r.split_vs_original_pct),
              "-" if pd.isna(r.attributed_kernel_pct) else f"{r.attributed_kernel_pct:.2f}%", str(r.output_check)]
             for r in fid.itertuples()]
     parts.append(table_html(views.View("Fidelity of the component-split forward",
                                        ["model", "batch", "seqlen", "status", "split vs original",
-                                        "kernel time attributed", "output check"], rows,
-                                       "split vs original: median time of the split forward (with its markers) "
-                                       "relative to the model's own forward, interleaved in one run.")))
+                                        "with markers", "kernel time attributed", "output check"], rows,
+                                       "split vs original: median time of the split forward without markers "
+                                       "relative to the model's own forward (runs before schema 3 did not time "
+                                       "it: -); with markers: the split forward with its timing markers; both "
+                                       "interleaved with the original in one run.")))
     for comparison in study.comparisons:
         la, lb = comparison.labels
         parts.append(f"<h2>{_e(la)} vs {_e(lb)}</h2>")

@@ -8,10 +8,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mambaprof.errors import RunDirectoryError
-from mambaprof.reports.findings import FIDELITY_BUDGET_PCT
+from mambaprof.reports.findings import FIDELITY_BUDGET_PCT, fidelity_column
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.rundir import STUDY_FILE
 
@@ -86,12 +87,15 @@ class StudyAnalysis:
         for name, analysis in self.runs.items():
             pts = analysis.data.points
             cols = [c for c in ("batch", "seqlen", "status", "original_ms_median", "split_ms_median",
-                                "split_vs_original_pct", "forward_kernel_ms", "attributed_kernel_pct",
-                                "output_check") if c in pts.columns]
+                                "split_vs_original_pct", "split_bare_vs_original_pct", "forward_kernel_ms",
+                                "attributed_kernel_pct", "output_check") if c in pts.columns]
             frame = pts[cols].copy()
             frame.insert(0, "model", name)
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
+        out = pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
+        if "split_bare_vs_original_pct" not in out:
+            out["split_bare_vs_original_pct"] = np.nan
+        return out
 
     def sentences(self) -> list[str]:
         """Study findings: each pair's comparison, then each model's own findings (prefixed by its name)."""
@@ -102,10 +106,13 @@ class StudyAnalysis:
             out += [f"{name}: {s}" for s in analysis.sentences()]
         ok = self.fidelity[self.fidelity.status == "ok"]
         if not ok.empty and "split_vs_original_pct" in ok:
-            worst = ok.loc[ok.split_vs_original_pct.abs().idxmax()]
-            within = int((ok.split_vs_original_pct.abs() <= FIDELITY_BUDGET_PCT).sum())
-            out.append(f"Fidelity: the component-split forward stayed within {FIDELITY_BUDGET_PCT:.0f}% of the "
-                       f"original at {within} of "
-                       f"{len(ok)} points; the largest difference was {worst.split_vs_original_pct:+.1f}% "
+            col = fidelity_column(ok)
+            ok = ok[ok[col].notna()]
+            worst = ok.loc[ok[col].abs().idxmax()]
+            within = int((ok[col].abs() <= FIDELITY_BUDGET_PCT).sum())
+            what = "the component-split forward (without its markers)" if col != "split_vs_original_pct" else \
+                "the component-split forward (with its markers)"
+            out.append(f"Fidelity: {what} stayed within {FIDELITY_BUDGET_PCT:.0f}% of the original at {within} of "
+                       f"{len(ok)} points; the largest difference was {worst[col]:+.1f}% "
                        f"({worst.model}, batch {int(worst.batch)}, {int(worst.seqlen)} tokens).")
         return out

@@ -360,3 +360,26 @@ def test_run_killed_while_running_reads_as_incomplete(tmp_path):
     a = RunAnalysis(run, use_calibration=False)
     assert any("run status incomplete" in w and "no longer running" in w for w in a.warnings)
     assert len(a.points) == 5  # its finished points are all reported
+
+
+def _fidelity_points(**cols):
+    base = {"status": ["ok", "ok", "ok"], "batch": [1, 1, 8], "seqlen": [64, 4096, 4096],
+            "output_check": ["pass", "pass", "pass"], "split_vs_original_pct": [33.7, 2.4, 0.3]}
+    return pd.DataFrame({**base, **cols})
+
+
+def test_fidelity_is_judged_on_the_split_without_markers_where_the_run_timed_it():
+    from mambaprof.reports.findings import fidelity_column, fidelity_findings
+
+    old = _fidelity_points()  # a run before schema 3: only the split with its markers was timed
+    assert fidelity_column(old) == "split_vs_original_pct"
+    (f,) = fidelity_findings(old)
+    assert f.value == 33.7 and "ranges +0.3% to +33.7%, outside the ±5% budget at 1 point(s) (batch 1 x 64)" in f.text
+    new = _fidelity_points(split_bare_vs_original_pct=[1.2, -0.4, 0.1])
+    assert fidelity_column(new) == "split_bare_vs_original_pct"
+    (f,) = fidelity_findings(new)
+    assert f.value == 1.2
+    assert "its cost vs the original forward (without markers) ranges -0.4% to +1.2%, within the ±5% budget" in f.text
+    assert "with its timing markers the cost ranges +0.3% to +33.7%" in f.text
+    nulls = _fidelity_points(split_bare_vs_original_pct=[np.nan] * 3)  # column present, never measured
+    assert fidelity_column(nulls) == "split_vs_original_pct"

@@ -54,6 +54,13 @@ def test_default_trace_end_to_end(tmp_path, cli):
         assert point.attributed_kernel_pct > 95
         cmean = comps[comps.point_id == pid].kernel_ms_mean.sum()
         assert cmean == pytest.approx(per_iter.mean(), rel=1e-6)
+    # the split forward is timed with and without its markers, interleaved with the original
+    for col in ("split_bare_ms_median", "split_bare_ms_min", "split_bare_ms_max", "split_bare_vs_original_pct"):
+        assert points[col].notna().all(), col
+    assert (points.split_bare_ms_min <= points.split_bare_ms_median).all()
+    assert (points.split_bare_ms_median <= points.split_bare_ms_max).all()
+    bare = 100 * (points.split_bare_ms_median / points.original_ms_median - 1)
+    assert points.split_bare_vs_original_pct.tolist() == pytest.approx(bare.tolist(), rel=1e-9)
     # wall spans of the components are each positive and no larger than the split forward
     split = points.set_index("point_id").split_ms_median
     ok = comps.dropna(subset=["wall_ms_median"])

@@ -142,7 +142,10 @@ SUMMARY_POINTS = register(Table(
                "`device-bound`."),
         Column("advice", S, "", "What would help a launch-bound point (null otherwise)."),
         Column("tokens_per_s", F64, "tokens/s", "tokens / wall_ms."),
-        Column("split_vs_original_pct", F64, "%", "Cost of the component-split forward vs the original."),
+        Column("split_vs_original_pct", F64, "%", "Cost of the component-split forward with its markers vs the "
+               "original."),
+        Column("split_bare_vs_original_pct", F64, "%", "Cost of the component-split forward without markers vs "
+               "the original: the split's fidelity (null for runs before schema 3)."),
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
         *_point_hardware(),
