@@ -8,7 +8,8 @@
 #     (cuda:0) and by 2 ranks (torchrun, cuda:0 + cuda:1), interleaved 1,2,1,2 after an untimed warm-up
 #     that fills the Triton cache: per-point N/1 ratios (expect ~1) and wall-time ratio (expect ~0.5).
 #  3. Communication of models that run across ranks (--no-shard, NCCL): data-parallel (all_gather of
-#     the logits) and mamba_ssm tensor-parallel Mamba-2 mixers (all-reduce in each out_proj).
+#     the logits) and mamba_ssm tensor-parallel Mamba-2 mixers (all-reduce in each out_proj); then, time
+#     allowing, `mambaprof study --nproc 2` over the two 130m models.
 # Files under $OUT (7): nvidia_smi.csv, env.json, pytest_gpu.txt, log.txt, compare_1.json, compare_2.json,
 # runs_issue7.tar.gz. Every step is timeout-bounded; a failed step is logged and the next one runs.
 
@@ -85,6 +86,15 @@ if [ "$SECONDS" -lt 440 ]; then
   timeout 30 python3 benchmarks/rank_summary.py "$RUNS/tp" >> "$LOG" 2>&1
 else
   step "3b. skipped (time budget)"
+fi
+
+if [ "$SECONDS" -lt 480 ]; then
+  step "3c. mambaprof study --nproc 2 (each model's points sharded over both GPUs)"
+  timeout 90 python3 -m mambaprof study --nproc 2 --models mamba-130m,mamba2-130m --seqlens 1024..8192 --batch 1,8 \
+      --quiet --out "$RUNS/study2" --force >> "$LOG" 2>&1
+  echo "exit $?" | tee -a "$LOG"
+else
+  step "3c. skipped (time budget)"
 fi
 
 step "4. pack the run directories (without TensorBoard traces)"

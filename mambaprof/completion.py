@@ -47,9 +47,11 @@ EXIT_FAILED = 3
 class Coordinator:
     """The completion protocol over the launcher's store (see the module docstring). Values are JSON."""
 
-    def __init__(self, store: dist.Store, info: RankInfo) -> None:
+    def __init__(self, store: dist.Store, info: RankInfo, scope: str = "") -> None:
+        """scope: a name that keeps this protocol's keys apart from another one in the same launch (a
+        study traces one run per model, each with its own protocol)."""
         self.raw_store = store  # what the process group is initialised with
-        self.store = dist.PrefixStore(f"mambaprof/attempt{info.attempt}", store)
+        self.store = dist.PrefixStore(f"mambaprof/attempt{info.attempt}" + (f"/{scope}" if scope else ""), store)
         self.info = info
         self.hostname = socket.gethostname()
 

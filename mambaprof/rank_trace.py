@@ -85,14 +85,16 @@ def _setup(info: RankInfo, coord: Coordinator, config: TraceConfig, out: Path | 
 
 def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConfig, out: Path | None,
                           force: bool = False, shard: bool = True, progress: ProgressFn | None = None,
-                          debug: bool = False, extra_collectors: Sequence[PointCollector] = ()) -> RankOutcome:
+                          debug: bool = False, extra_collectors: Sequence[PointCollector] = (),
+                          scope: str = "") -> RankOutcome:
     """Run this rank's part of a distributed trace and the completion protocol (see mambaprof.completion).
 
     `config.device` must already be this rank's device (see rank_device). Errors before the run
     directory exists raise; after that, whatever happens to the rank is recorded and reported.
+    scope: keeps this run's protocol apart from other runs of the same launch (one per study model).
     """
     wait_s = timeout_s()
-    coord = Coordinator(connect(info, wait_s), info)
+    coord = Coordinator(connect(info, wait_s), info, scope)
     every = [(i, b, s) for i, (b, s) in enumerate(config.points())]
     assignment = {k: [p[0] for p in (shard_points(every, k, info.world_size) if shard else every)]
                   for k in range(info.world_size)}

@@ -186,3 +186,41 @@ def test_existing_out_without_force_stops_every_rank(tmp_path):
     proc = torchrun("trace", "--out", str(out), "--seqlens", "16", *FAST)
     assert proc.returncode != 0
     assert f"error: --out {out} already holds a run" in proc.stderr
+
+
+def test_study_nproc_shards_every_model_across_the_ranks(tmp_path):
+    out = tmp_path / "study"
+    res = run_cli("study", "--nproc", "2", "--models", "mamba2-tiny,mamba-tiny", "--seqlens", "16,32,64", "--batch",
+                  "1", "--repeats", "2", "--warmup", "1", "--profile-repeats", "1", "--out", str(out),
+                  timeout=300, env=LOOPBACK)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"study directory: {out}" in res.stdout
+    manifest = __import__("json").loads((out / "study.json").read_text())
+    assert manifest["config"]["world_size"] == 2 and manifest["finished_at"]
+    assert [(m["model"], m["status"], m["n_ok"], m["n_points"]) for m in manifest["models"]] == [
+        ("mamba-tiny", "complete", 3, 3), ("mamba2-tiny", "complete", 3, 3)]
+    for model in ("mamba-tiny", "mamba2-tiny"):
+        run = out / model
+        points = read_table(run, "points").to_pandas()
+        assert {p.name for p in (run / "points").iterdir()} == {"rank=0", "rank=1"}
+        assert sorted(points.point_id) == [0, 1, 2] and set(points["rank"]) == {0, 1}
+        assert (points.status == "ok").all() and (points.world_size == 2).all()
+        record = read_run_record(run)
+        assert (record["world_size"], record["status"], record["n_points_ok"]) == (2, "complete", 3)
+    assert (out / "report.html").is_file() and (out / "summary" / "mamba2-tiny" / "summary_points.parquet").is_file()
+
+
+def test_study_nproc_refusing_its_out_stops_every_rank_with_an_error_line_each(tmp_path):
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "ch1.tex").write_text("mine")
+    res = run_cli("study", "--nproc", "2", "--models", "mamba-tiny", "--seqlens", "16", "--batch", "1",
+                  "--out", str(other), "--quiet", timeout=120, env=LOOPBACK)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 3, res.stderr  # rank 0's reason, rank 1's (from rank 0), the launcher's summary
+    assert "exists and is not empty" in lines[0] or "exists and is not empty" in lines[1]
+    assert "rank 0 could not prepare the study directory" in res.stderr
+    assert "2 of 2 ranks did not succeed" in lines[-1]
+    assert sorted(p.name for p in other.iterdir()) == ["ch1.tex"]

@@ -13,8 +13,12 @@ from mambaprof.cli.options import DEBUG_OPTION
 from mambaprof.cli.progress import sweep_progress
 from mambaprof.cli.trace import build_config
 from mambaprof.collectors.hardware import HardwareOptions
+from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
-from mambaprof.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, run_study
+from mambaprof.launch import launch_distributed
+from mambaprof.rank_study import run_study_on_rank
+from mambaprof.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, StudyOutcome, run_study
+from mambaprof.sweep import TraceConfig
 
 
 @app.command("study")
@@ -44,6 +48,10 @@ def study_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write <out>/report.html and <out>/summary/ "
                                 "and print the findings when the study ends."),
     force: bool = typer.Option(False, "--force", help="Replace an existing study in --out."),
+    nproc: int = typer.Option(1, "--nproc", help="Ranks on this machine (one GPU each): launches the same study "
+                              "through torch.distributed.run, each model's points sharded across the ranks "
+                              "(hardware collectors off under ranks). Same as `torchrun --nproc-per-node N -m "
+                              "mambaprof study ...`."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or tables."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -51,15 +59,33 @@ def study_command(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise BadArgumentError("--models is empty", f"for example --models {','.join(DEFAULT_MODELS)}")
+    ranks = detect()
+    if nproc != 1:  # inside ranks already, launch_distributed refuses with a clear error
+        argv = ["study", "--out", str(out), "--models", models, "--seqlens", seqlens, "--batch", batch,
+                "--dtype", dtype, "--device", device, "--backend", backend, "--repeats", str(repeats),
+                "--warmup", str(warmup), "--point-seconds", str(point_seconds),
+                "--profile-repeats", str(profile_repeats), "--tb" if tensorboard else "--no-tb",
+                "--report" if report else "--no-report"]
+        argv += ["--force"] * force + ["--quiet"] * quiet + ["--debug"] * debug
+        raise typer.Exit(launch_distributed(argv, nproc))
+    if ranks is not None:
+        device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard,
                           point_seconds)
     big = [n for n in names if not n.endswith("-tiny")]
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",
                                "on the CPU use --models mamba-tiny,mamba2-tiny --seqlens 64..256 --batch 1")
+    if ranks is not None:
+        raise typer.Exit(_study_on_rank(ranks, names, config, out, backend, force, report, quiet, debug))
     with sweep_progress("study", Console(stderr=True), enabled=not quiet) as progress:
         outcome = run_study(names, config, out, backend=backend, force=force, progress=progress, debug=debug,
                             hardware=HardwareOptions(nvml=nvml, energy=energy, memory=memory, io=io))
+    _finish(outcome, out, report, quiet)
+
+
+def _finish(outcome: StudyOutcome, out: Path, report: bool, quiet: bool) -> None:
+    """The models table, the study directory line and the report; exits 3 when no model finished a point."""
     if not quiet:
         table = Table(title=f"study {out}")
         for col in ("model", "status", "points ok", "run directory"):
@@ -74,3 +100,23 @@ def study_command(
         from mambaprof.cli.report import write_study_report
 
         write_study_report(out, out / "report.html", out / "summary", quiet=quiet)
+
+
+def _study_on_rank(info: RankInfo, names: list[str], config: TraceConfig, out: Path, backend: str, force: bool,
+                   report: bool, quiet: bool, debug: bool) -> int:
+    """One rank of a distributed study: rank 0 shows the progress, the models table and writes the report;
+    returns this rank's exit code (non-zero when a model's trace did not complete on every rank)."""
+    lead = info.rank == 0
+    with sweep_progress(f"study · rank 0 of {info.world_size}", Console(stderr=True),
+                        enabled=lead and not quiet) as progress:
+        result = run_study_on_rank(info, names, config, out, backend=backend, force=force, progress=progress,
+                                   debug=debug)
+    try:
+        if lead:
+            try:
+                _finish(result.outcome, out, report, quiet)
+            except typer.Exit as stop:
+                return int(stop.exit_code or 0) or result.exit_code
+    finally:
+        result.release()
+    return result.exit_code
