@@ -21,7 +21,7 @@ from mambaprof.distributed import DistributedError, RankInfo, connect, timeout_s
 from mambaprof.errors import MambaprofError
 from mambaprof.rank_trace import RankOutcome, run_distributed_trace
 from mambaprof.rundir import utcnow
-from mambaprof.study import ModelOutcome, StudyOutcome, check_models, prepare_study_dir
+from mambaprof.study import ModelOutcome, StudyOutcome, check_models, per_model_progress, prepare_study_dir
 from mambaprof.sweep import ProgressFn, TraceConfig
 from mambaprof.tracing import ModelSource
 
@@ -74,15 +74,8 @@ def run_study_on_rank(info: RankInfo, models: list[str], base: TraceConfig, out:
     if lead:
         outcome.write()
     per_model = len(base.points())
-    total = per_model * len(models)
-    report = progress or (lambda done, total_, desc: None)
     code, last = 0, None
-    for index, name in enumerate(models):
-        offset = index * per_model
-
-        def model_progress(done: int, _total: int, desc: str, offset: int = offset, name: str = name) -> None:
-            report(offset + done, total, f"{name} {desc}")
-
+    for name, model_progress in zip(models, per_model_progress(progress, models, per_model), strict=True):
         run_dir = out / name
         try:
             last = run_distributed_trace(info, ModelSource(preset=name, backend=backend), base, run_dir, force=force,

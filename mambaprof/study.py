@@ -65,6 +65,18 @@ class StudyOutcome:
         tmp.replace(self.out / STUDY_FILE)
 
 
+def per_model_progress(progress: Callable[[int, int, str], None] | None, models: list[str],
+                       per_model: int) -> list[Callable[[int, int, str], None]]:
+    """One progress callback per model (done, total, what) that counts points across the whole study."""
+    report = progress or (lambda done, total_, desc: None)
+    total = per_model * len(models)
+
+    def for_model(index: int, name: str) -> Callable[[int, int, str], None]:
+        return lambda done, _total, desc: report(index * per_model + done, total, f"{name} {desc}")
+
+    return [for_model(i, name) for i, name in enumerate(models)]
+
+
 def check_models(names: list[str]) -> list[str]:
     """Validate preset names; order them smallest first (by d_model x layers)."""
     presets = [get_preset(n) for n in names]
@@ -95,17 +107,10 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
     models = check_models(models)
     prepare_study_dir(out, force)
     per_model = len(base.points())
-    total = per_model * len(models)
     outcome = StudyOutcome(out=out, started_at=utcnow().isoformat(),
                            config={"models": models, "config": json.loads(base.as_json()), "backend": backend})
     outcome.write()
-    report = progress or (lambda done, total_, desc: None)
-    for index, name in enumerate(models):
-        offset = index * per_model
-
-        def model_progress(done: int, _total: int, desc: str, offset: int = offset, name: str = name) -> None:
-            report(offset + done, total, f"{name} {desc}")
-
+    for name, model_progress in zip(models, per_model_progress(progress, models, per_model), strict=True):
         run_dir = out / name
         try:
             writer = RunWriter(run_dir, force=force)
@@ -133,7 +138,7 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             outcome.write()
-        report(offset + per_model, total, f"{name} done")
+        model_progress(per_model, per_model, "done")
     outcome.finished_at = utcnow().isoformat()
     outcome.write()
     return outcome
