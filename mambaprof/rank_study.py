@@ -9,24 +9,25 @@ Hardware collectors (NVML, energy, memory, I/O) stay off under ranks, as in a di
 
 from __future__ import annotations
 
-import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from mambaprof.completion import Coordinator, finished_points
+from mambaprof.completion import EXIT_FAILED, Coordinator, finished_points
 from mambaprof.distributed import DistributedError, RankInfo, connect, timeout_s
 from mambaprof.errors import MambaprofError
 from mambaprof.rank_trace import RankOutcome, run_distributed_trace
 from mambaprof.rundir import utcnow
-from mambaprof.study import ModelOutcome, StudyOutcome, check_models, per_model_progress, prepare_study_dir
+from mambaprof.study import (
+    ModelOutcome,
+    StudyOutcome,
+    check_models,
+    free_model_memory,
+    per_model_progress,
+    prepare_study_dir,
+)
 from mambaprof.sweep import ProgressFn, TraceConfig
 from mambaprof.tracing import ModelSource
-
-#: exit code of a rank whose model could not even start its distributed trace
-EXIT_FAILED = 3
 
 
 @dataclass
@@ -97,9 +98,7 @@ def run_study_on_rank(info: RankInfo, models: list[str], base: TraceConfig, out:
         outcome.models.append(ModelOutcome(name, str(run_dir), last.run_status, last.run_reason, per_model, n_ok))
         if lead:
             outcome.write()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_model_memory()
         if last.report.interrupted_by is not None:
             break
     outcome.finished_at = utcnow().isoformat()

@@ -20,7 +20,7 @@ from mambaprof.collectors.hardware import HardwareCollectors, HardwareOptions, b
 from mambaprof.errors import MambaprofError, RunDirectoryError
 from mambaprof.presets import PRESETS, get_preset
 from mambaprof.rundir import MARKER, STUDY_FILE, RunWriter, utcnow
-from mambaprof.sweep import TraceConfig
+from mambaprof.sweep import ProgressFn, TraceConfig
 from mambaprof.tracing import ModelSource, trace
 
 #: Models of the default study: the 130m and 1.4b-class of each family (the paper's two families).
@@ -65,16 +65,22 @@ class StudyOutcome:
         tmp.replace(self.out / STUDY_FILE)
 
 
-def per_model_progress(progress: Callable[[int, int, str], None] | None, models: list[str],
-                       per_model: int) -> list[Callable[[int, int, str], None]]:
+def per_model_progress(progress: ProgressFn | None, models: list[str], per_model: int) -> list[ProgressFn]:
     """One progress callback per model (done, total, what) that counts points across the whole study."""
     report = progress or (lambda done, total_, desc: None)
     total = per_model * len(models)
 
-    def for_model(index: int, name: str) -> Callable[[int, int, str], None]:
+    def for_model(index: int, name: str) -> ProgressFn:
         return lambda done, _total, desc: report(index * per_model + done, total, f"{name} {desc}")
 
     return [for_model(i, name) for i, name in enumerate(models)]
+
+
+def free_model_memory() -> None:
+    """Let the finished model's tensors go before the next model of the study is built."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def check_models(names: list[str]) -> list[str]:
@@ -134,9 +140,7 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
             outcome.models.append(ModelOutcome(name, str(run_dir) if run_dir.exists() else None, "failed",
                                                exc.one_line()))
         finally:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_model_memory()
             outcome.write()
         model_progress(per_model, per_model, "done")
     outcome.finished_at = utcnow().isoformat()

@@ -206,16 +206,18 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     """The split forward's output check and its cost against the original forward (the split alone where
     the run timed it without markers; the markers' own cost stated beside it)."""
     ok = points[points.status == "ok"]
-    if ok.empty or MARKED_FIDELITY not in ok or ok[fidelity_column(ok)].isna().all():
+    if ok.empty or MARKED_FIDELITY not in ok:
         return []
     col = fidelity_column(ok)
     values = ok[col]
+    if values.isna().all():
+        return []
     failed = int((ok.output_check == "fail").sum())
     over = ok[values.abs() > FIDELITY_BUDGET_PCT]
     check = ("The split forward's output matched the original at every point" if failed == 0 else
              f"The split forward's output differed from the original at {failed} point(s)")
-    cost = "its cost vs the original forward" + (" (without markers) " if col == BARE_FIDELITY else " ") + \
-        _span(values)
+    where = " (without markers)" if col == BARE_FIDELITY else ""
+    cost = f"its cost vs the original forward{where} {_span(values)}"
     budget = (f", outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
               f"({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in over.itertuples())})"
               if len(over) else f", within the ±{FIDELITY_BUDGET_PCT:.0f}% budget")

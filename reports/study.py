@@ -8,11 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mambaprof.errors import RunDirectoryError
-from mambaprof.reports.findings import FIDELITY_BUDGET_PCT, fidelity_column
+from mambaprof.reports.findings import BARE_FIDELITY, FIDELITY_BUDGET_PCT, MARKED_FIDELITY, fidelity_column
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.rundir import STUDY_FILE
 
@@ -87,14 +86,14 @@ class StudyAnalysis:
         for name, analysis in self.runs.items():
             pts = analysis.data.points
             cols = [c for c in ("batch", "seqlen", "status", "original_ms_median", "split_ms_median",
-                                "split_vs_original_pct", "split_bare_vs_original_pct", "forward_kernel_ms",
+                                MARKED_FIDELITY, BARE_FIDELITY, "forward_kernel_ms",
                                 "attributed_kernel_pct", "output_check") if c in pts.columns]
             frame = pts[cols].copy()
             frame.insert(0, "model", name)
             frames.append(frame)
         out = pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
-        if "split_bare_vs_original_pct" not in out:
-            out["split_bare_vs_original_pct"] = np.nan
+        if BARE_FIDELITY not in out:  # runs before schema 3 did not time the split without markers
+            out[BARE_FIDELITY] = float("nan")
         return out
 
     def sentences(self) -> list[str]:
@@ -105,13 +104,12 @@ class StudyAnalysis:
         for name, analysis in self.runs.items():
             out += [f"{name}: {s}" for s in analysis.sentences()]
         ok = self.fidelity[self.fidelity.status == "ok"]
-        if not ok.empty and "split_vs_original_pct" in ok:
+        if not ok.empty and MARKED_FIDELITY in ok:
             col = fidelity_column(ok)
             ok = ok[ok[col].notna()]
             worst = ok.loc[ok[col].abs().idxmax()]
             within = int((ok[col].abs() <= FIDELITY_BUDGET_PCT).sum())
-            what = "the component-split forward (without its markers)" if col != "split_vs_original_pct" else \
-                "the component-split forward (with its markers)"
+            what = f"the component-split forward ({'without' if col == BARE_FIDELITY else 'with'} its markers)"
             out.append(f"Fidelity: {what} stayed within {FIDELITY_BUDGET_PCT:.0f}% of the original at {within} of "
                        f"{len(ok)} points; the largest difference was {worst[col]:+.1f}% "
                        f"({worst.model}, batch {int(worst.batch)}, {int(worst.seqlen)} tokens).")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mambaprof.distributed import RankInfo
 from mambaprof.sweep import ProgressFn
 
 
@@ -27,3 +28,9 @@ def sweep_progress(title: str, console: Console | None = None, enabled: bool = T
 
     with progress:
         yield update
+
+
+def rank_progress(command: str, info: RankInfo, quiet: bool) -> AbstractContextManager[ProgressFn]:
+    """The progress bar of one rank of a distributed command: rank 0 shows it for the whole launch."""
+    return sweep_progress(f"{command} · rank 0 of {info.world_size}", Console(stderr=True),
+                          enabled=info.rank == 0 and not quiet)

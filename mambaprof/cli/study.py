@@ -10,7 +10,7 @@ from rich.table import Table
 
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION
-from mambaprof.cli.progress import sweep_progress
+from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.cli.trace import build_config
 from mambaprof.collectors.hardware import HardwareOptions
 from mambaprof.distributed import RankInfo, detect, rank_device
@@ -107,8 +107,7 @@ def _study_on_rank(info: RankInfo, names: list[str], config: TraceConfig, out: P
     """One rank of a distributed study: rank 0 shows the progress, the models table and writes the report;
     returns this rank's exit code (non-zero when a model's trace did not complete on every rank)."""
     lead = info.rank == 0
-    with sweep_progress(f"study · rank 0 of {info.world_size}", Console(stderr=True),
-                        enabled=lead and not quiet) as progress:
+    with rank_progress("study", info, quiet) as progress:
         result = run_study_on_rank(info, names, config, out, backend=backend, force=force, progress=progress,
                                    debug=debug)
     try:

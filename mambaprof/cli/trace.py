@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
-from mambaprof.cli.progress import sweep_progress
+from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
@@ -89,8 +89,7 @@ def trace_on_rank(info: RankInfo, source: ModelSource, config: TraceConfig, out:
     """One rank of `torchrun ... -m mambaprof trace`: rank 0 shows the progress, the summary and every rank
     that is not complete (one `error:` line each); returns this rank's exit code."""
     lead = info.rank == 0
-    with sweep_progress(f"trace · rank 0 of {info.world_size}", Console(stderr=True),
-                        enabled=lead and not quiet) as progress:
+    with rank_progress("trace", info, quiet) as progress:
         outcome = run_distributed_trace(info, source, config, out, force=force, shard=shard, progress=progress,
                                         debug=debug)
     try:
