@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from mambaprof.errors import RunDirectoryError
-from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table
+from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table, newer_version
 
 RUN_TABLE = "runs"
 TB_DIR = "tb"
@@ -185,10 +185,10 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
         dataset = ds.dataset(folder, format="parquet", partitioning="hive",
                              ignore_prefixes=[".", "_"], exclude_invalid_files=False)
         for fragment in dataset.get_fragments():
-            version = (fragment.physical_schema.metadata or {}).get(b"mambaprof.schema_version")
-            if version is not None and int(version) > SCHEMA_VERSION:
+            version = newer_version(fragment.physical_schema.metadata)
+            if version is not None:
                 raise RunDirectoryError(
-                    f"{fragment.path} was written with schema version {int(version)}, newer than this "
+                    f"{fragment.path} was written with schema version {version}, newer than this "
                     f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
         result = dataset.to_table(columns=columns)
     except RunDirectoryError:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from mambaprof.errors import MambaprofError, RunDirectoryError
 from mambaprof.rundir import RUN_TABLE, read_run_record, read_table, run_state
-from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table
+from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table, newer_version
 from mambaprof.taxonomy import BY_NAME
 
 #: Tables a report needs, and the columns of each it reads.
@@ -167,14 +167,14 @@ def _check_other_files(result: Validation, run_dir: Path) -> None:
                 continue
             where = str(part)
             try:
-                meta = pq.ParquetFile(part).schema_arrow.metadata or {}
+                meta = pq.ParquetFile(part).schema_arrow.metadata
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
                 result.add("warning", where, f"is truncated or corrupted ({type(exc).__name__}); the `{table}` "
                            "table cannot be read whole", "copy the run again, or delete this part to read the rest")
                 continue
-            version = meta.get(b"mambaprof.schema_version")
-            if version is not None and int(version) > SCHEMA_VERSION:
-                result.add("error", where, f"written with schema version {int(version)}, newer than this "
+            version = newer_version(meta)
+            if version is not None:
+                result.add("error", where, f"written with schema version {version}, newer than this "
                            f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
 
 

@@ -12,6 +12,6 @@ from mambaprof.schema import distributed as _distributed  # noqa: F401  (registe
 from mambaprof.schema import hardware as _hardware  # noqa: F401  (nvml_samples, energy, memory, io, hw_counters, ...)
 from mambaprof.schema import pruning as _pruning  # noqa: F401  (registers pruning)
 from mambaprof.schema import summary as _summary  # noqa: F401  (registers the report's summary_* tables)
-from mambaprof.schema.base import SCHEMA_VERSION, TABLES, Column, Table, get_table, render_markdown
+from mambaprof.schema.base import SCHEMA_VERSION, TABLES, Column, Table, get_table, newer_version, render_markdown
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "Column", "Table", "get_table", "render_markdown"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "Column", "Table", "get_table", "newer_version", "render_markdown"]

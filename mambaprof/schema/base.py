@@ -27,6 +27,13 @@ _TYPE_NAMES = {
 }
 
 
+def newer_version(metadata: Mapping[bytes, bytes] | None) -> int | None:
+    """The schema version a Parquet file's metadata says it was written with, when that is newer than
+    this mambaprof's SCHEMA_VERSION (it cannot be read safely); None otherwise or when untagged."""
+    version = (metadata or {}).get(b"mambaprof.schema_version")
+    return int(version) if version is not None and int(version) > SCHEMA_VERSION else None
+
+
 @dataclass(frozen=True)
 class Column:
     """One column: name (units in the name), Arrow type, unit in words, and what it means."""
