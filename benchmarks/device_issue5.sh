@@ -63,12 +63,22 @@ timeout 120 $PRUNE --hf "$W/lm/mamba1" --ratios 0,0.25,0.375,0.5 --score delta -
 pack
 fi
 
+# 4. GPU tests (4 pytest workers: most of their time is Triton compiling the SSD kernels for each state size, CPU
+#    work that runs in parallel; 100 s on an H200, 2026-12-02). Run beside the Mamba-2 training they starved it
+#    (one step in 120 s), so the training waits for them
+TESTS_PID=
 if want tests && ! late $((END - 250)) "GPU tests"; then
-  step "4. GPU tests"
-  timeout 240 python3 -m pytest -v -p no:cacheprovider tests/gpu/test_gpu_pruning.py > "$OUT/pytest_gpu.txt" 2>&1
-  tail -3 "$OUT/pytest_gpu.txt" | tee -a "$LOG"
+  step "4. GPU tests (background)"
+  WORKERS=${I5_TEST_WORKERS:-4}; XDIST=; [ "$WORKERS" -gt 0 ] && XDIST="-n $WORKERS"  # pytest-xdist is on the device
+  ( timeout ${I5_TESTS_LIMIT:-270} python3 -m pytest -v -p no:cacheprovider $XDIST --durations=0 \
+      tests/gpu/test_gpu_pruning.py > "$OUT/pytest_gpu.txt" 2>&1; echo "pytest exit $?" >> "$OUT/pytest_gpu.txt" ) &
+  TESTS_PID=$!
 fi
+wait_tests() {
+  if [ -n "$TESTS_PID" ]; then wait "$TESTS_PID"; TESTS_PID=; step "GPU tests ended"; tail -4 "$OUT/pytest_gpu.txt" | tee -a "$LOG"; fi
+}
 
+wait_tests
 if want m2 && ! late $((END - 100)) "Mamba-2"; then
   step "5a. train Mamba-2 (${M2_SECONDS}s budget)"
   timeout $((M2_SECONDS + 120)) python3 examples/train_small_lm.py --backend "$BACKEND" --family mamba2 \
@@ -86,6 +96,7 @@ if want m2 && ! late $((END - 100)) "Mamba-2"; then
     step "skipped: Mamba-2 prune (${left}s left)"
   fi
 fi
+wait_tests
 pack
 
 if want sweep && ! late $((END - 45)) "state sweep"; then

@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# Device run for the study issue (one call, at most ~9.6 min on one H100/H200). Usage (repo root): bash benchmarks/device_issue6.sh
+# Device run for the study issue (one call, at most ~9.8 min on one H100/H200; the study took 332 s on an H200 before the split
+# without markers was timed as well, ~35 s more). Usage (repo root): bash benchmarks/device_issue6.sh
+# CPU dry run: SETUP=0 OUT=/tmp/o6 STUDY_DIR=/tmp/s6 STUDY_ARGS='--models mamba-tiny,mamba2-tiny --seqlens 64,128
+#   --batch 1 --backend hf' OVERHEAD_PRESET=mamba-tiny BACKEND=hf DTYPE=fp32 OVERHEAD_BATCH=1 OVERHEAD_SEQLEN=64
+#   OVERHEAD_ROUNDS=2 bash benchmarks/device_issue6.sh
 # Under $OUT:
 #   log.txt              date, GPU, every step's command, exit status and elapsed seconds
 #   study.txt            `mambaprof study` (default: mamba-130m, mamba2-130m, mamba-1.4b, mamba2-1.3b; bf16;
 #                        seqlens 64..16384; batch 1,8) with its wall time, and the study report's text
 #   study.tar.gz         the study directory (run directories without tb/, report.html, summary/)
-#   pytest_gpu.txt       GPU tests of the reports (calibration of this GPU against its datasheet included)
-source benchmarks/device_setup.sh
+#   tool_overhead.json   plain vs NVML vs split vs CUDA events + NVML vs torch.profiler (benchmarks/tool_overhead.py)
+if [ "${SETUP:-1}" = 1 ]; then
+  source benchmarks/device_setup.sh
+else
+  set -u; export PYTHONUNBUFFERED=1
+  source benchmarks/device_step.sh
+fi
 LOG="$OUT/log.txt"
-BUDGET=${BUDGET:-570}
-STUDY=/tmp/study
+BUDGET=${BUDGET:-585}
+STUDY=${STUDY_DIR:-/tmp/study}
 { date -u +%Y-%m-%dT%H:%M:%SZ; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv; } >>"$LOG" 2>&1
 python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
 
-# 1. the study with its defaults, timed as a user runs it (the report is written at the end)
+# 1. the tool's overhead on a forward (issue 6's budget: CUDA events + NVML <= 2% at batch 8 x 4096, d_model 2048),
+#    ratios from one run paired per round, the split alone included, then the plain and split forwards compared
+#    kernel by kernel (at 4096 tokens a forward takes ~0.26 s and a profiler session 3-3.7 s: ~7 s per round;
+#    it runs first: the study takes what is left)
+step ${OVERHEAD_LIMIT:-130} "$LOG" python3 benchmarks/tool_overhead.py --preset ${OVERHEAD_PRESET:-mamba-1.4b} --backend ${BACKEND:-mamba_ssm} \
+  --dtype ${DTYPE:-bf16} --batch ${OVERHEAD_BATCH:-8} --seqlen ${OVERHEAD_SEQLEN:-4096} --rounds ${OVERHEAD_ROUNDS:-10} --per-round 2 --warmup 2 --kernels --out "$OUT/tool_overhead.json"
+
+# 2. the study with its defaults, timed as a user runs it (the report is written at the end)
 t0=$SECONDS
-step 545 "$OUT/study.txt" python3 -m mambaprof study --out "$STUDY" --force
+step ${STUDY_LIMIT:-440} "$OUT/study.txt" python3 -m mambaprof study --out "$STUDY" --force ${STUDY_ARGS:-}
 echo "study wall time: $((SECONDS - t0)) s" | tee -a "$LOG" "$OUT/study.txt"
 (cd "$STUDY" && tar --exclude='*/tb' -czf "$OUT/study.tar.gz" .) >>"$LOG" 2>&1
 
-# 2. with what is left: GPU tests of the reports (calibration of this GPU against its datasheet, reports of GPU
-#    traces under the roof); the tool-overhead benchmark runs in device_hw_reports.sh
-step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_reports.py -v -p no:cacheprovider -rs
 ls -la "$OUT" | tee -a "$LOG"

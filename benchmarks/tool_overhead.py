@@ -1,15 +1,17 @@
 """What tracing costs a forward: plain vs NVML sampler vs CUDA events + NVML vs torch.profiler (device benchmark).
 
 One process, one model, the same (random-token) inputs. Each round runs a block of forwards in every
-mode, the order of the modes rotating from round to round:
+mode, the modes in a shuffled order (seeded; a rotation would give each mode the same predecessor, and on a
+GPU near its power limit what ran just before sets the clocks); every block starts with the same pause and
+one untimed forward of its mode:
 
 - `plain`        the original forward, nothing of mambaprof running (the reference);
 - `nvml`         the original forward with the NVML sampler thread running at the trace's interval;
 - `split`        the component-split forward with no listener at all (what the split itself costs,
                  apart from any timer);
 - `events_nvml`  the component-split forward with a CUDA event at every component boundary (what
-                 `mambaprof trace`'s timed passes run) and the sampler running; the host time includes
-                 reading the events back;
+                 `mambaprof trace`'s timed passes run) and the sampler running; the events are read
+                 back after the timer stops, as the trace does;
 - `profiler`     the component-split forward with record_function ranges inside an active
                  torch.profiler session (CPU + CUDA activities); the session's start and its trace
                  processing are not in the per-forward time (reported separately as a mode of its own).
@@ -17,7 +19,8 @@ mode, the order of the modes rotating from round to round:
 Every forward is timed with CUDA events around it (GPU ms) and on the host including the final
 synchronisation (host ms, what a user waits). Overheads are ratios to `plain` taken within each round
 (paired), then the median over rounds; the medians of all forwards per mode are given too, with every
-raw time. Budget checked: events_nvml <= 2% (paired median, GPU ms).
+raw time. Budget checked: events_nvml <= 2% (paired median, GPU ms). In every split mode the hooks are
+installed before the timer starts and removed after it stops (`mambaprof trace` does the same).
 
 With `--kernels`, one more pass profiles 3 forwards of `plain` and of `split` under torch.profiler
 (CUPTI) and compares them kernel by kernel: kernels per forward, summed kernel time, the span from
@@ -33,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -66,6 +71,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--interval-ms", type=float, default=10.0)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--seed", type=int, default=0, help="seed of the per-round order of the modes")
     ap.add_argument("--kernels", action="store_true", help="also compare plain and split kernel by kernel")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -88,39 +94,55 @@ def main() -> None:
         with torch.inference_mode():
             return call()
 
+    # what each mode's block of forwards runs inside: the hooks go in before the timed forwards and come
+    # out after them (as `mambaprof trace` installs them around its timed forward, not inside it)
+    listeners: dict[str, list[Any]] = {"split": [], "events_nvml": [windows], "profiler": [RangeListener()]}
+
+    @contextmanager
+    def installed(mode: str) -> Iterator[None]:
+        if mode not in listeners:
+            yield
+            return
+        with inst.installed(Probe(listeners[mode])):
+            yield
+
+    def after(mode: str) -> None:
+        """Outside the timed forward: read the events back (the trace does it after its timer stops)."""
+        if mode == "events_nvml":
+            windows.spans()
+            windows.reset()
+
     def split_bare() -> Any:
-        with torch.inference_mode(), inst.installed(Probe([])):
-            return call()
+        with installed("split"):
+            return original()
 
-    def split_with_events() -> Any:
-        windows.reset()
-        with torch.inference_mode(), inst.installed(Probe([windows])):
-            out = call()
-        windows.spans()  # reading the events back is part of the cost
-        return out
-
-    def split_with_ranges() -> Any:
-        with torch.inference_mode(), inst.installed(Probe([RangeListener()])):
-            return call()
-
-    forward: dict[str, Callable[[], Any]] = {"plain": original, "nvml": original, "split": split_bare,
-                                              "events_nvml": split_with_events, "profiler": split_with_ranges}
     for _ in range(a.warmup):
         for mode in modes:
-            timer.time(forward[mode])
+            with installed(mode):
+                timer.time(original)
+            after(mode)
 
     raw: dict[str, dict[str, list[float]]] = {m: {"gpu_ms": [], "host_ms": []} for m in modes}
     paired: dict[str, list[float]] = {m: [] for m in modes if m != "plain"}
     samples = 0
     profiler_session_s: list[float] = []
+    shuffle = random.Random(a.seed)
+    orders: list[list[str]] = []
     for r in range(a.rounds):
-        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        order = list(modes)
+        shuffle.shuffle(order)  # a fixed rotation would give each mode the same predecessor every round
+        orders.append(order)
         block: dict[str, float] = {}
         for mode in order:
             prof = None
             if mode in ("nvml", "events_nvml"):
                 sampler.start()
-                time.sleep(3 * sampler.interval_ms / 1e3)  # let it settle into its schedule
+            # every block starts alike: the same pause (the sampler settles into its schedule), then one untimed
+            # forward of the block's mode, so the GPU's clocks and power state do not depend on what ran before
+            time.sleep(3 * sampler.interval_ms / 1e3)
+            with installed(mode):
+                timer.time(original)
+            after(mode)
             if mode == "profiler":
                 acts = [torch.profiler.ProfilerActivity.CPU]
                 if dev.type == "cuda":
@@ -130,8 +152,10 @@ def main() -> None:
                 prof.__enter__()
             times = []
             for _ in range(a.per_round):
-                g, h, out = timer.time(forward[mode])
+                with installed(mode):
+                    g, h, out = timer.time(original)
                 del out
+                after(mode)
                 times.append(g)
                 raw[mode]["gpu_ms"].append(g)
                 raw[mode]["host_ms"].append(h)
@@ -170,7 +194,7 @@ def main() -> None:
         "config": vars(a), "device": str(dev), "device_name": collect_env(str(dev)).device_name,
         "torch": torch.__version__, "n_mixers": len(structure.mixers),
         "sampler_state": sampler.state, "sampler_reason": sampler.reason, "samples_taken": samples,
-        "median": med, "overhead": overhead,
+        "median": med, "overhead": overhead, "orders": orders,
         "profiler_session_s": profiler_session_s, "kernels": kernels, "raw": raw,
     }
     gpu.close()

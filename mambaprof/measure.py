@@ -8,7 +8,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,11 +60,24 @@ class PointContext:
         with torch.inference_mode():
             return self.call()
 
+    @contextmanager
+    def instrumented(self, listeners: Sequence[Listener]) -> Iterator[Callable[[], Any]]:
+        """The model with its windows installed (split or as-is per the run's mode), delivered to
+        `listeners`; yields a function running one forward (inference mode). Installing the hooks is
+        not part of any forward a caller times with it."""
+        probe = Probe(listeners)
+
+        def forward() -> Any:
+            with torch.inference_mode():
+                return self.call()
+
+        with self.instrumenter.installed(probe):
+            yield forward
+
     def run_instrumented(self, listeners: Sequence[Listener]) -> Any:
         """One forward with windows delivered to `listeners` (split or as-is per the run's mode)."""
-        probe = Probe(listeners)
-        with torch.inference_mode(), self.instrumenter.installed(probe):
-            return self.call()
+        with self.instrumented(listeners) as forward:
+            return forward()
 
 
 class PointCollector(Protocol):
@@ -204,24 +218,38 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     bare_ms: list[float] = []
     split_ms: list[float] = []
     walls: list[dict[tuple[int, str], float]] = []
-    t0 = time.perf_counter()
-    for i in range(spec.repeats):
-        if cap is not None and i >= MIN_TIMED_REPEATS and time.perf_counter() - t0 > cap:
-            break
+
+    def time_original() -> None:
         dev_ms, h_ms, out = timer.time(ctx.run_original)
         del out
         orig_ms.append(dev_ms)
         host_ms.append(h_ms)
-        # the split forward with no listener: what splitting itself costs (fidelity), apart from the markers
-        dev_ms, _, out = timer.time(lambda: ctx.run_instrumented([]))
+
+    def time_bare() -> None:
+        # the split forward with no listener: what splitting itself costs (fidelity), apart from the markers;
+        # the hooks go in and out around the timed forward, as they would once around many forwards
+        with ctx.instrumented([]) as forward:
+            dev_ms, _, out = timer.time(forward)
         del out
         bare_ms.append(dev_ms)
+
+    def time_marked() -> None:
         windows.reset()
-        dev_ms, _, out = timer.time(lambda: ctx.run_instrumented([windows]))
+        with ctx.instrumented([windows]) as forward:
+            dev_ms, _, out = timer.time(forward)
         del out
         split_ms.append(dev_ms)
         if split:
             walls.append(component_walls(windows.spans(), structure))
+
+    # the three forwards of a repeat take turns going first, so none always follows the same one
+    passes = (time_original, time_bare, time_marked)
+    t0 = time.perf_counter()
+    for i in range(spec.repeats):
+        if cap is not None and i >= MIN_TIMED_REPEATS and time.perf_counter() - t0 > cap:
+            break
+        for k in range(len(passes)):
+            passes[(i + k) % len(passes)]()
 
     kernel_rows: list[profiler.KernelEvent] = []
     kstats: dict[tuple[int, str], profiler.KernelStats] = {}

@@ -196,6 +196,37 @@ def fidelity_column(points: pd.DataFrame) -> str:
     return MARKED_FIDELITY
 
 
+def reference_spread_pct(points: pd.DataFrame) -> pd.Series:
+    """Per point of a `points` table, how much the original forward itself varied: (slowest - fastest timed
+    repeat) / median, in %. A split-vs-original difference inside it cannot be told from the reference's noise."""
+    if not {"original_ms_min", "original_ms_max", "original_ms_median"} <= set(points.columns):
+        return pd.Series(float("nan"), index=points.index, dtype="float64")
+    median = points.original_ms_median.astype(float)
+    return 100.0 * (points.original_ms_max - points.original_ms_min).astype(float) / median.where(median > 0)
+
+
+def _spread(points: pd.DataFrame) -> pd.Series:
+    """The reference spread of summary rows (`original_spread_pct`) or of raw `points` rows."""
+    if "original_spread_pct" in points.columns:
+        return points.original_spread_pct.astype(float)
+    return reference_spread_pct(points)
+
+
+def noise_clause(over: pd.DataFrame, col: str) -> str:
+    """`; at those points ...` saying whether the differences lie inside the original forward's own spread."""
+    spread = _spread(over)
+    if over.empty or spread.isna().all():
+        return ""
+    inside = int((over[col].abs() <= spread).sum())
+    regime = ""
+    if "regime" in over:
+        regime = f", {int((over.regime == 'launch-bound').sum())} of them launch-bound"
+    elif "forward_kernel_ms" in over and over.forward_kernel_ms.notna().all():
+        regime = f", {int((over.original_ms_median >= 2 * over.forward_kernel_ms).sum())} of them launch-bound"
+    return (f" ({inside} of {len(over)} inside the original forward's own spread between its fastest and slowest "
+            f"repeat, {spread.min():.0f}-{spread.max():.0f}% there{regime})")
+
+
 def _span(values: pd.Series) -> str:
     """`is +1.0%` or `ranges +0.2% to +3.4%`."""
     lo, hi = f"{values.min():+.1f}%", f"{values.max():+.1f}%"
@@ -220,6 +251,7 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     cost = f"its cost vs the original forward{where} {_span(values)}"
     budget = (f", outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
               f"({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in over.itertuples())})"
+              f"{noise_clause(over, col)}"
               if len(over) else f", within the ±{FIDELITY_BUDGET_PCT:.0f}% budget")
     markers = ""
     if col == BARE_FIDELITY and ok[MARKED_FIDELITY].notna().any():

@@ -11,7 +11,13 @@ from typing import Any
 import pandas as pd
 
 from mambaprof.errors import RunDirectoryError
-from mambaprof.reports.findings import BARE_FIDELITY, FIDELITY_BUDGET_PCT, MARKED_FIDELITY, fidelity_column
+from mambaprof.reports.findings import (
+    BARE_FIDELITY,
+    FIDELITY_BUDGET_PCT,
+    MARKED_FIDELITY,
+    fidelity_column,
+    noise_clause,
+)
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.rundir import STUDY_FILE
 
@@ -85,7 +91,8 @@ class StudyAnalysis:
         frames = []
         for name, analysis in self.runs.items():
             pts = analysis.data.points
-            cols = [c for c in ("batch", "seqlen", "status", "original_ms_median", "split_ms_median",
+            cols = [c for c in ("batch", "seqlen", "status", "original_ms_median", "original_ms_min",
+                                "original_ms_max", "split_ms_median",
                                 MARKED_FIDELITY, BARE_FIDELITY, "forward_kernel_ms",
                                 "attributed_kernel_pct", "output_check") if c in pts.columns]
             frame = pts[cols].copy()
@@ -110,7 +117,8 @@ class StudyAnalysis:
             worst = ok.loc[ok[col].abs().idxmax()]
             within = int((ok[col].abs() <= FIDELITY_BUDGET_PCT).sum())
             what = f"the component-split forward ({'without' if col == BARE_FIDELITY else 'with'} its markers)"
+            over = ok[ok[col].abs() > FIDELITY_BUDGET_PCT]
             out.append(f"Fidelity: {what} stayed within {FIDELITY_BUDGET_PCT:.0f}% of the original at {within} of "
-                       f"{len(ok)} points; the largest difference was {worst[col]:+.1f}% "
+                       f"{len(ok)} points{noise_clause(over, col)}; the largest difference was {worst[col]:+.1f}% "
                        f"({worst.model}, batch {int(worst.batch)}, {int(worst.seqlen)} tokens).")
         return out

@@ -76,3 +76,42 @@ def test_adaptive_keep_follows_score_mass():
 def test_top_states_ties_and_order():
     score = torch.tensor([[0.5, 0.9, 0.5, 0.1], [1.0, 0.0, 2.0, 3.0]], dtype=torch.float64)
     assert top_states(score, 2).tolist() == [[0, 1], [2, 3]]  # ties -> lower index, result ascending
+
+
+def test_layer_multiples_keep_mamba2_conv_channels_a_multiple_of_8():
+    """An adaptive plan over a Mamba-1 and two Mamba-2 layers (1 and 2 groups): the H200 showed a Mamba-2
+    layer left with N' = 5 (d_inner + 2 * 5 channels) failing inside mamba_ssm's fused conv."""
+    from mambaprof.adapters import adapter_for
+    from mambaprof.pruning.mixers import MixerView
+
+    def hf_mamba2(groups: int) -> torch.nn.Module:
+        from transformers import Mamba2Config
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+        cfg = Mamba2Config(hidden_size=32, state_size=16, num_heads=4, head_dim=16, n_groups=groups,
+                           expand=2, num_hidden_layers=1, vocab_size=64, chunk_size=16)
+        return Mamba2Mixer(cfg, layer_idx=0)
+
+    def hf_mamba1() -> torch.nn.Module:
+        from transformers import MambaConfig
+        from transformers.models.mamba.modeling_mamba import MambaMixer
+
+        return MambaMixer(MambaConfig(hidden_size=32, state_size=16, num_hidden_layers=1, vocab_size=64), 0)
+
+    mods = [hf_mamba1(), hf_mamba2(1), hf_mamba2(2)]
+    views = [MixerView(i, m, adapter_for(m)) for i, m in enumerate(mods)]
+    assert [v.kernel_state_multiple for v in views] == [1, 4, 2]
+    gen = torch.Generator().manual_seed(0)
+    scores = [torch.rand(v.groups, v.d_state, generator=gen, dtype=torch.float64) ** p
+              for v, p in zip(views, (0.1, 9.0, 9.0), strict=True)]
+    free = make_plan(scores, 0.6, "adaptive", "delta")
+    bound = make_plan(scores, 0.6, "adaptive", "delta", layer_multiples=[v.kernel_state_multiple for v in views])
+    assert free.state_sizes[1] % 4 != 0  # without the constraint this plan would break the fused conv
+    for n, v in zip(bound.state_sizes, views, strict=True):
+        assert n % v.kernel_state_multiple == 0
+        d_inner = v.dims.d_inner
+        assert v.family == "mamba1" or (d_inner + 2 * v.groups * n) % 8 == 0
+    assert [b >= f for b, f in zip(bound.state_sizes, free.state_sizes, strict=True)] == [True] * 3
+    assert make_plan(scores, 0.5, "uniform", "delta", 1, [1, 4, 2]).state_sizes == [8, 8, 8]
+    with pytest.raises(ValueError, match="2 layer multiples for 3 layers"):
+        make_plan(scores, 0.5, "uniform", "delta", 1, [1, 4])

@@ -30,7 +30,8 @@ def study_command(
     dtype: str = typer.Option("auto", "--dtype", help="bf16 (GPU default), fp16 or fp32."),
     device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu (tiny models only)."),
     backend: str = typer.Option("auto", "--backend", help="auto (mamba_ssm where it imports), hf or mamba_ssm."),
-    repeats: int = typer.Option(5, "--repeats", help="Timed forwards per point."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed forwards per point, of each of the original, the "
+                                "split and the split with markers (the --point-seconds cap stops earlier)."),
     warmup: int = typer.Option(2, "--warmup", help="Warm-up forwards per point."),
     point_seconds: float = typer.Option(3.0, "--point-seconds", help="Stop timing a point once its timed forwards "
                                         "took this many seconds (at least 3 repeats); 0: always every repeat. "

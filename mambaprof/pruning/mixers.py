@@ -14,6 +14,7 @@ The attribute holding N is `ssm_state_size` (transformers) or `d_state` (mamba_s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,14 @@ class MixerView:
     def groups(self) -> int:
         """Groups sharing one B and C (1 for Mamba-1)."""
         return self.dims.ngroups if self.family == "mamba2" else 1
+
+    @property
+    def kernel_state_multiple(self) -> int:
+        """Smallest step of N' the fused kernels accept: Mamba-2's causal_conv1d runs channels-last over
+        x, B and C (d_inner + 2 * groups * N' channels), which must be a multiple of 8; Mamba-1: 1."""
+        if self.family != "mamba2":
+            return 1
+        return 8 // math.gcd(8, 2 * self.groups)
 
     @property
     def state_attr(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from mambaprof.pruning.mixers import MixerView
 from mambaprof.pruning.physical import complement, mask_states, select_states
-from mambaprof.pruning.ratios import adaptive_keep, check_per_layer, check_ratio, uniform_keep
+from mambaprof.pruning.ratios import adaptive_keep, check_per_layer, check_ratio, round_up, uniform_keep
 
 
 @dataclass
@@ -59,17 +60,30 @@ def top_states(score: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 def make_plan(scores: Sequence[torch.Tensor], ratio: float, per_layer: str, score_name: str,
-              multiple: int = 1) -> PruningPlan:
-    """Choose kept states per layer from (G, N) scores at `ratio` (uniform or adaptive split)."""
+              multiple: int = 1, layer_multiples: Sequence[int] | None = None) -> PruningPlan:
+    """Choose kept states per layer from (G, N) scores at `ratio` (uniform or adaptive split).
+
+    multiple: every kept count is rounded up to a multiple of it (the user's choice); layer_multiples:
+    per layer, the step the layer's kernels need (`kernel_multiples(views)`), combined with `multiple`."""
     check_ratio(ratio)
     check_per_layer(per_layer)
     d_states = [int(s.shape[-1]) for s in scores]
+    if layer_multiples is not None and len(layer_multiples) != len(d_states):
+        raise ValueError(f"{len(layer_multiples)} layer multiples for {len(d_states)} layers")
     if per_layer == "uniform" or ratio == 0:
         counts = uniform_keep(d_states, ratio, multiple)
     else:
         counts = adaptive_keep(scores, ratio, multiple)
+    if layer_multiples is not None:
+        counts = [round_up(k, math.lcm(multiple, m), n) for k, m, n in zip(counts, layer_multiples, d_states,
+                                                                              strict=True)]
     keep = [top_states(s, k) for s, k in zip(scores, counts, strict=True)]
     return PruningPlan(score=score_name, ratio=ratio, per_layer=per_layer, keep=keep, original=d_states)
+
+
+def kernel_multiples(views: Sequence[MixerView]) -> list[int]:
+    """Per layer, the step of N' its fused kernels accept (`MixerView.kernel_state_multiple`)."""
+    return [v.kernel_state_multiple for v in views]
 
 
 def apply_plan(views: Sequence[MixerView], plan: PruningPlan) -> None:

@@ -64,7 +64,7 @@ def uniform_keep(d_states: Sequence[int], ratio: float, multiple: int = 1) -> li
     """
     out = []
     for layer, n in enumerate(d_states):
-        keep = _round_up(n - removed_count(n, ratio), multiple, n)
+        keep = round_up(n - removed_count(n, ratio), multiple, n)
         if keep < 1:
             raise BadArgumentError(f"ratio {ratio} leaves 0 of {n} states in layer {layer}",
                                    f"use a ratio below {1 - 0.5 / n:.4g}")
@@ -107,10 +107,11 @@ def adaptive_keep(scores: Sequence[torch.Tensor], ratio: float, multiple: int = 
             break
         keep[layer] += 1
         left -= 1
-    return [_round_up(k, multiple, n) for k, n in zip(keep, d_states, strict=True)]
+    return [round_up(k, multiple, n) for k, n in zip(keep, d_states, strict=True)]
 
 
-def _round_up(keep: int, multiple: int, cap: int) -> int:
+def round_up(keep: int, multiple: int, cap: int) -> int:
+    """keep rounded up to a multiple of `multiple`, at most cap (keep <= 0 or multiple <= 1: unchanged)."""
     if multiple <= 1 or keep <= 0:
         return keep
     return min(cap, int(math.ceil(keep / multiple)) * multiple)

@@ -34,7 +34,7 @@ from mambaprof.measure import PointSpec, measure_point
 from mambaprof.pruning.calibration import calibrate
 from mambaprof.pruning.checkpoint import save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
-from mambaprof.pruning.plan import PruningPlan, apply_plan, make_plan
+from mambaprof.pruning.plan import PruningPlan, apply_plan, kernel_multiples, make_plan
 from mambaprof.pruning.recovery import TrainResult, recover
 from mambaprof.pruning.timing import activation_peak_bytes, interleaved_decode, interleaved_prefill, median, random_ids
 from mambaprof.rundir import RunWriter, utcnow
@@ -182,7 +182,8 @@ class WhatIf:
         self.timings: dict[int, Timings] = {}
         self.saved: Path | None = None
         for ratio in config.ratios:  # a ratio leaving a layer without states fails now, not after calibration
-            make_plan(self._zero_scores(), ratio, config.per_layer, "check", config.state_multiple)
+            make_plan(self._zero_scores(), ratio, config.per_layer, "check", config.state_multiple,
+                      kernel_multiples(self.views))
 
     def _zero_scores(self) -> list[torch.Tensor]:
         return [torch.zeros(v.groups, v.d_state, dtype=torch.float64) for v in self.views]
@@ -264,7 +265,7 @@ class WhatIf:
             for ratio in c.ratios:
                 if ratio > 0:
                     plans.append((score, ratio, make_plan(scores[score], ratio, c.per_layer, score,
-                                                          c.state_multiple)))
+                                                          c.state_multiple, kernel_multiples(self.views))))
         return plans
 
     def _variant(self, vid: int, score: str, ratio: float, plan: PruningPlan, calib: torch.Tensor,

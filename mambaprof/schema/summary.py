@@ -146,6 +146,9 @@ SUMMARY_POINTS = register(Table(
                "original."),
         Column("split_bare_vs_original_pct", F64, "%", "Cost of the component-split forward without markers vs "
                "the original: the split's fidelity (null for runs before schema 3)."),
+        Column("original_spread_pct", F64, "%", "(slowest - fastest timed repeat of the original forward) / its "
+               "median x 100: the reference's own noise; a split-vs-original difference inside it cannot be told "
+               "from noise (schema 4 on)."),
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
         *_point_hardware(),

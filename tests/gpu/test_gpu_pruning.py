@@ -22,7 +22,7 @@ from mambaprof.measure import PointSpec, measure_point
 from mambaprof.pruning.checkpoint import load_checkpoint, save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import MixerView, mixer_output_from_scan, mixer_views, ssm_inputs
 from mambaprof.pruning.physical import complement, mask_states, select_states
-from mambaprof.pruning.plan import apply_plan, make_plan, mask_plan, top_states
+from mambaprof.pruning.plan import apply_plan, kernel_multiples, make_plan, mask_plan, top_states
 from mambaprof.pruning.scores import exact_scan
 from mambaprof.pruning.timing import Decoder
 from mambaprof.structure import discover
@@ -143,8 +143,10 @@ def test_checkpoint_round_trip_and_split_forward(family, tmp_path):
     gen = torch.Generator().manual_seed(4)
     scores = [torch.rand(v.groups, v.d_state, generator=gen, dtype=torch.float64) ** (8.0 if v.layer == 0 else 0.1)
               for v in views]
-    plan = make_plan(scores, 0.5, "adaptive", "delta")
+    plan = make_plan(scores, 0.5, "adaptive", "delta", layer_multiples=kernel_multiples(views))
     assert len(set(plan.state_sizes)) > 1
+    # Mamba-2's fused conv needs d_inner + 2 * ngroups * N' channels in multiples of 8 (caught on an H200)
+    assert all(n % v.kernel_state_multiple == 0 for n, v in zip(plan.state_sizes, views, strict=True))
     apply_plan(views, plan)
     set_config_state_size(model, max(plan.state_sizes))
     save_pruned(model, tmp_path, plan)
