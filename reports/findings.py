@@ -205,24 +205,14 @@ def reference_spread_pct(points: pd.DataFrame) -> pd.Series:
     return 100.0 * (points.original_ms_max - points.original_ms_min).astype(float) / median.where(median > 0)
 
 
-def _spread(points: pd.DataFrame) -> pd.Series:
-    """The reference spread of summary rows (`original_spread_pct`) or of raw `points` rows."""
-    if "original_spread_pct" in points.columns:
-        return points.original_spread_pct.astype(float)
-    return reference_spread_pct(points)
-
-
 def noise_clause(over: pd.DataFrame, col: str) -> str:
-    """`; at those points ...` saying whether the differences lie inside the original forward's own spread."""
-    spread = _spread(over)
-    if over.empty or spread.isna().all():
+    """` (k of n inside ...)`: whether the differences in `col` of these summary point rows (the point table:
+    `original_spread_pct`, `regime`) lie inside the original forward's own spread."""
+    if over.empty or "original_spread_pct" not in over or over.original_spread_pct.isna().all():
         return ""
+    spread = over.original_spread_pct.astype(float)
     inside = int((over[col].abs() <= spread).sum())
-    regime = ""
-    if "regime" in over:
-        regime = f", {int((over.regime == 'launch-bound').sum())} of them launch-bound"
-    elif "forward_kernel_ms" in over and over.forward_kernel_ms.notna().all():
-        regime = f", {int((over.original_ms_median >= 2 * over.forward_kernel_ms).sum())} of them launch-bound"
+    regime = f", {int((over.regime == 'launch-bound').sum())} of them launch-bound" if "regime" in over else ""
     return (f" ({inside} of {len(over)} inside the original forward's own spread between its fastest and slowest "
             f"repeat, {spread.min():.0f}-{spread.max():.0f}% there{regime})")
 

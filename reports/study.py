@@ -87,21 +87,17 @@ class StudyAnalysis:
 
     @cached_property
     def fidelity(self) -> pd.DataFrame:
-        """Per model and point: split vs original time (%), kernel share attributed, output check."""
+        """Per model and point (from each run's point table): split vs original time (%), the original
+        forward's own spread and regime, kernel share attributed, output check."""
         frames = []
         for name, analysis in self.runs.items():
-            pts = analysis.data.points
-            cols = [c for c in ("batch", "seqlen", "status", "original_ms_median", "original_ms_min",
-                                "original_ms_max", "split_ms_median",
-                                MARKED_FIDELITY, BARE_FIDELITY, "forward_kernel_ms",
-                                "attributed_kernel_pct", "output_check") if c in pts.columns]
-            frame = pts[cols].copy()
+            pts = analysis.points
+            # the point table has every column (null where a run did not measure it: before schema 3, no bare split)
+            frame = pts[["batch", "seqlen", "status", MARKED_FIDELITY, BARE_FIDELITY, "original_spread_pct", "regime",
+                         "attributed_kernel_pct", "output_check"]].copy()
             frame.insert(0, "model", name)
             frames.append(frame)
-        out = pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
-        if BARE_FIDELITY not in out:  # runs before schema 3 did not time the split without markers
-            out[BARE_FIDELITY] = float("nan")
-        return out
+        return pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
 
     def sentences(self) -> list[str]:
         """Study findings: each pair's comparison, then each model's own findings (prefixed by its name)."""

@@ -383,3 +383,14 @@ def test_fidelity_is_judged_on_the_split_without_markers_where_the_run_timed_it(
     assert "with its timing markers the cost ranges +0.3% to +33.7%" in f.text
     nulls = _fidelity_points(split_bare_vs_original_pct=[np.nan] * 3)  # column present, never measured
     assert fidelity_column(nulls) == "split_vs_original_pct"
+
+
+def test_fidelity_says_whether_a_difference_is_inside_the_originals_own_spread():
+    from mambaprof.reports.findings import fidelity_findings
+
+    pts = _fidelity_points(split_bare_vs_original_pct=[-19.1, 6.0, 0.2], original_spread_pct=[33.6, 2.0, 1.0],
+                           regime=["launch-bound", "device-bound", "device-bound"])
+    (f,) = fidelity_findings(pts)
+    assert ("outside the ±5% budget at 2 point(s) (batch 1 x 64, batch 1 x 4096) (1 of 2 inside the original "
+            "forward's own spread between its fastest and slowest repeat, 2-34% there, 1 of them launch-bound)"
+            ) in f.text
