@@ -28,6 +28,7 @@ D_MODEL=${I5_D_MODEL:-768}; LAYERS=${I5_LAYERS:-12}; SEQ=${I5_SEQ:-1024}; TBATCH
 M1_SECONDS=${I5_M1_SECONDS:-90}; M2_SECONDS=${I5_M2_SECONDS:-40}; M2_STATE=${I5_M2_STATE:-128}
 HEADDIM=${I5_HEADDIM:-64}; CHUNK=${I5_CHUNK:-256}
 SEQLENS=${I5_SEQLENS:-1024,4096,8192}; COMP_SEQ=${I5_COMP_SEQ:-4096}; M2_SEQLENS=${I5_M2_SEQLENS:-4096,8192}
+M2_SCORES=${I5_M2_SCORES:-delta,random}; M2_COMP_SEQ=${I5_M2_COMP_SEQ:-$COMP_SEQ}
 END=${I5_END:-535}; BATCH=${I5_BATCH:-8}; BACKEND=${I5_BACKEND:-mamba_ssm}; RECOVER=${I5_RECOVER_STEPS:-150}; EXTRA=${I5_EXTRA:-}
 LOG=$OUT/log.txt
 mkdir -p "$W/runs"
@@ -88,8 +89,8 @@ if want m2 && ! late $((END - 100)) "Mamba-2"; then
   tail -1 "$LOG"
   left=$((END - SECONDS))
   if [ "$left" -gt 30 ]; then
-    step "5b. Mamba-2: delta and random x two ratios (${left}s left)"
-    timeout "$left" $PRUNE --hf "$W/lm/mamba2" --ratios 0,0.25,0.5 --score delta,random \
+    step "5b. Mamba-2: scores $M2_SCORES x two ratios (${left}s left)"
+    timeout "$left" $PRUNE --hf "$W/lm/mamba2" --ratios 0,0.25,0.5 --score "$M2_SCORES" --component-seqlen "$M2_COMP_SEQ" \
       --seqlens "$M2_SEQLENS" --decode-steps 16 --repeats 6 --out "$W/runs/m2_scores" >> "$LOG" 2>&1 \
       || step "m2_scores failed ($?)"
   else
