@@ -21,6 +21,7 @@ from mambaprof.collectors.timing import ForwardTimer, WindowTimer
 from mambaprof.counts import Count, embedding_count, lm_head_count, mixer_counts, norm_count, residual_count
 from mambaprof.inputs import ModelCall, OutputCheck, compare_outputs
 from mambaprof.instrument import BLOCK, FORWARD, MIXER, Instrumenter, Listener, Probe, RangeListener, Window
+from mambaprof.paired import PairedDifference, paired_difference
 from mambaprof.structure import ModelStructure
 from mambaprof.taxonomy import MODEL_LAYER, component_order
 
@@ -44,6 +45,20 @@ class PointSpec:
 
 #: Fewest timed (original, split) pairs a point gets, whatever the time cap.
 MIN_TIMED_REPEATS = 3
+#: After the planned repeats, (original, bare split) pairs go on while the confidence interval of their paired
+#: difference is wider than this (half-width, percentage points) and time is left (see `more_fidelity_pairs`).
+FIDELITY_PRECISION_PCT = 1.0
+#: Most (original, bare split) pairs a point times.
+MAX_FIDELITY_PAIRS = 100
+
+
+def more_fidelity_pairs(diff: PairedDifference | None, pairs: int, elapsed_s: float, budget_s: float) -> bool:
+    """Whether to time another (original, bare split) pair: the paired difference is not yet known to
+    FIDELITY_PRECISION_PCT, fewer than MAX_FIDELITY_PAIRS pairs ran, and `elapsed_s` of timing is below
+    `budget_s` (the point's time cap, or as long again as the planned repeats took when there is none)."""
+    if diff is None or pairs >= MAX_FIDELITY_PAIRS or elapsed_s >= budget_s:
+        return False
+    return diff.half_width_pct > FIDELITY_PRECISION_PCT
 
 
 @dataclass
@@ -186,7 +201,8 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
 
     Passes: warm-up; `repeats` interleaved timings of the original forward, the instrumented forward
     with no listener (the split's own cost) and the instrumented forward with its window timers (the
-    component spans); the output check; `profile_repeats` forwards under
+    component spans), then more (original, bare split) pairs while their paired difference is imprecise
+    and time is left (`more_fidelity_pairs`); the output check; `profile_repeats` forwards under
     torch.profiler with ranges (kernel attribution, TensorBoard trace); extra collectors.
     Exceptions (OOM, user errors) propagate to the sweep, which records them.
     """
@@ -250,6 +266,16 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
             break
         for k in range(len(passes)):
             passes[(i + k) % len(passes)]()
+    # the fidelity pairs go on (original and bare split, taking turns going first) until their paired
+    # difference is precise, within the point's cap (or as long again as the planned repeats took)
+    planned_s = time.perf_counter() - t0
+    budget_s = cap if cap is not None else 2.0 * planned_s
+    while more_fidelity_pairs(paired_difference(orig_ms, bare_ms), len(bare_ms), time.perf_counter() - t0,
+                              budget_s):
+        first, second = (time_original, time_bare) if len(bare_ms) % 2 == 0 else (time_bare, time_original)
+        first()
+        second()
+    fidelity = paired_difference(orig_ms, bare_ms)
 
     kernel_rows: list[profiler.KernelEvent] = []
     kstats: dict[tuple[int, str], profiler.KernelStats] = {}
@@ -274,11 +300,15 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
         "split_vs_original_pct": 100.0 * (s["median"] / o["median"] - 1.0) if o["median"] > 0 else None,
         "split_bare_ms_median": b["median"], "split_bare_ms_min": b["min"], "split_bare_ms_max": b["max"],
         "split_bare_vs_original_pct": 100.0 * (b["median"] / o["median"] - 1.0) if o["median"] > 0 else None,
+        "fidelity_pairs": fidelity.pairs if fidelity else 0,
+        "split_bare_paired_pct": fidelity.median_pct if fidelity else None,
+        "split_bare_ci_low_pct": fidelity.ci_low_pct if fidelity else None,
+        "split_bare_ci_high_pct": fidelity.ci_high_pct if fidelity else None,
         "host_ms_median": statistics.median(host_ms),
         "forward_kernel_ms": fwd_kernel_ms, "attributed_kernel_pct": attributed_pct, "kernel_count": kernel_count,
         "output_check": "pass" if check.passed else "fail", "output_max_abs_err": check.max_abs_err,
         "output_rel_err": check.rel_err, "output_tolerance": check.tolerance,
-        "repeats": len(orig_ms), "warmup": warm_rounds, "profile_repeats": spec.profile_repeats,
+        "repeats": len(split_ms), "warmup": warm_rounds, "profile_repeats": spec.profile_repeats,
     }
     result = PointMeasurement(point=point)
     result.components = _component_rows(spec, structure, identity, walls, kstats, split)

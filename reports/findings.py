@@ -182,18 +182,43 @@ def roofline_findings(components: pd.DataFrame, peaks: DevicePeaks | None, devic
     return out
 
 
-#: the split forward without markers vs the original (schema 3 on): the split's own fidelity
+#: the split forward without markers vs the original (schema 3 on): the split's own fidelity, from two medians
 BARE_FIDELITY = "split_bare_vs_original_pct"
 #: the split forward with its markers vs the original (every schema)
 MARKED_FIDELITY = "split_vs_original_pct"
+#: the split without markers vs the original as the median of back-to-back pairs, with the confidence
+#: interval of that median (schema 5 on)
+PAIRED_FIDELITY = "split_bare_paired_pct"
+CI_LOW, CI_HIGH = "split_bare_ci_low_pct", "split_bare_ci_high_pct"
+PAIRED_COLUMNS = ("fidelity_pairs", PAIRED_FIDELITY, CI_LOW, CI_HIGH)
+#: fidelity verdicts of a point with a confidence interval
+WITHIN, OUTSIDE, UNDECIDED = "within", "outside", "undecided"
 
 
 def fidelity_column(points: pd.DataFrame) -> str:
-    """The column that judges fidelity: the split without markers where the run timed it, else (runs
-    before schema 3) the split with its markers."""
-    if BARE_FIDELITY in points.columns and points[BARE_FIDELITY].notna().any():
-        return BARE_FIDELITY
+    """The column that judges fidelity: the paired split without markers where the run timed pairs (schema 5
+    on), else the split without markers from medians (schema 3-4), else the split with its markers."""
+    for col in (PAIRED_FIDELITY, BARE_FIDELITY):
+        if col in points.columns and points[col].notna().any():
+            return col
     return MARKED_FIDELITY
+
+
+def fidelity_verdicts(points: pd.DataFrame) -> pd.Series:
+    """Per point of a point table: `within` when the confidence interval of the paired fidelity lies inside
+    ±FIDELITY_BUDGET_PCT, `outside` when it lies wholly beyond one bound, `undecided` when it straddles a
+    bound (the host's noise is too large to tell at that many pairs); null without an interval (before
+    schema 5)."""
+    out = pd.Series(None, index=points.index, dtype="object")
+    if not {CI_LOW, CI_HIGH} <= set(points.columns):
+        return out
+    lo, hi = points[CI_LOW].astype(float), points[CI_HIGH].astype(float)
+    known = lo.notna() & hi.notna()
+    b = FIDELITY_BUDGET_PCT
+    out[known] = UNDECIDED
+    out[known & (lo >= -b) & (hi <= b)] = WITHIN
+    out[known & ((lo > b) | (hi < -b))] = OUTSIDE
+    return out
 
 
 def reference_spread_pct(points: pd.DataFrame) -> pd.Series:
@@ -223,9 +248,41 @@ def _span(values: pd.Series) -> str:
     return f"is {lo}" if lo == hi else f"ranges {lo} to {hi}"
 
 
+def _where(rows: pd.DataFrame, with_interval: bool = False) -> str:
+    """`batch 1 x 64, batch 8 x 512` (with each point's interval: `batch 1 x 64 [-7.1%, +2.0%]`)."""
+    parts = []
+    for r in rows.itertuples():
+        interval = f" [{getattr(r, CI_LOW):+.1f}%, {getattr(r, CI_HIGH):+.1f}%]" if with_interval else ""
+        parts.append(f"batch {int(r.batch)} x {int(r.seqlen)}{interval}")
+    return ", ".join(parts)
+
+
+def interval_clause(ok: pd.DataFrame) -> str:
+    """How the confidence intervals of the paired fidelity of these ok point rows sit against the budget:
+    `its 95% interval lies inside the ±5% budget at 70 of 72 points, undecided at 2 (...)`."""
+    verdicts = fidelity_verdicts(ok)
+    known = ok[verdicts.notna()]
+    if known.empty:
+        return ""
+    pairs = known["fidelity_pairs"].astype(float) if "fidelity_pairs" in known else pd.Series(dtype=float)
+    level = "95% " if not pairs.empty and pairs.min() >= 6 else ""
+    within = int((verdicts == WITHIN).sum())
+    text = f"its {level}confidence interval lies inside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at "
+    text += "every point" if within == len(known) else f"{within} of {len(known)} points"
+    for verdict, how in ((OUTSIDE, "lies wholly outside it"), (UNDECIDED, "straddles a bound (noise too large to tell)")):
+        rows = known[verdicts[known.index] == verdict]
+        if len(rows):
+            text += f"; it {how} at {len(rows)} ({_where(rows, with_interval=True)})"
+    if not pairs.empty:
+        text += (f"; {int(pairs.min())}-{int(pairs.max())} back-to-back pairs per point" if pairs.min() != pairs.max()
+                 else f"; {int(pairs.min())} back-to-back pairs per point")
+    return text
+
+
 def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     """The split forward's output check and its cost against the original forward (the split alone where
-    the run timed it without markers; the markers' own cost stated beside it)."""
+    the run timed it without markers, as a paired median with its confidence interval where the run timed
+    pairs; the markers' own cost stated beside it)."""
     ok = points[points.status == "ok"]
     if ok.empty or MARKED_FIDELITY not in ok:
         return []
@@ -237,14 +294,17 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     over = ok[values.abs() > FIDELITY_BUDGET_PCT]
     check = ("The split forward's output matched the original at every point" if failed == 0 else
              f"The split forward's output differed from the original at {failed} point(s)")
-    where = " (without markers)" if col == BARE_FIDELITY else ""
+    where = {PAIRED_FIDELITY: " (without markers, median of back-to-back pairs)",
+             BARE_FIDELITY: " (without markers)"}.get(col, "")
     cost = f"its cost vs the original forward{where} {_span(values)}"
-    budget = (f", outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) "
-              f"({', '.join(f'batch {int(r.batch)} x {int(r.seqlen)}' for r in over.itertuples())})"
-              f"{noise_clause(over, col)}"
-              if len(over) else f", within the ±{FIDELITY_BUDGET_PCT:.0f}% budget")
+    if col == PAIRED_FIDELITY:
+        budget = f"; {interval_clause(ok)}"
+    else:
+        budget = (f", outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at {len(over)} point(s) ({_where(over)})"
+                  f"{noise_clause(over, col)}"
+                  if len(over) else f", within the ±{FIDELITY_BUDGET_PCT:.0f}% budget")
     markers = ""
-    if col == BARE_FIDELITY and ok[MARKED_FIDELITY].notna().any():
+    if col != MARKED_FIDELITY and ok[MARKED_FIDELITY].notna().any():
         markers = (f"; with its timing markers the cost {_span(ok[MARKED_FIDELITY])} (the markers' host cost, "
                    "which a launch-bound forward shows in full)")
     worst = float(values.loc[values.abs().idxmax()])

@@ -52,9 +52,10 @@ def point_table(data: RunData) -> pd.DataFrame:
     advice = GPU_ADVICE if data.on_gpu else CPU_ADVICE
     out["advice"] = [advice if r == "launch-bound" else None for r in out.regime]
     out["tokens_per_s"] = out.tokens / (out.wall_ms.where(out.wall_ms > 0) * 1e-3)
-    for col in ("split_vs_original_pct", "split_bare_vs_original_pct"):
+    for col in ("split_vs_original_pct", "split_bare_vs_original_pct", *findings.PAIRED_COLUMNS):
         out[col] = p[col] if col in p else None
     out["original_spread_pct"] = findings.reference_spread_pct(p).where(ok)
+    out["fidelity_verdict"] = findings.fidelity_verdicts(out).where(ok)
     for col in ("output_check", "attributed_kernel_pct"):
         out[col] = p[col] if col in p else None
     extras = hardware.point_extras(data.optional)

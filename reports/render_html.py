@@ -12,12 +12,14 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 import mambaprof
 from mambaprof.reports import plots, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
+from mambaprof.reports.findings import FIDELITY_BUDGET_PCT
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.reports.study import StudyAnalysis
 
@@ -227,17 +229,28 @@ def render_study(study: StudyAnalysis) -> str:
     def signed(v: object) -> str:
         return "-" if pd.isna(v) else f"{v:+.2f}%"
 
-    rows = [[str(r.model), str(r.batch), str(r.seqlen), str(r.status), signed(r.split_bare_vs_original_pct),
-             signed(r.split_vs_original_pct),
+    def interval(r: Any) -> str:
+        if pd.isna(r.split_bare_ci_low_pct):
+            return "-"
+        return f"[{r.split_bare_ci_low_pct:+.2f}%, {r.split_bare_ci_high_pct:+.2f}%]"
+
+    rows = [[str(r.model), str(r.batch), str(r.seqlen), str(r.status),
+             signed(r.split_bare_paired_pct if pd.notna(r.split_bare_paired_pct) else r.split_bare_vs_original_pct),
+             interval(r), "-" if pd.isna(r.fidelity_pairs) else str(int(r.fidelity_pairs)),
+             "-" if pd.isna(r.fidelity_verdict) else str(r.fidelity_verdict), signed(r.split_vs_original_pct),
              "-" if pd.isna(r.attributed_kernel_pct) else f"{r.attributed_kernel_pct:.2f}%", str(r.output_check)]
             for r in fid.itertuples()]
     parts.append(table_html(views.View("Fidelity of the component-split forward",
-                                       ["model", "batch", "seqlen", "status", "split vs original",
-                                        "with markers", "kernel time attributed", "output check"], rows,
-                                       "split vs original: median time of the split forward without markers "
-                                       "relative to the model's own forward (runs before schema 3 did not time "
-                                       "it: -); with markers: the split forward with its timing markers; both "
-                                       "interleaved with the original in one run.")))
+                                       ["model", "batch", "seqlen", "status", "split vs original", "95% interval",
+                                        "pairs", "verdict", "with markers", "kernel time attributed",
+                                        "output check"], rows,
+                                       "split vs original: the split forward without markers relative to the "
+                                       "model's own forward, as the median over pairs timed back to back (runs "
+                                       "before schema 5: the ratio of the two medians; before schema 3: -); 95% "
+                                       "interval: distribution-free confidence interval of that median; verdict: "
+                                       f"within / outside the ±{FIDELITY_BUDGET_PCT:.0f}% budget, undecided when "
+                                       "the interval straddles it; with markers: the split forward with its timing "
+                                       "markers (medians); all interleaved with the original in one run.")))
     for comparison in study.comparisons:
         la, lb = comparison.labels
         parts.append(f"<h2>{_e(la)} vs {_e(lb)}</h2>")

@@ -15,7 +15,10 @@ from mambaprof.reports.findings import (
     BARE_FIDELITY,
     FIDELITY_BUDGET_PCT,
     MARKED_FIDELITY,
+    PAIRED_COLUMNS,
+    PAIRED_FIDELITY,
     fidelity_column,
+    interval_clause,
     noise_clause,
 )
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
@@ -93,8 +96,9 @@ class StudyAnalysis:
         for name, analysis in self.runs.items():
             pts = analysis.points
             # the point table has every column (null where a run did not measure it: before schema 3, no bare split)
-            frame = pts[["batch", "seqlen", "status", MARKED_FIDELITY, BARE_FIDELITY, "original_spread_pct", "regime",
-                         "attributed_kernel_pct", "output_check"]].copy()
+            frame = pts[["batch", "seqlen", "status", MARKED_FIDELITY, BARE_FIDELITY, *PAIRED_COLUMNS,
+                         "fidelity_verdict", "original_spread_pct", "regime", "attributed_kernel_pct",
+                         "output_check"]].copy()
             frame.insert(0, "model", name)
             frames.append(frame)
         return pd.concat(frames, ignore_index=True).sort_values(["model", "batch", "seqlen"])
@@ -112,9 +116,13 @@ class StudyAnalysis:
             ok = ok[ok[col].notna()]
             worst = ok.loc[ok[col].abs().idxmax()]
             within = int((ok[col].abs() <= FIDELITY_BUDGET_PCT).sum())
-            what = f"the component-split forward ({'without' if col == BARE_FIDELITY else 'with'} its markers)"
+            what = {PAIRED_FIDELITY: "the component-split forward (without its markers, median of back-to-back "
+                                     "pairs with the original)",
+                    BARE_FIDELITY: "the component-split forward (without its markers)"}.get(
+                col, "the component-split forward (with its markers)")
             over = ok[ok[col].abs() > FIDELITY_BUDGET_PCT]
+            detail = f"; {interval_clause(ok)}" if col == PAIRED_FIDELITY else noise_clause(over, col)
             out.append(f"Fidelity: {what} stayed within {FIDELITY_BUDGET_PCT:.0f}% of the original at {within} of "
-                       f"{len(ok)} points{noise_clause(over, col)}; the largest difference was {worst[col]:+.1f}% "
+                       f"{len(ok)} points{detail}; the largest difference was {worst[col]:+.1f}% "
                        f"({worst.model}, batch {int(worst.batch)}, {int(worst.seqlen)} tokens).")
         return out

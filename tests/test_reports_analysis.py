@@ -394,3 +394,27 @@ def test_fidelity_says_whether_a_difference_is_inside_the_originals_own_spread()
     assert ("outside the ±5% budget at 2 point(s) (batch 1 x 64, batch 1 x 4096) (1 of 2 inside the original "
             "forward's own spread between its fastest and slowest repeat, 2-34% there, 1 of them launch-bound)"
             ) in f.text
+
+
+def test_fidelity_is_judged_on_the_paired_interval_where_the_run_timed_pairs():
+    from mambaprof.reports.findings import fidelity_column, fidelity_findings, fidelity_verdicts
+
+    pts = _fidelity_points(split_bare_vs_original_pct=[-19.1, 6.0, 0.2], fidelity_pairs=[40, 12, 10],
+                           split_bare_paired_pct=[-0.8, 4.6, 0.2], split_bare_ci_low_pct=[-2.5, 3.9, -0.1],
+                           split_bare_ci_high_pct=[0.9, 5.4, 0.4])
+    assert fidelity_column(pts) == "split_bare_paired_pct"
+    assert fidelity_verdicts(pts).tolist() == ["within", "undecided", "within"]
+    (f,) = fidelity_findings(pts)
+    assert f.value == 4.6  # the paired median, not the -19.1% of the two medians
+    assert ("its cost vs the original forward (without markers, median of back-to-back pairs) ranges -0.8% to "
+            "+4.6%; its 95% confidence interval lies inside the ±5% budget at 2 of 3 points; it straddles a bound "
+            "(noise too large to tell) at 1 (batch 1 x 4096 [+3.9%, +5.4%]); 10-40 back-to-back pairs per point"
+            ) in f.text
+    out = pts.assign(split_bare_ci_low_pct=[-2.5, 5.1, -0.1], split_bare_ci_high_pct=[0.9, 6.0, 0.4],
+                     split_bare_paired_pct=[-0.8, 5.5, 0.2], fidelity_pairs=[4, 12, 10])
+    assert fidelity_verdicts(out).tolist() == ["within", "outside", "within"]
+    (f,) = fidelity_findings(out)
+    assert "its confidence interval lies inside" in f.text  # fewer than 6 pairs somewhere: no 95% claimed
+    assert "it lies wholly outside it at 1 (batch 1 x 4096 [+5.1%, +6.0%])" in f.text
+    older = _fidelity_points(split_bare_vs_original_pct=[1.0, 2.0, 0.2])  # schema 3-4: no interval
+    assert fidelity_verdicts(older).isna().all()

@@ -61,6 +61,13 @@ def test_default_trace_end_to_end(tmp_path, cli):
     assert (points.split_bare_ms_median <= points.split_bare_ms_max).all()
     bare = 100 * (points.split_bare_ms_median / points.original_ms_median - 1)
     assert points.split_bare_vs_original_pct.tolist() == pytest.approx(bare.tolist(), rel=1e-9)
+    # the paired fidelity: at least the planned pairs, the median inside its interval, the interval inside what
+    # any pair of the timed forwards could give
+    assert (points.fidelity_pairs >= points.repeats).all() and (points.repeats == 2).all()
+    assert (points.split_bare_ci_low_pct <= points.split_bare_paired_pct).all()
+    assert (points.split_bare_paired_pct <= points.split_bare_ci_high_pct).all()
+    assert (points.split_bare_ci_low_pct >= 100 * (points.split_bare_ms_min / points.original_ms_max - 1) - 1e-9).all()
+    assert (points.split_bare_ci_high_pct <= 100 * (points.split_bare_ms_max / points.original_ms_min - 1) + 1e-9).all()
     # wall spans of the components are each positive and no larger than the split forward
     split = points.set_index("point_id").split_ms_median
     ok = comps.dropna(subset=["wall_ms_median"])

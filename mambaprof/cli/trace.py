@@ -62,8 +62,9 @@ def print_summary(outcome: TraceOutcome, console: Console) -> None:
     for col in ("B", "L", "status", "orig ms", "split Δ", "marked Δ", "kern ms", "named", "check"):
         table.add_column(col, justify="right", no_wrap=True)
     table.caption = ("B batch, L seqlen; orig ms: median time of the model's own forward; split Δ: the "
-                     "component-split forward vs it (fidelity), marked Δ: the same with its timing markers; "
-                     "kern ms: kernel time per forward; named: share of it in a component")
+                     "component-split forward vs it (fidelity: median of back-to-back pairs ± half its 95% "
+                     "interval), marked Δ: the same with its timing markers (medians); kern ms: kernel time per "
+                     "forward; named: share of it in a component")
     for row in outcome.result.point_rows:
         if row["status"] != "ok":
             table.add_row(str(row["batch"]), str(row["seqlen"]), f"[red]{row['status']}", "", "", "", "", "",
@@ -76,8 +77,11 @@ def print_summary(outcome: TraceOutcome, console: Console) -> None:
             return format(value, spec or (".3f" if value < 100 else ".1f"))
 
         check = row["output_check"]
-        table.add_row(str(row["batch"]), str(row["seqlen"]), "ok", fmt(row["original_ms_median"]),
-                      fmt(row.get("split_bare_vs_original_pct"), "+.1f") + "%",
+        paired, lo, hi = (row.get(k) for k in ("split_bare_paired_pct", "split_bare_ci_low_pct",
+                                                "split_bare_ci_high_pct"))
+        split = (f"{paired:+.1f}±{(hi - lo) / 2:.1f}%" if None not in (paired, lo, hi)
+                 else fmt(row.get("split_bare_vs_original_pct"), "+.1f") + "%")
+        table.add_row(str(row["batch"]), str(row["seqlen"]), "ok", fmt(row["original_ms_median"]), split,
                       fmt(row["split_vs_original_pct"], "+.1f") + "%",
                       fmt(row["forward_kernel_ms"]), fmt(row["attributed_kernel_pct"], ".1f") + "%",
                       "[green]pass" if check == "pass" else f"[red]{check}")

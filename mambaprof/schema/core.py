@@ -113,7 +113,17 @@ POINTS = register(Table(
         Column("split_bare_ms_min", F64, "ms", "Fastest repeat of the split forward without markers."),
         Column("split_bare_ms_max", F64, "ms", "Slowest repeat of the split forward without markers."),
         Column("split_bare_vs_original_pct", F64, "%", "(split_bare_ms_median / original_ms_median - 1) x 100: "
-               "the fidelity of the split itself (budget: within 5)."),
+               "the split's own cost from the medians of the two series."),
+        Column("fidelity_pairs", I32, "", "(original, bare split) pairs timed back to back: the planned repeats, "
+               "then more while the paired difference below is less precise than ±1 percentage point and the "
+               "point's time is not spent (schema 5 on; 0 before)."),
+        Column("split_bare_paired_pct", F64, "%", "Median over the pairs of (split_bare_ms / original_ms - 1) x 100, "
+               "each pair timed back to back: the fidelity of the split itself (budget: within 5), robust to host "
+               "noise both forwards of a pair share (schema 5 on)."),
+        Column("split_bare_ci_low_pct", F64, "%", "Lower end of the distribution-free confidence interval of "
+               "split_bare_paired_pct (order statistics of the per-pair differences; 95% from 6 pairs on, "
+               "[min, max] below)."),
+        Column("split_bare_ci_high_pct", F64, "%", "Upper end of that interval."),
         Column("host_ms_median", F64, "ms", "Median host wall time of the original forward including the "
                "final synchronisation (what a user waits)."),
         Column("forward_kernel_ms", F64, "ms", "Median over profiled forwards of the summed duration of all "
@@ -126,8 +136,9 @@ POINTS = register(Table(
         Column("output_max_abs_err", F64, "", "max |split - original| over the model output."),
         Column("output_rel_err", F64, "", "output_max_abs_err / max |original|."),
         Column("output_tolerance", F64, "", "Tolerance on output_rel_err for this dtype."),
-        Column("repeats", I32, "", "Timed repeats of each forward (fewer than the run's when the run's "
-               "`point_seconds` cap stopped timing; never fewer than 3 then)."),
+        Column("repeats", I32, "", "Timed repeats of the three forwards (original, bare split, split with markers; "
+               "fewer than the run's when the run's `point_seconds` cap stopped timing, never fewer than 3 then); "
+               "the original and the bare split run `fidelity_pairs` times in all."),
         Column("warmup", I32, "", "Warm-up forwards of each kind."),
         Column("profile_repeats", I32, "", "Forwards recorded by the profiler."),
     ),

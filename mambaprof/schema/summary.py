@@ -149,6 +149,15 @@ SUMMARY_POINTS = register(Table(
         Column("original_spread_pct", F64, "%", "(slowest - fastest timed repeat of the original forward) / its "
                "median x 100: the reference's own noise; a split-vs-original difference inside it cannot be told "
                "from noise (schema 4 on)."),
+        Column("fidelity_pairs", I32, "", "(original, bare split) pairs timed back to back (points.fidelity_pairs; "
+               "schema 5 on)."),
+        Column("split_bare_paired_pct", F64, "%", "The split's fidelity as the median over those pairs of the split "
+               "forward without markers vs the original (points.split_bare_paired_pct; budget within 5)."),
+        Column("split_bare_ci_low_pct", F64, "%", "Lower end of its confidence interval (95% from 6 pairs on)."),
+        Column("split_bare_ci_high_pct", F64, "%", "Upper end of its confidence interval."),
+        Column("fidelity_verdict", S, "", "`within` (the interval lies inside ±5%), `outside` (wholly beyond a "
+               "bound) or `undecided` (it straddles a bound: the host's noise is too large to tell); null before "
+               "schema 5."),
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
         *_point_hardware(),
