@@ -245,3 +245,9 @@ def test_disk_cache_is_noted_and_unknown_policies_refused(kernel):
     assert "disk cache is on for 1 kernel(s)" in info["reason"]
     with pytest.raises(ValueError, match="not one of largest, first, per-point"):
         AutotunePolicy("fastest")
+
+
+def test_cli_refuses_an_unknown_policy(cli, tmp_path):
+    res = cli("trace", "--out", str(tmp_path / "run"), "--autotune", "fastest", "--quiet")
+    assert res.returncode == 2
+    assert "error: --autotune 'fastest' is not largest, first or per-point" in res.stderr
