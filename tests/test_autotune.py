@@ -14,9 +14,11 @@ import sys
 import types
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import tiny_mamba
+from synthetic_runs import make_run
 
 from mambaprof.autotune import AutotunePolicy, chosen, find_autotuners, largest_first, reset
 from mambaprof.loading import LoadedModel
@@ -251,3 +253,52 @@ def test_cli_refuses_an_unknown_policy(cli, tmp_path):
     res = cli("trace", "--out", str(tmp_path / "run"), "--autotune", "fastest", "--quiet")
     assert res.returncode == 2
     assert "error: --autotune 'fastest' is not largest, first or per-point" in res.stderr
+
+
+# -- reports --------------------------------------------------------------------------------------------
+
+
+def _with_autotune(run: Path, value: dict | None) -> None:
+    record = read_run_record(run)
+    record["autotune_json"] = json.dumps(value) if value is not None else None
+    RunWriter(run, run_id=record.pop("run_id")).write_run_record(
+        {k: v for k, v in record.items() if k != "schema_version"})
+
+
+def _facts(run: Path) -> dict[str, str]:
+    from mambaprof.reports.run_analysis import RunAnalysis
+    from mambaprof.reports.views import run_facts
+
+    return dict(run_facts(RunAnalysis(run, use_calibration=False)))
+
+
+CONFIGS = [{"kernel": f"mamba_ssm.k{i}", "key": "(256,)", "config": "BLOCK_SIZE_M: 64"} for i in range(14)]
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ({"policy": "largest", "tuned_at": {"batch": 8, "seqlen": 16384}, "reason": None, "configs": CONFIGS},
+     "tuned at batch 8 x 16384 (largest point), 14 kernels"),
+    ({"policy": "largest", "tuned_at": {"batch": 8, "seqlen": 8192},
+      "reason": "out of memory at batch 8 x 16384; tuned at the next largest", "configs": CONFIGS[:1]},
+     "tuned at batch 8 x 8192 (largest point that fit), 1 kernel; out of memory at batch 8 x 16384; tuned at the "
+     "next largest"),
+    ({"policy": "first", "tuned_at": None, "reason": None, "configs": CONFIGS[:2] * 2},
+     "policy first (each kernel tuned at the first shape it ran), 2 kernels"),
+    ({"policy": "per-point", "tuned_at": {"batch": 1, "seqlen": 512}, "reason": None, "configs": CONFIGS[:3]},
+     "policy per-point (every point tuned at its own shape, the last at batch 1 x 512), 3 kernels"),
+])
+def test_report_facts_show_the_autotune_line(tmp_path, value, line):
+    run = make_run(tmp_path / "run")
+    _with_autotune(run, value)
+    assert _facts(run)["Triton autotune"] == line
+
+
+def test_report_reads_runs_without_autotune_or_with_null(tmp_path):
+    run = make_run(tmp_path / "run")
+    assert "Triton autotune" not in _facts(run)  # null: no autotuner
+    (part,) = (run / "runs").glob("*.parquet")
+    table = pq.read_table(part)
+    pq.write_table(table.drop_columns(["autotune_json"]), part)  # a run written before the column existed
+    assert "autotune_json" not in read_run_record(run)
+    facts = _facts(run)
+    assert "Triton autotune" not in facts and "sweep" in facts
