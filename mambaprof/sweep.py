@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from mambaprof import __version__
+from mambaprof.autotune import AutotunePolicy
 from mambaprof.env import collect_env
 from mambaprof.errors import MambaprofError, StorageError
 from mambaprof.inputs import make_call
@@ -59,6 +60,9 @@ class TraceConfig:
     #: Seconds of timed forwards per point after which timing stops (at least MIN_TIMED_REPEATS pairs, and
     #: warm-up stops after its first round once past half of it); None: always every repeat.
     point_seconds: float | None = None
+    #: When Triton kernels autotune (mambaprof.autotune): `largest` (once, at the largest point, before the
+    #: first), `first` (at the first shape each kernel runs) or `per-point` (at every point's own shape).
+    autotune: str = "largest"
 
     def points(self) -> list[tuple[int, int]]:
         """(batch, seqlen) pairs in sweep order: batch-major, seqlen ascending."""
@@ -70,7 +74,7 @@ class TraceConfig:
                           "dtype": str(self.dtype).replace("torch.", ""), "repeats": self.repeats,
                           "warmup": self.warmup, "profile_repeats": self.profile_repeats, "mode": self.mode,
                           "tensorboard": self.tensorboard, "seed": self.seed,
-                          "point_seconds": self.point_seconds})
+                          "point_seconds": self.point_seconds, "autotune": self.autotune})
 
 
 @dataclass
@@ -193,8 +197,9 @@ def command_line() -> str:
 
 def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure, config: TraceConfig,
                started_at: Any, status: str, reason: str | None, counts: dict[str, int],
-               finished_at: Any = None, identity: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `runs` row for this trace."""
+               finished_at: Any = None, identity: dict[str, Any] | None = None,
+               autotune_json: str | None = None) -> dict[str, Any]:
+    """The `runs` row for this trace (autotune_json: AutotunePolicy.as_json() of the sweep, else null)."""
     env = collect_env(str(config.device))
     model = loaded.model
     return {
@@ -218,6 +223,7 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
         "python_version": env.python_version, "platform": env.platform,
         "n_points": len(config.points()), "n_points_ok": counts.get("ok", 0),
         "n_points_oom": counts.get("oom", 0), "n_points_error": counts.get("error", 0),
+        "autotune_json": autotune_json,
     }
 
 
@@ -263,8 +269,9 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     report = progress or (lambda done, total, desc: None)
     started = utcnow()
     counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
+    autotune = AutotunePolicy(config.autotune)
     writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
-                                       identity=identity))
+                                       identity=identity, autotune_json=autotune.as_json()))
     trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
     status, reason = "complete", None
     rows: list[dict[str, Any]] = []
@@ -274,6 +281,11 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
         collector.start_run(writer.run_id, identity)
     with interrupts_raise() as guard:
         try:
+            if autotune.before_sweep([(b, s) for _, b, s in todo], _tuning_forward(loaded, structure, config),
+                                     is_oom, lambda: free_memory(config.device),
+                                     lambda desc: report(0, len(todo), desc)):
+                writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
+                                                   counts, identity=identity, autotune_json=autotune.as_json()))
             for done, (pid, batch, seqlen) in enumerate(todo):
                 desc = f"b={batch} L={seqlen}"
                 report(done, len(todo), desc)
@@ -284,7 +296,7 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                         collector.on_phase(p, ph)
 
                 row = _run_point(pid, batch, seqlen, loaded, structure, config, writer, extra_collectors,
-                                 trace_dir, identity, debug, on_phase, run_collectors)
+                                 trace_dir, identity, debug, on_phase, run_collectors, autotune)
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
                 rows.append(row)
                 report(done + 1, len(todo), desc)
@@ -309,7 +321,8 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
                 for table, table_rows in run_rows.items():
                     writer.write_rows(table, table_rows, None)
                 writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
-                                                   counts, finished_at=utcnow(), identity=identity))
+                                                   counts, finished_at=utcnow(), identity=identity,
+                                                   autotune_json=autotune.as_json()))
             except OSError as exc:
                 if not is_storage_failure(exc):
                     raise
@@ -322,10 +335,28 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
 
 
+def _tuning_forward(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig) -> Callable[[int, int], None]:
+    """One untimed inference forward at (batch, seqlen), inputs built as a point builds them (for autotuning)."""
+
+    def forward(batch: int, seqlen: int) -> None:
+        try:
+            call = make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype,
+                             loaded.make_inputs, seed=config.seed)
+            with torch.inference_mode():
+                out = call()
+            del out, call
+            if config.device.type == "cuda":
+                torch.cuda.synchronize(config.device)
+        except KeyboardInterrupt as exc:
+            raise RunInterrupted("SIGINT") from exc
+
+    return forward
+
+
 def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure: ModelStructure,
                config: TraceConfig, writer: RunWriter, extra: Sequence[PointCollector], trace_dir: Path | None,
                identity: dict[str, Any], debug: bool, phase: Callable[[str], None],
-               run_collectors: Sequence[RunCollector] = ()) -> dict[str, Any]:
+               run_collectors: Sequence[RunCollector] = (), autotune: AutotunePolicy | None = None) -> dict[str, Any]:
     base = {"run_id": writer.run_id, **identity, "point_id": pid, "device": str(config.device),
             "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
     spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
@@ -337,6 +368,8 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
     try:
         call = make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype,
                          loaded.make_inputs, seed=config.seed)
+        if autotune is not None:
+            autotune.before_point(batch, seqlen)
         result = measure_point(spec, structure, call, base, extra, on_phase=phase)
         del call
     except RunInterrupted:

@@ -3,6 +3,7 @@ renderers both draw these, so a number reads the same in both."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,18 +188,52 @@ def compare_points_view(points: pd.DataFrame, label_a: str, label_b: str) -> Vie
 BASIS_WORDS = {"kernel": "summed kernel durations", "wall": "spans between component markers"}
 
 
+def autotune_fact(record: dict[str, Any]) -> str | None:
+    """One line on the run's Triton autotuning (`runs.autotune_json`): the policy, where the configs were tuned
+    and for how many kernels; None when the run has no such record (no Triton autotuner, or an older run)."""
+    raw = record.get("autotune_json")
+    if not raw:
+        return None
+    try:
+        info = json.loads(raw)
+    except (TypeError, ValueError):
+        return "unreadable autotune_json"
+    if not isinstance(info, dict):
+        return None
+    n = len({c.get("kernel") for c in info.get("configs") or [] if isinstance(c, dict)})
+    kernels = f"{n} kernel{'' if n == 1 else 's'}"
+    policy, reason = info.get("policy"), info.get("reason")
+    at = info.get("tuned_at") or {}
+    shape = f"batch {at.get('batch')} x {at.get('seqlen')}" if at else None
+    note = f"; {reason}" if reason else ""
+    if policy == "largest" and shape:
+        fell_back = str(reason or "").startswith("out of memory")
+        return f"tuned at {shape} ({'largest point that fit' if fell_back else 'largest point'}), {kernels}{note}"
+    if policy == "largest":
+        return f"policy largest, not tuned ({reason or 'no reason recorded'}): each kernel tuned at the first " \
+               f"shape it ran, {kernels}"
+    if policy == "per-point":
+        last = f", the last at {shape}" if shape else ""
+        return f"policy per-point (every point tuned at its own shape{last}), {kernels}{note}"
+    if policy == "first":
+        return f"policy first (each kernel tuned at the first shape it ran), {kernels}{note}"
+    return f"policy {policy}, {kernels}{note}"
+
+
 def run_facts(analysis: Any) -> list[tuple[str, str]]:
-    """(name, value) pairs describing a run, for headers."""
+    """(name, value) pairs describing a run, for headers (a `Triton autotune` line where the run has one)."""
     rec = analysis.record
     ok = int((analysis.points.status == "ok").sum())
     seqlens = sorted(analysis.points.seqlen.unique())
     batches = sorted(analysis.points.batch.unique())
+    autotune = autotune_fact(rec)
     return [
         ("model", f"{rec.get('model_ref')} ({rec.get('model_class')}, {analysis.data.family_label}, "
                   f"{rec.get('n_layers')} Mamba layers)"),
         ("device", f"{analysis.device_name} ({rec.get('device')}), {analysis.dtype}"),
         ("sweep", f"seqlens {', '.join(map(str, seqlens))}; batch {', '.join(map(str, batches))}; "
                   f"{ok}/{len(analysis.points)} points ok; mode {rec.get('mode')}"),
+        *([("Triton autotune", autotune)] if autotune else []),
         ("run", f"{analysis.data.run_id} ({run_state(rec)[0]}), {analysis.run_dir}"),
         ("time basis", f"{analysis.basis} ({BASIS_WORDS.get(analysis.basis, analysis.basis)})"),
         ("peaks", analysis.peaks_source),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from mambaprof.autotune import POLICIES
 from mambaprof.errors import BadArgumentError
 
 MAX_SEQLEN = 1 << 22  # 4M tokens: beyond this a value is a typo, not a plan
@@ -62,4 +63,12 @@ def parse_nonnegative(value: int, option: str, maximum: int = 10_000) -> int:
     """Check a count option (repeats, warm-up): 0 <= value <= maximum."""
     if value < 0 or value > maximum:
         raise BadArgumentError(f"{option} {value} must be between 0 and {maximum}")
+    return value
+
+
+def parse_autotune(value: str) -> str:
+    """Check --autotune: one of the Triton autotuning policies (largest, first, per-point)."""
+    if value not in POLICIES:
+        raise BadArgumentError(f"--autotune {value!r} is not {', '.join(POLICIES[:-1])} or {POLICIES[-1]}",
+                               "the default, largest, tunes once at the sweep's largest point")
     return value

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION
+from mambaprof.cli.options import DEBUG_OPTION, parse_autotune
 from mambaprof.cli.progress import rank_progress, sweep_progress
-from mambaprof.cli.trace import build_config
+from mambaprof.cli.trace import AUTOTUNE_HELP, build_config
 from mambaprof.collectors.hardware import HardwareOptions
 from mambaprof.distributed import RankInfo, detect, rank_device
 from mambaprof.errors import BadArgumentError
@@ -39,6 +39,7 @@ def study_command(
     profile_repeats: int = typer.Option(1, "--profile-repeats", help="Profiled forwards per point (kernel times "
                                         "of a forward are stable; more cost a profiler pass each)."),
     tensorboard: bool = typer.Option(False, "--tb/--no-tb", help="Also write TensorBoard traces (large)."),
+    autotune: str = typer.Option("largest", "--autotune", help=AUTOTUNE_HELP),
     nvml: bool = typer.Option(True, "--nvml/--no-nvml", help="Sample NVML (power, energy, clocks, ...) during "
                               "each model's trace."),
     energy: bool = typer.Option(False, "--energy/--no-energy", help="Energy per forward and per component "
@@ -61,18 +62,19 @@ def study_command(
     if not names:
         raise BadArgumentError("--models is empty", f"for example --models {','.join(DEFAULT_MODELS)}")
     ranks = detect()
+    parse_autotune(autotune)
     if nproc != 1:  # inside ranks already, launch_distributed refuses with a clear error
         argv = ["study", "--out", str(out), "--models", models, "--seqlens", seqlens, "--batch", batch,
                 "--dtype", dtype, "--device", device, "--backend", backend, "--repeats", str(repeats),
                 "--warmup", str(warmup), "--point-seconds", str(point_seconds),
-                "--profile-repeats", str(profile_repeats), "--tb" if tensorboard else "--no-tb",
+                "--profile-repeats", str(profile_repeats), "--tb" if tensorboard else "--no-tb", "--autotune", autotune,
                 "--report" if report else "--no-report"]
         argv += ["--force"] * force + ["--quiet"] * quiet + ["--debug"] * debug
         raise typer.Exit(launch_distributed(argv, nproc))
     if ranks is not None:
         device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard,
-                          point_seconds)
+                          point_seconds, autotune)
     big = [n for n in names if not n.endswith("-tiny")]
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
+from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_autotune, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.distributed import RankInfo, detect, rank_device
@@ -24,11 +24,14 @@ from mambaprof.tracing import ModelSource, TraceOutcome, trace
 
 CPU_SEQLENS = "64,128,256,512"
 GPU_SEQLENS = "64,256,1024,4096,16384"
+AUTOTUNE_HELP = ("When Triton kernels (mamba_ssm's Mamba-2 SSD, layer norm) pick their autotuned configs: largest "
+                 "(one untimed forward at the largest point before the first), first (the first point's shape "
+                 "decides for all), per-point (every point retunes at its own shape).")
 
 
 def build_config(seqlens: str | None, batch: str, dtype: str, device: str, repeats: int | None,
                  warmup: int | None, profile_repeats: int, mode: str, tensorboard: bool,
-                 point_seconds: float | None = None) -> TraceConfig:
+                 point_seconds: float | None = None, autotune: str = "largest") -> TraceConfig:
     """Check and combine the sweep options (defaults depend on the device)."""
     dev = resolve_device(device)
     if mode not in ("split", "as-is"):
@@ -42,7 +45,8 @@ def build_config(seqlens: str | None, batch: str, dtype: str, device: str, repea
         repeats=max(1, parse_nonnegative(repeats if repeats is not None else (20 if on_gpu else 5), "--repeats")),
         warmup=parse_nonnegative(warmup if warmup is not None else (3 if on_gpu else 1), "--warmup"),
         profile_repeats=parse_nonnegative(profile_repeats, "--profile-repeats", maximum=100),
-        mode=mode, tensorboard=tensorboard, point_seconds=_point_seconds(point_seconds))
+        mode=mode, tensorboard=tensorboard, point_seconds=_point_seconds(point_seconds),
+        autotune=parse_autotune(autotune))
 
 
 def _point_seconds(value: float | None) -> float | None:
@@ -131,6 +135,7 @@ def trace_command(
     mode: str = typer.Option("split", "--mode", help="split: component-split forward with markers; as-is: the "
                              "model's own forward, kernels attributed by name rules."),
     tensorboard: bool = typer.Option(True, "--tb/--no-tb", help="Write the TensorBoard trace (tb/)."),
+    autotune: str = typer.Option("largest", "--autotune", help=AUTOTUNE_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<run id>)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run in --out."),
     shard: bool = typer.Option(True, "--shard/--no-shard", help="Under torchrun: split the sweep points across "
@@ -160,7 +165,7 @@ def trace_command(
     if ranks is not None:
         device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, mode, tensorboard,
-                          point_seconds)
+                          point_seconds, autotune)
     if ranks is not None:
         raise typer.Exit(trace_on_rank(ranks, source, config, out, force, shard, quiet, debug))
     out = out or Path("runs") / new_run_id()

@@ -82,6 +82,15 @@ RUNS = register(Table(
         Column("n_points_ok", I32, "", "Points that finished with status `ok`."),
         Column("n_points_oom", I32, "", "Points that ran out of memory."),
         Column("n_points_error", I32, "", "Points that failed with another error."),
+        Column("autotune_json", S, "", "Triton autotuning of the run (JSON), null when no Triton autotuner was "
+               "loaded (CPU, models without Triton kernels) and in runs before this column: `policy` (`largest`: "
+               "tuned once at the largest point by tokens before the first point; `first`: each kernel tuned at "
+               "the first shape it ran; `per-point`: retuned at every point's shape), `tuned_at` ({batch, seqlen} "
+               "the configs were tuned at: the tuning forward's point, or with `per-point` the last point; else "
+               "null), `reason` (why `largest` tuned at a smaller point or not at all, and whether Triton's disk "
+               "cache of autotuning was on; else null), `configs` (list of {kernel, key, config}: every config "
+               "the autotuners held when the record was written, i.e. at the end of the run after the sweep; with "
+               "`per-point` the last point's; distributed runs: rank 0's)."),
     ),
 ))
 

@@ -3,7 +3,8 @@
 For mamba_ssm `Mamba` and `Mamba2` at small sizes: the split forward reproduces the fused
 forward's output, its total time stays within 5% of the fused forward's, and at least 98% of
 kernel time is attributed to a named component. The as-is (fused) mode's name rules are checked
-against the split mode's range attribution.
+against the split mode's range attribution. With `--autotune largest` the Mamba-2 SSD kernels' Triton
+configs are tuned at the sweep's largest point and recorded in the run record.
 """
 
 from __future__ import annotations
@@ -70,3 +71,30 @@ def test_as_is_name_rules_agree_with_split(family):
     a = {(r["layer"], r["component"]): r.get("kernel_ms_median") or 0.0 for r in asis.components}
     for comp in ("in_proj", "conv1d", "ssm_scan", "out_proj"):
         assert a[(1, comp)] == pytest.approx(s[(1, comp)], rel=0.25), comp
+
+
+def test_mamba2_ssd_kernels_autotune_at_the_largest_point(tmp_path):
+    """`--autotune largest`: the SSD kernels' Triton configs are tuned at the larger of two points, before the
+    first point, and the run record lists them."""
+    import json
+
+    from mambaprof.rundir import RunWriter, read_run_record
+    from mambaprof.sweep import TraceConfig, run_sweep
+
+    loaded = _model("mamba2", d_model=1024, layers=2)
+    config = TraceConfig(seqlens=[256, 2048], batches=[1, 2], device=DEV, dtype=torch.bfloat16, repeats=2, warmup=1,
+                         profile_repeats=0, tensorboard=False, autotune="largest")
+    writer = RunWriter(tmp_path / "run")
+    writer.prepare()
+    seen: list[str] = []
+    result = run_sweep(loaded, discover(loaded.model), config, writer,
+                       progress=lambda done, total, desc: seen.append(desc))
+    assert result.status == "complete", result.reason
+    assert seen[0] == "autotune at b=2 L=2048"  # before the first point
+    info = json.loads(read_run_record(tmp_path / "run")["autotune_json"])
+    assert info["policy"] == "largest" and info["reason"] is None, info
+    assert info["tuned_at"] == {"batch": 2, "seqlen": 2048}
+    ssd = [c for c in info["configs"] if ".ssd_" in c["kernel"]]
+    assert ssd, info["configs"]
+    assert any("_chunk_scan_fwd_kernel" in c["kernel"] for c in ssd)
+    assert all("num_warps" in c["config"] for c in ssd)
