@@ -9,7 +9,8 @@
 #   study.txt            `mambaprof study` (default: mamba-130m, mamba2-130m, mamba-1.4b, mamba2-1.3b; bf16;
 #                        seqlens 64..16384; batch 1,8) with its wall time, and the study report's text
 #   study.tar.gz         the study directory (run directories without tb/, report.html, summary/)
-#   tool_overhead.json   plain vs NVML vs split vs CUDA events + NVML vs torch.profiler (benchmarks/tool_overhead.py)
+#   tool_overhead.json   plain vs NVML vs split vs CUDA events + NVML vs torch.profiler (benchmarks/tool_overhead.py;
+#                        OVERHEAD=0 skips it, so the study has the whole call)
 if [ "${SETUP:-1}" = 1 ]; then
   source benchmarks/device_setup.sh
 else
@@ -26,7 +27,7 @@ python3 -m mambaprof env --json >"$OUT/env.json" 2>&1
 #    ratios from one run paired per round, the split alone included, then the plain and split forwards compared
 #    kernel by kernel (at 4096 tokens a forward takes ~0.26 s and a profiler session 3-3.7 s: ~7 s per round;
 #    it runs first: the study takes what is left)
-step ${OVERHEAD_LIMIT:-130} "$LOG" python3 benchmarks/tool_overhead.py --preset ${OVERHEAD_PRESET:-mamba-1.4b} --backend ${BACKEND:-mamba_ssm} \
+[ "${OVERHEAD:-1}" = 1 ] && step ${OVERHEAD_LIMIT:-130} "$LOG" python3 benchmarks/tool_overhead.py --preset ${OVERHEAD_PRESET:-mamba-1.4b} --backend ${BACKEND:-mamba_ssm} \
   --dtype ${DTYPE:-bf16} --batch ${OVERHEAD_BATCH:-8} --seqlen ${OVERHEAD_SEQLEN:-4096} --rounds ${OVERHEAD_ROUNDS:-10} --per-round 2 --warmup 2 --kernels --out "$OUT/tool_overhead.json"
 
 # 2. the study with its defaults, timed as a user runs it (the report is written at the end)

@@ -269,7 +269,8 @@ def interval_clause(ok: pd.DataFrame) -> str:
     within = int((verdicts == WITHIN).sum())
     text = f"its {level}confidence interval lies inside the ±{FIDELITY_BUDGET_PCT:.0f}% budget at "
     text += "every point" if within == len(known) else f"{within} of {len(known)} points"
-    for verdict, how in ((OUTSIDE, "lies wholly outside it"), (UNDECIDED, "straddles a bound (noise too large to tell)")):
+    verdict_words = ((OUTSIDE, "lies wholly outside it"), (UNDECIDED, "straddles a bound (noise too large to tell)"))
+    for verdict, how in verdict_words:
         rows = known[verdicts[known.index] == verdict]
         if len(rows):
             text += f"; it {how} at {len(rows)} ({_where(rows, with_interval=True)})"
