@@ -248,12 +248,20 @@ def _span(values: pd.Series) -> str:
     return f"is {lo}" if lo == hi else f"ranges {lo} to {hi}"
 
 
+#: points listed by name in a fidelity sentence before the rest are counted
+MAX_LISTED_POINTS = 6
+
+
 def _where(rows: pd.DataFrame, with_interval: bool = False) -> str:
-    """`batch 1 x 64, batch 8 x 512` (with each point's interval: `batch 1 x 64 [-7.1%, +2.0%]`)."""
+    """`batch 1 x 64, batch 8 x 512` (with each point's interval: `batch 1 x 64 [-7.1%, +2.0%]`; prefixed by the
+    model where rows carry one; past MAX_LISTED_POINTS the rest are counted)."""
     parts = []
-    for r in rows.itertuples():
+    for r in rows.head(MAX_LISTED_POINTS).itertuples():
+        model = f"{r.model} " if "model" in rows.columns else ""
         interval = f" [{getattr(r, CI_LOW):+.1f}%, {getattr(r, CI_HIGH):+.1f}%]" if with_interval else ""
-        parts.append(f"batch {int(r.batch)} x {int(r.seqlen)}{interval}")
+        parts.append(f"{model}batch {int(r.batch)} x {int(r.seqlen)}{interval}")
+    if len(rows) > MAX_LISTED_POINTS:
+        parts.append(f"and {len(rows) - MAX_LISTED_POINTS} more")
     return ", ".join(parts)
 
 
