@@ -77,3 +77,47 @@ def test_disk_full_is_a_one_line_storage_error(tmp_path, monkeypatch):
     df = read_table(tmp_path / "run", "pruning").to_pandas()
     assert set(df.variant_id) == {0}  # the variant written before the disk filled is intact
     assert read_run_record(tmp_path / "run")["status"] == "failed"
+
+
+def test_timed_variants_are_retuned_at_the_largest_prefill_shape(tmp_path, monkeypatch):
+    # a fake Triton autotuner (key without batch or seqlen, per d_state like mamba_ssm's SSD kernels) that every
+    # forward launches: the unpruned model first tunes it during calibration, a pruned one during its perplexity
+    # pass; the what-if must retune every key at the largest prefill shape before timing
+    import json
+    import sys
+    import types
+
+    class Autotuner:
+        def __init__(self):
+            self.cache, self.configs, self.fn = {}, ["a", "b"], lambda: None
+            self.tunes = []
+
+        def run(self, batch, seqlen, d_state):
+            if d_state not in self.cache:
+                self.tunes.append((batch, seqlen, d_state))
+                self.cache[d_state] = f"TUNED_AT: {batch}x{seqlen}"
+
+    tuner = Autotuner()
+    module = types.ModuleType("mamba_ssm._fake_whatif_kernels")
+    module._ssd_kernel = tuner
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    loaded = _loaded()
+
+    def launch(mod, args, out):  # a forward hook survives the variants' deepcopy and calls the one kernel
+        hidden = args[0]
+        tuner.run(int(hidden.shape[0]), int(hidden.shape[1]), int(mod.A_log.shape[-1]))  # A_log: (d_inner, d_state)
+
+    for layer in loaded.model.backbone.layers:
+        layer.mixer.register_forward_hook(launch)
+    config = PruneConfig(ratios=[0, 0.5], scores=["magnitude"], seqlens=[16, 48], device=torch.device("cpu"),
+                         dtype=torch.float32, calib_tokens=512, calib_seqlen=32, eval_tokens=512, eval_seqlen=32,
+                         task_episodes=4, repeats=1, warmup=0, decode_steps=2, profile_repeats=0)
+    run_whatif(loaded, config, RunWriter(tmp_path / "run"))
+    tuned = dict(tuner.cache)
+    assert set(tuned) == {4, 8}  # tiny_mamba's d_state 8, pruned to 4 at ratio 0.5
+    assert all(cfg == "TUNED_AT: 1x48" for cfg in tuned.values()), tuned  # batch 1 x the largest seqlen
+    # before the retune each state size had been tuned at the first shape that ran it (calibration, perplexity)
+    assert {t[2] for t in tuner.tunes[:2]} == {8, 4} and all(t[1] == 32 for t in tuner.tunes[:2])
+    record = json.loads(read_run_record(tmp_path / "run")["autotune_json"])
+    assert record["policy"] == "largest" and record["tuned_at"] == {"batch": 1, "seqlen": 48}
+    assert sorted(c["config"] for c in record["configs"]) == ["TUNED_AT: 1x48", "TUNED_AT: 1x48"]

@@ -5,8 +5,10 @@ Order of work, for a model loaded in fp32 (the master copy):
 2. per variant: a copy of the master is pruned physically (variant 0 is the unpruned reference),
    optionally fine-tuned (`recover_steps`, the reference gets the same steps), cast to the serving
    dtype, and evaluated (perplexity on held-out text, synthetic task accuracy);
-3. per distinct shape (state size per layer): prefill timing at every sequence length and decode
-   timing, all models interleaved in one loop; peak memory; decode-cache bytes; one component-split
+3. per distinct shape (state size per layer), after one untimed forward of every timed model at the
+   largest prefill shape with Triton's autotuners reset (mamba_ssm's SSD kernels then use configs tuned
+   at that shape for every state size; `runs.autotune_json`): prefill timing at every sequence length and
+   decode timing, all models interleaved in one loop; peak memory; decode-cache bytes; one component-split
    measurement (`mambaprof.measure.measure_point`) at `component_seqlen`;
 4. rows of the `pruning` table (plus `points`/`components`/`kernels` of the component measurements
    and the `runs` record), written through `RunWriter`.
@@ -23,9 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from mambaprof.autotune import AutotunePolicy
+from mambaprof.collectors.timing import synchronize
 from mambaprof.errors import BadArgumentError, StorageError
 from mambaprof.evaluation.chance import accuracy_caveat
-from mambaprof.evaluation.lm import Perplexity, check_byte_lm, perplexity
+from mambaprof.evaluation.lm import Perplexity, check_byte_lm, lm_logits, perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, task_accuracy
 from mambaprof.evaluation.text import corpus_tokens, windows
 from mambaprof.inputs import make_call
@@ -36,7 +40,13 @@ from mambaprof.pruning.checkpoint import save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
 from mambaprof.pruning.plan import PruningPlan, apply_plan, kernel_multiples, make_plan
 from mambaprof.pruning.recovery import TrainResult, recover
-from mambaprof.pruning.timing import activation_peak_bytes, interleaved_decode, interleaved_prefill, median, random_ids
+from mambaprof.pruning.timing import (
+    activation_peak_bytes,
+    interleaved_decode,
+    interleaved_prefill,
+    median,
+    random_ids,
+)
 from mambaprof.rundir import RunWriter, utcnow
 from mambaprof.schema.base import json_cell
 from mambaprof.structure import ModelStructure, discover
@@ -181,6 +191,8 @@ class WhatIf:
         self.timed: dict[int, nn.Module] = {}  # timing variant id -> model in the serving dtype
         self.timings: dict[int, Timings] = {}
         self.saved: Path | None = None
+        #: Triton autotuning of the timed variants: every kernel key retuned at the largest prefill shape
+        self.autotune = AutotunePolicy("largest")
         for ratio in config.ratios:  # a ratio leaving a layer without states fails now, not after calibration
             make_plan(self._zero_scores(), ratio, config.per_layer, "check", config.state_multiple,
                       kernel_multiples(self.views))
@@ -248,7 +260,7 @@ class WhatIf:
                       finished: Any) -> None:
         counts = {"ok": n_rows, "oom": 0, "error": 0}
         record = run_record(self.writer, self.loaded, self.structure, trace_cfg, started, status, reason, counts,
-                            finished_at=finished)
+                            finished_at=finished, autotune_json=self.autotune.as_json())
         record.update(config_json=self.config.as_json(), n_points=n_rows)
         self.writer.write_run_record(record)
 
@@ -311,10 +323,30 @@ class WhatIf:
             return v.variant_id == 0
         return v.score == c.scores[0] and abs(v.ratio - target) < 1e-12
 
+    def _tune(self, models: list[nn.Module]) -> None:
+        """Retune the Triton kernels (mamba_ssm's SSD and layer norm) at the largest prefill shape before the
+        timings: left alone, each state size d_state' would keep the configs picked at whatever shape first
+        ran it (the unpruned model's at calibration, a pruned one's at its perplexity pass), so the variants
+        would be compared on configs tuned for different shapes. One untimed forward of every timed variant
+        at the largest (batch, seqlen); an OOM tries the next; nothing happens without Triton kernels."""
+        c = self.config
+
+        def forward(batch: int, seqlen: int) -> None:
+            ids = random_ids(batch, seqlen, self.vocab, c.seed, c.device)
+            with torch.inference_mode():
+                for model in models:
+                    lm_logits(model, ids)
+            synchronize(c.device)
+
+        n = len(self.variants)
+        self.autotune.before_sweep([(c.batch, s) for s in c.seqlens], forward, is_oom,
+                                   lambda: free_memory(c.device), lambda desc: self.report(n, n + 3, desc))
+
     def _time_all(self) -> None:
         c = self.config
         ids_order = list(self.timed)
         models = [self.timed[i] for i in ids_order]
+        self._tune(models)
         for seqlen in c.seqlens:
             ids = random_ids(c.batch, seqlen, self.vocab, c.seed, c.device)
             try:
