@@ -73,9 +73,17 @@ def _in_packages(module_name: str, prefixes: Sequence[str]) -> bool:
     return any(module_name == p or module_name.startswith(p + ".") for p in prefixes)
 
 
+def triton_loaded() -> bool:
+    """Whether triton has been imported in this process (no autotuned kernel exists before)."""
+    return "triton" in sys.modules
+
+
 def find_autotuners(prefixes: Sequence[str] = DEFAULT_PREFIXES) -> list[Tuner]:
     """Every Triton autotuner that is a global of a loaded module of the given packages, once each (by id),
-    sorted by name. Empty where triton kernels are not loaded (CPU, Mamba-1 without mamba_ssm)."""
+    sorted by name. Empty where triton kernels are not loaded (CPU, Mamba-1 without mamba_ssm), at once when
+    triton itself is not imported."""
+    if not triton_loaded():  # no Triton kernel can exist: skip the scan (a sweep's first point waits on it)
+        return []
     found: dict[int, Tuner] = {}
     for module_name, module in list(sys.modules.items()):
         if module is None or not _in_packages(module_name, prefixes):

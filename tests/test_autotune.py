@@ -20,6 +20,7 @@ import torch
 from conftest import tiny_mamba
 from synthetic_runs import make_run
 
+from mambaprof import autotune
 from mambaprof.autotune import AutotunePolicy, chosen, find_autotuners, largest_first, reset
 from mambaprof.loading import LoadedModel
 from mambaprof.rundir import RunWriter, read_run_record, read_table
@@ -90,12 +91,18 @@ class Wrapped(torch.nn.Module):
         return self.inner(input_ids=input_ids).logits
 
 
+def fake_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton counts as imported (find_autotuners scans nothing without it); CPU machines have no triton."""
+    monkeypatch.setattr(autotune, "triton_loaded", lambda: True)
+
+
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> Autotuner:
     module = types.ModuleType(MODULE)
     tuner = Autotuner(_fake_ssd_kernel)
     module._fake_ssd_kernel = tuner  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, MODULE, module)
+    fake_triton(monkeypatch)
     return tuner
 
 
@@ -224,6 +231,8 @@ def test_find_unwraps_heuristics_deduplicates_and_respects_package_boundaries(mo
     outside.k = Autotuner(_fake_ssd_kernel)  # type: ignore[attr-defined]
     for mod in (a, b, outside):
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    assert find_autotuners() == []  # triton not imported: no scan at all
+    fake_triton(monkeypatch)
     found = find_autotuners()
     assert [t.name for t in found] == ["mamba_ssm.ops.fake_a._fake_ssd_kernel", "mamba_ssm.ops.fake_a.other_kernel"]
     assert find_autotuners(("mamba_ssmx",))[0].obj is outside.k
