@@ -270,12 +270,12 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     # difference is precise, within the point's cap (or as long again as the planned repeats took)
     planned_s = time.perf_counter() - t0
     budget_s = cap if cap is not None else 2.0 * planned_s
-    while more_fidelity_pairs(paired_difference(orig_ms, bare_ms), len(bare_ms), time.perf_counter() - t0,
-                              budget_s):
+    fidelity = paired_difference(orig_ms, bare_ms)
+    while more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s):
         first, second = (time_original, time_bare) if len(bare_ms) % 2 == 0 else (time_bare, time_original)
         first()
         second()
-    fidelity = paired_difference(orig_ms, bare_ms)
+        fidelity = paired_difference(orig_ms, bare_ms)
 
     kernel_rows: list[profiler.KernelEvent] = []
     kstats: dict[tuple[int, str], profiler.KernelStats] = {}

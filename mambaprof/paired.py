@@ -18,6 +18,18 @@ from dataclasses import dataclass
 
 #: confidence of the interval around the paired median
 CONFIDENCE = 0.95
+#: where an interval lies against a ±bound: wholly inside, wholly beyond one side, or across a bound
+WITHIN, OUTSIDE, UNDECIDED = "within", "outside", "undecided"
+
+
+def interval_verdict(low_pct: float, high_pct: float, bound_pct: float) -> str:
+    """`within` when [low_pct, high_pct] lies inside ±bound_pct, `outside` when it lies wholly beyond one
+    bound, `undecided` when it straddles a bound (the interval cannot tell)."""
+    if -bound_pct <= low_pct and high_pct <= bound_pct:
+        return WITHIN
+    if low_pct > bound_pct or high_pct < -bound_pct:
+        return OUTSIDE
+    return UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -43,11 +55,11 @@ class PairedDifference:
 
     def inside(self, bound_pct: float) -> bool:
         """The whole interval lies within ±bound_pct."""
-        return -bound_pct <= self.ci_low_pct and self.ci_high_pct <= bound_pct
+        return interval_verdict(self.ci_low_pct, self.ci_high_pct, bound_pct) == WITHIN
 
     def outside(self, bound_pct: float) -> bool:
         """The whole interval lies beyond ±bound_pct (on one side)."""
-        return self.ci_low_pct > bound_pct or self.ci_high_pct < -bound_pct
+        return interval_verdict(self.ci_low_pct, self.ci_high_pct, bound_pct) == OUTSIDE
 
 
 def _binomial_cdf_half(k: int, n: int) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from mambaprof.paired import OUTSIDE, UNDECIDED, WITHIN, interval_verdict
 from mambaprof.reports.fmt import mib, rate
 from mambaprof.reports.load import FAMILY_LABELS
 from mambaprof.reports.peaks import DevicePeaks
@@ -191,8 +192,6 @@ MARKED_FIDELITY = "split_vs_original_pct"
 PAIRED_FIDELITY = "split_bare_paired_pct"
 CI_LOW, CI_HIGH = "split_bare_ci_low_pct", "split_bare_ci_high_pct"
 PAIRED_COLUMNS = ("fidelity_pairs", PAIRED_FIDELITY, CI_LOW, CI_HIGH)
-#: fidelity verdicts of a point with a confidence interval
-WITHIN, OUTSIDE, UNDECIDED = "within", "outside", "undecided"
 
 
 def fidelity_column(points: pd.DataFrame) -> str:
@@ -214,10 +213,7 @@ def fidelity_verdicts(points: pd.DataFrame) -> pd.Series:
         return out
     lo, hi = points[CI_LOW].astype(float), points[CI_HIGH].astype(float)
     known = lo.notna() & hi.notna()
-    b = FIDELITY_BUDGET_PCT
-    out[known] = UNDECIDED
-    out[known & (lo >= -b) & (hi <= b)] = WITHIN
-    out[known & ((lo > b) | (hi < -b))] = OUTSIDE
+    out[known] = [interval_verdict(a, b, FIDELITY_BUDGET_PCT) for a, b in zip(lo[known], hi[known], strict=True)]
     return out
 
 
