@@ -15,7 +15,7 @@ import json
 import statistics
 import sys
 
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 POINT_COLUMNS = ("original_ms_median", "split_ms_median", "forward_kernel_ms")
 

@@ -18,11 +18,12 @@ import time
 
 import torch
 
+from mambaprof.collectors.markers import Probe
 from mambaprof.collectors.timing import WindowTimer
-from mambaprof.inputs import make_call
-from mambaprof.instrument import Instrumenter, Probe
-from mambaprof.loading import load_preset
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.loading import load_preset
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 
 def main():

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from mambaprof.adapters import adapter_for
 from mambaprof.collectors.timing import ForwardTimer, synchronize
+from mambaprof.model.adapters import adapter_for
 from mambaprof.pruning.mixers import MixerView
 from mambaprof.pruning.physical import select_states
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mambaprof.reports.pruning import read_pruning, score_winners
-from mambaprof.rundir import read_run_record
+from mambaprof.storage.rundir import read_run_record
 
 COLUMNS = ["variant", "score", "ratio", "per_layer", "recover_steps", "d_state_kept_mean", "seqlen", "batch",
            "prefill_ms_median", "prefill_tokens_per_s", "prefill_speedup", "decode_ms_per_token", "decode_speedup",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mambaprof.env import mamba_ssm_available
-from mambaprof.presets import build_hf, build_mamba_ssm, get_preset
+from mambaprof.model.presets import build_hf, build_mamba_ssm, get_preset
 
 
 def build_model(device: torch.device, dtype: torch.dtype) -> nn.Module:

@@ -23,11 +23,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mambaprof.reports.browser import find_chromium, render_page
 from mambaprof.reports.render_html import render_comparison, render_report, write_html
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.reports.summary_parquet import write_summary
-from mambaprof.rundir import MARKER
+from mambaprof.storage.rundir import MARKER
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.browser import find_chromium, render_page  # noqa: E402  (test tooling, not the package)
 
 RAW_TABLES = ("runs", "points", "components")
 

@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 
 from mambaprof.reports.ranks import rank_view
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 
 def main(run: str) -> int:

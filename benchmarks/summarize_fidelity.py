@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 
 def summarize(run_dir: str) -> str:

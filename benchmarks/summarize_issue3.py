@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 pd.set_option("display.width", 250)
 pd.set_option("display.max_columns", 40)

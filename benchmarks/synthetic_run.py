@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 import mambaprof
-from mambaprof.rundir import RunWriter, read_run_record, read_table
-from mambaprof.schema import TABLES
+from mambaprof.storage.rundir import RunWriter, read_run_record, read_table
+from mambaprof.storage.schema import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT / "benchmarks/data/2026-12-02-h200-hardware/mamba-1.4b"

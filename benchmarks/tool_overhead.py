@@ -46,13 +46,14 @@ from typing import Any
 import torch
 
 from mambaprof.collectors.gpu_device import open_device
+from mambaprof.collectors.markers import Probe, RangeListener
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.timing import ForwardTimer, WindowTimer
 from mambaprof.env import collect_env
-from mambaprof.inputs import make_call
-from mambaprof.instrument import Instrumenter, Probe, RangeListener
-from mambaprof.loading import load_preset, resolve_device, resolve_dtype
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.loading import load_preset, resolve_device, resolve_dtype
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 MODES = ("plain", "nvml", "split", "events_nvml", "profiler")
 BUDGET_PCT = {"nvml": 1.0, "events_nvml": 2.0}

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
-from mambaprof.loading import resolve_device, resolve_dtype
-from mambaprof.rundir import RunWriter
-from mambaprof.sweep import TraceConfig
-from mambaprof.tracing import ModelSource, trace
+from mambaprof.model.loading import resolve_device, resolve_dtype
+from mambaprof.run.sweep import TraceConfig
+from mambaprof.run.tracing import ModelSource, trace
+from mambaprof.storage.rundir import RunWriter
 
 HERE = Path(__file__).resolve().parent
 

@@ -33,14 +33,14 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from mambaprof.collectors.context import PointContext
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, energy_update_period_ms
+from mambaprof.collectors.markers import BLOCK, Window
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.rows import collector_failed, point_identity, status_row
-from mambaprof.inputs import compare_outputs
-from mambaprof.instrument import BLOCK, Window
-from mambaprof.measure import PointContext
-from mambaprof.structure import MixerSite, ModelStructure
-from mambaprof.sweep import one_line
+from mambaprof.errors import one_line
+from mambaprof.model.inputs import compare_outputs
+from mambaprof.model.structure import MixerSite, ModelStructure
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
 DEFAULT_MIN_UPDATES = 10

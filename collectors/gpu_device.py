@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mambaprof.sweep import one_line
+from mambaprof.errors import one_line
 
 
 class DeviceError(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mambaprof.collectors.context import PointCollector, RunCollector
 from mambaprof.collectors.energy import DEFAULT_MIN_UPDATES, EnergyCollector
 from mambaprof.collectors.gpu_device import GPUDevice, NullDevice, open_device
 from mambaprof.collectors.io import IOCollector
@@ -20,8 +21,6 @@ from mambaprof.collectors.memory import MemoryCollector
 from mambaprof.collectors.ncu import NcuCollector, require_ncu
 from mambaprof.collectors.nvml import DEFAULT_INTERVAL_MS, NvmlRunCollector, NvmlSampler
 from mambaprof.errors import BadArgumentError
-from mambaprof.measure import PointCollector
-from mambaprof.sweep import RunCollector
 
 
 @dataclass

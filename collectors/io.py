@@ -27,12 +27,12 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._pytree import tree_map
 
+from mambaprof.collectors.context import PointContext
 from mambaprof.collectors.gpu_device import DeviceError, GPUDevice, NullDevice, counter_delta, unwrap_counter
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import device_events_of, quiet_native_stderr
 from mambaprof.collectors.rows import guarded, point_identity
-from mambaprof.inputs import first_tensor
-from mambaprof.measure import PointContext
+from mambaprof.model.inputs import first_tensor
 
 PHASES = ("upload", "forward", "download")
 RANGE_PREFIX = "mambaprof/io/"

@@ -25,13 +25,13 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._pytree import tree_leaves
 
+from mambaprof.collectors.context import PointContext
+from mambaprof.collectors.markers import BLOCK, FORWARD, RangeListener, Window, parse_range
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.profiler import quiet_native_stderr
 from mambaprof.collectors.rows import guarded, point_identity, run_relative
-from mambaprof.inputs import first_tensor
-from mambaprof.instrument import BLOCK, FORWARD, RangeListener, Window, parse_range
-from mambaprof.measure import PointContext, expected_components
-from mambaprof.structure import ModelStructure
+from mambaprof.model.inputs import first_tensor
+from mambaprof.model.structure import ModelStructure, expected_components
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
 Row = dict[str, Any]

@@ -9,12 +9,11 @@ kernels renamed to their innermost NVTX range (`--print-nvtx-rename kernel`); jo
 every kernel gets its component. `--ncu-layers N` limits the profiled kernels to the first N Mamba
 layers (each kernel is replayed by ncu, which is slow). Without ncu the flag fails with one line.
 
-Run as `python -m mambaprof.collectors.ncu --target SPEC.json` this module is that process.
+That process is `python -m mambaprof.run.ncu_target --target SPEC.json` (the run layer loads the model).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import io
@@ -31,11 +30,11 @@ from typing import Any
 
 import torch
 
+from mambaprof.collectors.context import PointContext
 from mambaprof.collectors.kernel_rules import attribute_mixer_kernels
+from mambaprof.collectors.markers import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.collectors.rows import guarded, point_identity, run_relative, status_row
 from mambaprof.errors import BadArgumentError, MambaprofError
-from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
-from mambaprof.measure import PointContext
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
 #: the metrics collected, and the hw_counters column each one fills
@@ -135,40 +134,6 @@ class FilterRange:
                 torch.cuda.nvtx.range_end(self._id)
             self._id = None
             self.done = True
-
-
-def run_target(spec: dict[str, Any]) -> int:
-    """Load the model as the trace did, warm up, run one marked forward. Returns an exit code."""
-    from mambaprof.inputs import make_call
-    from mambaprof.instrument import Instrumenter, Probe
-    from mambaprof.loading import DTYPES
-    from mambaprof.structure import discover
-    from mambaprof.tracing import ModelSource
-
-    device = torch.device(spec["device"])
-    dtype = DTYPES[spec["dtype"]]
-    source = ModelSource(model_file=Path(spec["model_file"]) if spec.get("model_file") else None,
-                         hf_dir=Path(spec["hf_dir"]) if spec.get("hf_dir") else None,
-                         preset=spec.get("preset"), backend=spec.get("backend", "auto"))
-    loaded = source.load(device, dtype)
-    structure = discover(loaded.model)
-    call = make_call(loaded.model, structure, spec["batch"], spec["seqlen"], device, dtype, loaded.make_inputs,
-                     seed=spec.get("seed", 0))
-    inst = Instrumenter(structure, split=spec.get("mode", "split") == "split")
-    with torch.inference_mode():
-        for _ in range(max(1, spec.get("warmup", 1))):
-            with inst.installed(Probe([])):
-                call()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        limit = FilterRange(spec.get("layers"))
-        with inst.installed(Probe([limit, NvtxListener()])):
-            call()
-        limit.end()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    print(f"mambaprof ncu target: one marked forward of {len(structure.mixers)} Mamba layers done", flush=True)
-    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +256,7 @@ class NcuCollector:
         """The ncu command line that profiles the target process."""
         return [str(self.ncu), "--nvtx", "--nvtx-include", FILTER_RANGE, "--metrics", ",".join(METRICS),
                 "--target-processes", "all", "--clock-control", "none", "--export", str(report),
-                "--force-overwrite", sys.executable, "-m", "mambaprof.collectors.ncu", "--target", str(spec_path)]
+                "--force-overwrite", sys.executable, "-m", "mambaprof.run.ncu_target", "--target", str(spec_path)]
 
     def export_command(self, report: Path, renamed: bool) -> list[str]:
         """The ncu command line that prints a report as CSV (with kernels renamed to NVTX ranges or not)."""
@@ -352,15 +317,3 @@ class NcuCollector:
             "partial", f"{unattributed} of {len(rows)} kernels outside every component range")
         return {"hw_counters": rows, "collector_status": [status_row(point_row, "ncu", status, reason, details,
                                                                      point_id=pid)]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mambaprof.collectors.ncu --target SPEC.json`: the process ncu profiles."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", required=True, type=Path, help="JSON spec written by NcuCollector")
-    args = ap.parse_args(argv)
-    return run_target(json.loads(args.target.read_text()))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ metric the GPU does not offer is dropped after its first refusal; NVML failing (
 gone, any unexpected error) stops the thread and is recorded, and the run goes on.
 
 `NvmlRunCollector` ties the sampler to a sweep (the run-level collector hook of
-`mambaprof.sweep.run_sweep`): started with the run, told when points and phases begin, it hands
+`mambaprof.run.sweep.run_sweep`): started with the run, told when points and phases begin, it hands
 each point its samples (`nvml_samples`) and writes one `collector_status` row saying whether and
 how it sampled.
 """

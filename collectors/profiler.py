@@ -29,7 +29,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from mambaprof.collectors.kernel_rules import attribute_mixer_kernels, is_communication
-from mambaprof.instrument import BLOCK, FORWARD, MIXER, Window, parse_range
+from mambaprof.collectors.markers import BLOCK, FORWARD, MIXER, Window, parse_range
 from mambaprof.taxonomy import BY_NAME, MODEL_LAYER
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from mambaprof.schema.core import identity_columns
-from mambaprof.sweep import one_line
+from mambaprof.errors import one_line
+from mambaprof.storage.schema.core import identity_columns
 
 Row = dict[str, Any]
 Rows = dict[str, list[Row]]

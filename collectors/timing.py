@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mambaprof.instrument import MIXER, Window
+from mambaprof.collectors.markers import MIXER, Window
 from mambaprof.taxonomy import MIXER_COMPONENTS
 
 

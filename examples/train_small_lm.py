@@ -28,10 +28,10 @@ from torch import nn
 from mambaprof.evaluation.lm import perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, packed_tasks, task_accuracy
 from mambaprof.evaluation.text import BYTE_VOCAB, byte_tokens, stdlib_text
-from mambaprof.loading import resolve_device
+from mambaprof.model.loading import resolve_device
+from mambaprof.model.structure import discover
 from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
 from mambaprof.pruning.recovery import BatchFn, fine_tune
-from mambaprof.structure import discover
 
 
 def build(args: argparse.Namespace, family: str, device: torch.device) -> nn.Module:

@@ -51,3 +51,11 @@ class StorageError(MambaprofError):
 
 class RunDirectoryError(MambaprofError):
     """A run directory is missing, incomplete, corrupted or from a newer schema."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`."""
+    if isinstance(exc, MambaprofError):
+        return exc.one_line()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 from mambaprof.errors import MambaprofError
 from mambaprof.reports import hardware
 from mambaprof.reports.validate import Validation, require_valid
-from mambaprof.rundir import read_run_record, read_table
-from mambaprof.schema import TABLES
+from mambaprof.storage.rundir import read_run_record, read_table
+from mambaprof.storage.schema import TABLES
 
 #: Tables of the hardware-signal collectors the report reads; each is optional (see reports/hardware.py).
 OPTIONAL_TABLES = ("energy", "memory", "memory_points", "hw_counters", "collector_status")

@@ -29,7 +29,7 @@ from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import Finding, label
 from mambaprof.reports.fmt import missing, ms, num, pct
 from mambaprof.reports.views import View, run_facts
-from mambaprof.rundir import read_table
+from mambaprof.storage.rundir import read_table
 from mambaprof.taxonomy import component_order
 
 if TYPE_CHECKING:

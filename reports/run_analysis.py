@@ -35,8 +35,8 @@ from mambaprof.reports.findings import Finding
 from mambaprof.reports.load import RunData, load_run
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
 from mambaprof.reports.pruning import PruningAnalysis
-from mambaprof.rundir import run_state
-from mambaprof.schema import get_table
+from mambaprof.storage.rundir import run_state
+from mambaprof.storage.schema import get_table
 
 
 class RunAnalysis:

@@ -22,7 +22,7 @@ from mambaprof.reports.findings import (
     noise_clause,
 )
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
-from mambaprof.rundir import STUDY_FILE
+from mambaprof.storage.rundir import STUDY_FILE
 
 
 def is_study_dir(path: Path | str) -> bool:

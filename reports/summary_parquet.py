@@ -1,6 +1,6 @@
 """Write a run's summary tables as Parquet files a hardware team reads without mambaprof.
 
-One file per table, `DIR/<table>.parquet`, with the schema of `mambaprof.schema.summary` (units in
+One file per table, `DIR/<table>.parquet`, with the schema of `mambaprof.storage.schema.summary` (units in
 the column names; each field's unit and meaning in its Arrow metadata), plus `DIR/README.md`
 describing every column. pandas: `pd.read_parquet("DIR/summary_components.parquet")`; DuckDB:
 `SELECT * FROM 'DIR/summary_components.parquet'`.
@@ -20,8 +20,8 @@ import pyarrow as pa
 from mambaprof.errors import RunDirectoryError
 from mambaprof.reports import pruning
 from mambaprof.reports.run_analysis import RunAnalysis
-from mambaprof.rundir import write_parquet_atomic
-from mambaprof.schema import TABLES, get_table
+from mambaprof.storage.rundir import write_parquet_atomic
+from mambaprof.storage.schema import TABLES, get_table
 
 #: the summary tables of one run's attribution (a prune run's `summary_pruning` is written on its own)
 SUMMARY_TABLES: tuple[str, ...] = tuple(name for name in TABLES

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mambaprof.errors import MambaprofError, RunDirectoryError
-from mambaprof.rundir import RUN_TABLE, read_run_record, read_table, run_state
-from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table, newer_version
+from mambaprof.storage.rundir import RUN_TABLE, read_run_record, read_table, run_state
+from mambaprof.storage.schema import SCHEMA_VERSION, TABLES, get_table, newer_version
 from mambaprof.taxonomy import BY_NAME
 
 #: Tables a report needs, and the columns of each it reads.

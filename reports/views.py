@@ -14,7 +14,7 @@ from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
 from mambaprof.reports.fmt import ms, num, pct, rate, ratio, si
 from mambaprof.reports.scaling import GROUP_BLOCK, GROUP_PROJECTIONS, Crossover
-from mambaprof.rundir import run_state
+from mambaprof.storage.rundir import run_state
 from mambaprof.taxonomy import component_order
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mambaprof.rundir import RunWriter
+from mambaprof.storage.rundir import RunWriter
 
 MAMBA1 = ("in_proj", "conv1d", "ssm_params", "ssm_scan", "gating", "out_proj", "norm", "residual")
 MAMBA2 = ("in_proj", "conv1d", "ssm_scan", "gating", "out_proj", "norm", "residual")

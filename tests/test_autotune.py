@@ -1,4 +1,4 @@
-"""Triton autotuning policy (mambaprof.autotune) on the CPU, with a fake Triton autotuner.
+"""Triton autotuning policy (mambaprof.run.autotune) on the CPU, with a fake Triton autotuner.
 
 The fake kernel behaves like `@triton.autotune` with a key that holds no batch and no seqlen: the first
 call with an empty cache "benchmarks" (records the shape it tuned at) and caches a config that names that
@@ -20,12 +20,12 @@ import torch
 from conftest import tiny_mamba
 from synthetic_runs import make_run
 
-from mambaprof import autotune
-from mambaprof.autotune import AutotunePolicy, chosen, find_autotuners, largest_first, reset
-from mambaprof.loading import LoadedModel
-from mambaprof.rundir import RunWriter, read_run_record, read_table
-from mambaprof.structure import discover
-from mambaprof.sweep import TraceConfig, run_sweep
+from mambaprof.model.loading import LoadedModel
+from mambaprof.model.structure import discover
+from mambaprof.run import autotune
+from mambaprof.run.autotune import AutotunePolicy, chosen, find_autotuners, largest_first, reset
+from mambaprof.run.sweep import TraceConfig, run_sweep
+from mambaprof.storage.rundir import RunWriter, read_run_record, read_table
 
 MODULE = "mamba_ssm._fake_triton_kernels"
 KERNEL = f"{MODULE}._fake_ssd_kernel"

@@ -5,9 +5,10 @@ import torch
 from conftest import tiny_mamba, tiny_mamba2
 from torch.utils.flop_counter import FlopCounterMode
 
-from mambaprof.counts import gemm, lm_head_count, mixer_counts
-from mambaprof.instrument import Instrumenter, Probe
-from mambaprof.structure import discover
+from mambaprof.collectors.markers import Probe
+from mambaprof.model.counts import gemm, lm_head_count, mixer_counts
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 
 class FlopsPerWindow:

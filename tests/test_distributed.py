@@ -17,13 +17,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mambaprof import completion as C
-from mambaprof import distributed as D
 from mambaprof.collectors.kernel_rules import is_communication
 from mambaprof.collectors.profiler import DeviceEvent, Recording, attribute, forward_totals
+from mambaprof.distributed import completion as C
+from mambaprof.distributed import ranks as D
 from mambaprof.reports import ranks as R
-from mambaprof.rundir import RunWriter, process_alive, read_run_record, read_table
-from mambaprof.sweep import SweepResult
+from mambaprof.run.sweep import SweepResult
+from mambaprof.storage.rundir import RunWriter, process_alive, read_run_record, read_table
 
 ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
        "MASTER_PORT": "29500", "TORCHELASTIC_RESTART_COUNT": "0"}
@@ -286,8 +286,8 @@ def test_rank_view_numbers():
 
 
 def test_launch_refuses_bad_nproc_and_nested_launches(monkeypatch):
+    from mambaprof.distributed.launch import launch_distributed, rank_threads
     from mambaprof.errors import BadArgumentError
-    from mambaprof.launch import launch_distributed, rank_threads
 
     with pytest.raises(BadArgumentError, match="--nproc 0 must be at least 1"):
         launch_distributed(["trace"], 0)

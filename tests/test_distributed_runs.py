@@ -1,5 +1,5 @@
 """Distributed traces for real: 2 ranks on the CPU (gloo, loopback only) through torchrun and through
-`mambaprof.launch.launch_distributed`; sharded sweeps against a 1-rank sweep, failing and dying ranks,
+`mambaprof.distributed.launch.launch_distributed`; sharded sweeps against a 1-rank sweep, failing and dying ranks,
 a data-parallel model's communication, and the DuckDB query of docs/DISTRIBUTED.md."""
 
 import os
@@ -14,7 +14,7 @@ import pytest
 from conftest import EXAMPLES, REPO, run_cli
 
 from mambaprof.reports.ranks import rank_view
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 FAST = ["--repeats", "2", "--warmup", "1", "--profile-repeats", "2", "--quiet"]
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "KINETO_LOG_LEVEL": "5", "OMP_NUM_THREADS": "1"}
@@ -29,8 +29,9 @@ def torchrun(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 
 def launch(argv: list[str], env=None) -> subprocess.CompletedProcess:
-    """`mambaprof.launch.launch_distributed(ARGV, 2)` in a fresh process, bounded in time."""
-    code = f"import sys; from mambaprof.launch import launch_distributed; sys.exit(launch_distributed({argv!r}, 2))"
+    """`mambaprof.distributed.launch.launch_distributed(ARGV, 2)` in a fresh process, bounded in time."""
+    code = ("import sys; from mambaprof.distributed.launch import launch_distributed; "
+            f"sys.exit(launch_distributed({argv!r}, 2))")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
                           env={**os.environ, **LOOPBACK, **(env or {})})
 

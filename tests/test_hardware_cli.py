@@ -4,7 +4,7 @@ import json
 import os
 import stat
 
-from mambaprof.rundir import read_table
+from mambaprof.storage.rundir import read_table
 
 FAST = ["--repeats", "2", "--warmup", "1", "--profile-repeats", "1", "--quiet", "--no-tb"]
 

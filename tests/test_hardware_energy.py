@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_mamba, tiny_mamba2
 from hardware_fakes import FakeClock, FakeDevice
 
+from mambaprof.collectors.context import PointContext, PointSpec
 from mambaprof.collectors.energy import (
     EnergyCollector,
     EnergyMeter,
@@ -16,10 +17,10 @@ from mambaprof.collectors.energy import (
     representative_site,
 )
 from mambaprof.collectors.gpu_device import energy_update_period_ms
-from mambaprof.inputs import make_call
-from mambaprof.instrument import BLOCK, FORWARD, MIXER, Instrumenter, Window
-from mambaprof.measure import PointContext, PointSpec
-from mambaprof.structure import discover
+from mambaprof.collectors.markers import BLOCK, FORWARD, MIXER, Window
+from mambaprof.model.inputs import make_call
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 W, U = 80.0, 10.0  # the fake GPU draws 80 W; its counter updates every 10 ms
 

@@ -10,6 +10,7 @@ from conftest import tiny_mamba
 from hardware_fakes import FakeDevice
 from torch.autograd import DeviceType
 
+from mambaprof.collectors.context import PointContext, PointSpec
 from mambaprof.collectors.gpu_device import unwrap_counter
 from mambaprof.collectors.io import (
     Copy,
@@ -21,10 +22,9 @@ from mambaprof.collectors.io import (
     trace_memcpy_bytes,
 )
 from mambaprof.collectors.nvml import NvmlSampler
-from mambaprof.inputs import make_call
-from mambaprof.instrument import Instrumenter
-from mambaprof.measure import PointContext, PointSpec
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 PHASES = [("upload", 100.0, 200.0), ("forward", 210.0, 900.0), ("download", 910.0, 1500.0)]
 

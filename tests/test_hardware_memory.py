@@ -4,6 +4,8 @@ import pytest
 import torch
 from conftest import tiny_mamba, tiny_mamba2
 
+from mambaprof.collectors.context import PointContext, PointSpec
+from mambaprof.collectors.markers import BLOCK, FORWARD, MIXER, Window
 from mambaprof.collectors.memory import (
     MemoryCollector,
     MemoryListener,
@@ -13,10 +15,9 @@ from mambaprof.collectors.memory import (
     replay_events,
     unique_bytes,
 )
-from mambaprof.inputs import make_call
-from mambaprof.instrument import BLOCK, FORWARD, MIXER, Instrumenter, Window
-from mambaprof.measure import PointContext, PointSpec
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 FWD, BLK, MIX = Window(-1, FORWARD), Window(0, BLOCK), Window(0, MIXER)
 A, B = Window(0, "in_proj"), Window(0, "ssm_scan")
@@ -127,9 +128,9 @@ def test_memory_collector_on_cpu_measures_real_allocations(family, tmp_path):
 
 def test_a_failing_collector_leaves_the_point_ok(tmp_path, monkeypatch):
     from mambaprof.collectors import memory
-    from mambaprof.rundir import read_table
-    from mambaprof.sweep import TraceConfig
-    from mambaprof.tracing import ModelSource, trace
+    from mambaprof.run.sweep import TraceConfig
+    from mambaprof.run.tracing import ModelSource, trace
+    from mambaprof.storage.rundir import read_table
 
     def boom(fn):
         raise RuntimeError("profiler exploded")

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from mambaprof.collectors import ncu as ncu_mod
+from mambaprof.collectors.context import PointContext, PointSpec
+from mambaprof.collectors.markers import BLOCK, FORWARD, Window
 from mambaprof.collectors.ncu import (
     FILTER_RANGE,
     FilterRange,
@@ -20,11 +22,10 @@ from mambaprof.collectors.ncu import (
     parse_ncu_csv,
     require_ncu,
 )
-from mambaprof.inputs import make_call
-from mambaprof.instrument import BLOCK, FORWARD, Instrumenter, Window
-from mambaprof.loading import load_preset
-from mambaprof.measure import PointContext, PointSpec
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.loading import load_preset
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 HEADER = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
           '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"')

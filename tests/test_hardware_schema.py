@@ -12,9 +12,9 @@ from mambaprof.collectors.io import PhaseIO
 from mambaprof.collectors.ncu import attribute_ncu, parse_ncu_csv
 from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
 from mambaprof.collectors.rows import status_row
-from mambaprof.rundir import RunWriter, read_table
-from mambaprof.schema import TABLES, get_table
-from mambaprof.schema.core import identity_columns
+from mambaprof.storage.rundir import RunWriter, read_table
+from mambaprof.storage.schema import TABLES, get_table
+from mambaprof.storage.schema.core import identity_columns
 
 HW_TABLES = ("nvml_samples", "energy", "memory", "memory_points", "io", "hw_counters", "collector_status")
 UNIT_SUFFIX = {"_bytes": "bytes", "_ms": "ms", "_us": "us", "_ns": "ns", "_w": "W", "_mj": "mJ", "_pct": "%",

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from mambaprof.measure import FIDELITY_PRECISION_PCT, MAX_FIDELITY_PAIRS, more_fidelity_pairs
 from mambaprof.paired import PairedDifference, median_interval_ranks, paired_difference
+from mambaprof.run.measure import FIDELITY_PRECISION_PCT, MAX_FIDELITY_PAIRS, more_fidelity_pairs
 
 
 @pytest.mark.parametrize(("n", "ranks"), [(6, (0, 5)), (10, (1, 8)), (20, (5, 14)), (30, (9, 20)), (50, (17, 32))])

@@ -8,11 +8,11 @@ from conftest import EXAMPLES, tiny_mamba, tiny_mamba2
 from transformers import AutoModelForCausalLM
 
 from mambaprof.errors import BadArgumentError
-from mambaprof.loading import load_model_file
+from mambaprof.model.loading import load_model_file
+from mambaprof.model.structure import discover
 from mambaprof.pruning.checkpoint import SIDECAR, load_checkpoint, save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import mixer_views
 from mambaprof.pruning.plan import apply_plan, make_plan
-from mambaprof.structure import discover
 
 CPU = torch.device("cpu")
 

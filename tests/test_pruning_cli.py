@@ -9,7 +9,7 @@ from conftest import EXAMPLES
 from transformers import AutoModelForCausalLM
 
 from mambaprof.cli import main
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 ENV = {"OMP_NUM_THREADS": "1"}
 SMALL = ["--calib-tokens", "1024", "--eval-tokens", "1024", "--calib-seqlen", "32", "--task-episodes", "16",

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import tiny_mamba, tiny_mamba2
 
+from mambaprof.model.structure import discover
 from mambaprof.pruning.mixers import mixer_output_from_scan, mixer_views, ssm_inputs
 from mambaprof.pruning.physical import complement, mask_states, select_states
 from mambaprof.pruning.plan import apply_plan, make_plan, mask_plan
 from mambaprof.pruning.scores import exact_scan
-from mambaprof.structure import discover
 
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 

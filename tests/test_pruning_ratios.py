@@ -81,7 +81,7 @@ def test_top_states_ties_and_order():
 def test_layer_multiples_keep_mamba2_conv_channels_a_multiple_of_8():
     """An adaptive plan over a Mamba-1 and two Mamba-2 layers (1 and 2 groups): the H200 showed a Mamba-2
     layer left with N' = 5 (d_inner + 2 * 5 channels) failing inside mamba_ssm's fused conv."""
-    from mambaprof.adapters import adapter_for
+    from mambaprof.model.adapters import adapter_for
     from mambaprof.pruning.mixers import MixerView
 
     def hf_mamba2(groups: int) -> torch.nn.Module:

@@ -24,7 +24,7 @@ from mambaprof.evaluation.tasks import TASKS, make_task
 from mambaprof.pruning import whatif
 from mambaprof.reports import pruning
 from mambaprof.reports.run_analysis import RunAnalysis
-from mambaprof.rundir import read_table
+from mambaprof.storage.rundir import read_table
 
 MODEL_PY = '''
 import torch
@@ -169,8 +169,8 @@ def test_legacy_run_without_new_columns(run, tmp_path, capsys):
 def test_report_of_a_run_whose_timing_crashed(tmp_path, monkeypatch, capsys):
     from conftest import tiny_mamba
 
-    from mambaprof.loading import LoadedModel
-    from mambaprof.rundir import RunWriter
+    from mambaprof.model.loading import LoadedModel
+    from mambaprof.storage.rundir import RunWriter
 
     def boom(*args):
         raise RuntimeError("kernel exploded")

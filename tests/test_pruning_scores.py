@@ -3,10 +3,10 @@
 import torch
 from conftest import tiny_mamba, tiny_mamba2
 
+from mambaprof.model.structure import discover
 from mambaprof.pruning.calibration import calibrate
 from mambaprof.pruning.mixers import mixer_views, ssm_inputs
 from mambaprof.pruning.scores import ScoreAccumulator, delta_activity_sum, exact_scan, magnitude_score, random_score
-from mambaprof.structure import discover
 
 
 def _view(model, layer=0):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import tiny_mamba
 
-from mambaprof.loading import LoadedModel
+from mambaprof.model.loading import LoadedModel
 from mambaprof.pruning import whatif
 from mambaprof.pruning.whatif import PruneConfig, run_whatif
-from mambaprof.rundir import RunWriter, read_run_record, read_table
+from mambaprof.storage.rundir import RunWriter, read_run_record, read_table
 
 
 def _config(**kw):

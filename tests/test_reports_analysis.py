@@ -305,7 +305,7 @@ def test_validation_errors_are_specific(tmp_path):
 
 
 def test_summary_frames_match_schema(m1):
-    from mambaprof.schema import get_table
+    from mambaprof.storage.schema import get_table
 
     frames = m1.summary_frames()
     assert set(frames) == {"summary_components", "summary_layers", "summary_points", "summary_scaling",
@@ -350,7 +350,7 @@ def test_calibration_store_round_trip_and_corrupt_file(tmp_path, monkeypatch):
 def test_run_killed_while_running_reads_as_incomplete(tmp_path):
     import socket
 
-    from mambaprof.rundir import RunWriter, read_run_record
+    from mambaprof.storage.rundir import RunWriter, read_run_record
 
     run = make_run(tmp_path / "run")
     record = read_run_record(run)

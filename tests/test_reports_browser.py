@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.browser import find_chromium, render_page
 from synthetic_runs import Spec, make_run
 from test_reports_analysis import _hardware_tables
 
-from mambaprof.reports.browser import find_chromium, render_page
 from mambaprof.reports.render_html import render_comparison, render_report, write_html
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from mambaprof.rundir import read_table
-from mambaprof.schema import get_table
+from mambaprof.storage.rundir import read_table
+from mambaprof.storage.schema import get_table
 
 FAST = ["--seqlens", "16,32,64", "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet"]
 

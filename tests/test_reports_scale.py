@@ -16,7 +16,7 @@ from synthetic_runs import Spec, make_run
 from mambaprof.reports import plots
 from mambaprof.reports.run_analysis import RunAnalysis
 from mambaprof.reports.validate import validate_run
-from mambaprof.rundir import read_table
+from mambaprof.storage.rundir import read_table
 
 SEQLENS = tuple(sorted({int(round(s / 8) * 8) for s in np.geomspace(64, 16384, 160)}))
 

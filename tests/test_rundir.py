@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from mambaprof import rundir
 from mambaprof.errors import RunDirectoryError
-from mambaprof.rundir import RunWriter, read_run_record, read_table
+from mambaprof.storage import rundir
+from mambaprof.storage.rundir import RunWriter, read_run_record, read_table
 
 ROW = {"rank": 0, "world_size": 1, "point_id": 0, "device": "cpu", "batch": 1, "seqlen": 64, "dtype": "float32",
        "layer": 0, "component": "ssm_scan", "wall_ms_median": 1.5}

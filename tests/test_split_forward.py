@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import tiny_mamba, tiny_mamba2
 
+from mambaprof.collectors.markers import Probe, Window
 from mambaprof.errors import UnsupportedModelError
-from mambaprof.instrument import Instrumenter, Probe, Window
-from mambaprof.structure import discover
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 from mambaprof.taxonomy import MIXER_COMPONENTS
 
 

@@ -4,7 +4,7 @@ import json
 
 from reliability.helpers import assert_one_line_error
 
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 
 def test_study_runs_every_model(tmp_path, cli):

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from mambaprof import taxonomy
-from mambaprof.schema import SCHEMA_VERSION, TABLES, get_table, render_markdown
+from mambaprof.storage.schema import SCHEMA_VERSION, TABLES, get_table, render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,4 +45,5 @@ def test_build_rejects_unknown_and_missing_required():
 
 def test_schema_doc_is_in_sync():
     doc = (REPO / "docs" / "SCHEMA.md").read_text()
-    assert doc == render_markdown(), "docs/SCHEMA.md is stale: run `python -m mambaprof.schema > docs/SCHEMA.md`"
+    assert doc == render_markdown(), (
+        "docs/SCHEMA.md is stale: run `python -m mambaprof.storage.schema > docs/SCHEMA.md`")

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import tiny_mamba
 
+from mambaprof.collectors.markers import MIXER, Probe, Window
 from mambaprof.collectors.timing import Clock, ForwardTimer, WindowTimer
-from mambaprof.instrument import MIXER, Instrumenter, Probe, Window
-from mambaprof.measure import component_walls
-from mambaprof.structure import discover
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
+from mambaprof.run.measure import component_walls
 
 
 class CountingClock(Clock):

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 from conftest import EXAMPLES
 
-from mambaprof.rundir import read_run_record, read_table
+from mambaprof.storage.rundir import read_run_record, read_table
 
 FAST = ["--repeats", "2", "--warmup", "1", "--profile-repeats", "2", "--quiet"]
 

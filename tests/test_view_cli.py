@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 
 from mambaprof.cli.view import free_port
-from mambaprof.rundir import read_run_record
+from mambaprof.storage.rundir import read_run_record
 
 pytest.importorskip("torch_tb_profiler")
 START_LIMIT_S = 150

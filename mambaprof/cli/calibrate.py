@@ -27,16 +27,20 @@ def calibrate_command(
 ) -> None:
     """Measure the device's copy bandwidth (GB/s) and GEMM throughput (TFLOP/s per dtype): CUDA events on a
     GPU, perf_counter on the CPU, fastest of the repeats after warm-up."""
-    from mambaprof.loading import resolve_device
-    from mambaprof.reports.calibration import calibrate, store_calibration
+    from dataclasses import asdict
+
+    from mambaprof.collectors.calibration import calibrate
+    from mambaprof.model.loading import resolve_device
+    from mambaprof.reports.calibration import calibrated_peaks, store_calibration
     from mambaprof.reports.peaks import canonical_dtype
 
     dev = resolve_device(device)
     wanted = [canonical_dtype(d) for d in dtypes.split(",") if d.strip()] if dtypes else None
     console = Console(stderr=True)
     with console.status("calibrating") as status:
-        peaks, measurements = calibrate(dev, wanted, quick=quick,
-                                        progress=lambda what: status.update(f"calibrating: {what}"))
+        name, measurements = calibrate(dev, wanted, quick=quick,
+                                       progress=lambda what: status.update(f"calibrating: {what}"))
+    peaks = calibrated_peaks(name, [asdict(m) for m in measurements])
     table = Table(title=f"mambaprof calibrate: {peaks.name} ({dev})")
     for col in ("measurement", "size", "median ms", "best ms", "rate"):
         table.add_column(col, justify="left" if col == "measurement" else "right")
@@ -44,7 +48,7 @@ def calibrate_command(
         table.add_row(m.what, m.size, f"{m.median_ms:.3f}", f"{m.best_ms:.3f}", f"{m.rate:,.3g} {m.unit}")
     Console().print(table)
     if store:
-        typer.echo(f"stored in {store_calibration(peaks, measurements)}")
+        typer.echo(f"stored in {store_calibration(peaks, [asdict(m) for m in measurements])}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"name": peaks.name, "tflop_per_s": peaks.tflop_per_s, "gb_per_s": peaks.gb_per_s,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from mambaprof.autotune import POLICIES
 from mambaprof.errors import BadArgumentError
+from mambaprof.run.autotune import POLICIES
 
 MAX_SEQLEN = 1 << 22  # 4M tokens: beyond this a value is a typo, not a plan
 MAX_BATCH = 1 << 14

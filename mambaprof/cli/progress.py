@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager, contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mambaprof.distributed import RankInfo
-from mambaprof.sweep import ProgressFn
+from mambaprof.distributed.ranks import RankInfo
+from mambaprof.run.sweep import ProgressFn
 
 
 @contextmanager

@@ -12,13 +12,13 @@ from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import sweep_progress
 from mambaprof.errors import BadArgumentError
-from mambaprof.loading import LoadedModel, quiet_transformers, resolve_device, resolve_dtype
+from mambaprof.model.loading import LoadedModel, quiet_transformers, resolve_device, resolve_dtype
 from mambaprof.pruning.checkpoint import load_checkpoint
 from mambaprof.pruning.ratios import check_per_layer, check_ratio, parse_ratios
 from mambaprof.pruning.scores import SCORES
 from mambaprof.pruning.whatif import PruneConfig, run_whatif
-from mambaprof.rundir import RunWriter, new_run_id
-from mambaprof.tracing import ModelSource
+from mambaprof.run.tracing import ModelSource
+from mambaprof.storage.rundir import RunWriter, new_run_id
 
 CPU_SEQLENS, GPU_SEQLENS = "64,256", "1024,4096,8192"
 

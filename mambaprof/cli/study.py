@@ -13,12 +13,12 @@ from mambaprof.cli.options import DEBUG_OPTION, parse_autotune
 from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.cli.trace import AUTOTUNE_HELP, build_config
 from mambaprof.collectors.hardware import HardwareOptions
-from mambaprof.distributed import RankInfo, detect, rank_device
+from mambaprof.distributed.launch import launch_distributed
+from mambaprof.distributed.ranks import RankInfo, detect, rank_device
+from mambaprof.distributed.study import run_study_on_rank
 from mambaprof.errors import BadArgumentError
-from mambaprof.launch import launch_distributed
-from mambaprof.rank_study import run_study_on_rank
-from mambaprof.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, StudyOutcome, run_study
-from mambaprof.sweep import TraceConfig
+from mambaprof.run.study import DEFAULT_BATCHES, DEFAULT_MODELS, DEFAULT_SEQLENS, StudyOutcome, run_study
+from mambaprof.run.sweep import TraceConfig
 
 
 @app.command("study")

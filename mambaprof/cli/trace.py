@@ -14,13 +14,13 @@ from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_autotune, parse_int_list, parse_nonnegative
 from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
-from mambaprof.distributed import RankInfo, detect, rank_device
+from mambaprof.distributed.ranks import RankInfo, detect, rank_device
+from mambaprof.distributed.trace import run_distributed_trace
 from mambaprof.errors import BadArgumentError
-from mambaprof.loading import resolve_device, resolve_dtype
-from mambaprof.rank_trace import run_distributed_trace
-from mambaprof.rundir import RunWriter, new_run_id
-from mambaprof.sweep import RunInterrupted, TraceConfig, ignore_stop_signals, interrupts_raise, signal_exit_code
-from mambaprof.tracing import ModelSource, TraceOutcome, trace
+from mambaprof.model.loading import resolve_device, resolve_dtype
+from mambaprof.run.sweep import RunInterrupted, TraceConfig, ignore_stop_signals, interrupts_raise, signal_exit_code
+from mambaprof.run.tracing import ModelSource, TraceOutcome, trace
+from mambaprof.storage.rundir import RunWriter, new_run_id
 
 CPU_SEQLENS = "64,128,256,512"
 GPU_SEQLENS = "64,256,1024,4096,16384"

@@ -23,7 +23,7 @@ import typer
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION
 from mambaprof.errors import BadArgumentError, MambaprofError, RunDirectoryError
-from mambaprof.rundir import TB_DIR
+from mambaprof.storage.rundir import TB_DIR
 
 HOST = "127.0.0.1"
 PLUGIN_RUNS = "/data/plugin/pytorch_profiler/runs"

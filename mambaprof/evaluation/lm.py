@@ -12,8 +12,8 @@ from torch import nn
 
 from mambaprof.errors import UnsupportedModelError
 from mambaprof.evaluation.text import windows
-from mambaprof.inputs import first_tensor
-from mambaprof.structure import ModelStructure
+from mambaprof.model.inputs import first_tensor
+from mambaprof.model.structure import ModelStructure
 
 
 def forward_params(model: nn.Module) -> set[str]:

@@ -27,11 +27,11 @@ from torch import nn
 
 from mambaprof import __version__
 from mambaprof.errors import BadArgumentError, ModelLoadError
-from mambaprof.loading import LoadedModel, load_hf_checkpoint, quiet_transformers
+from mambaprof.model.loading import LoadedModel, load_hf_checkpoint, quiet_transformers
+from mambaprof.model.structure import discover
 from mambaprof.pruning.mixers import MixerView, mixer_views
 from mambaprof.pruning.physical import select_states
 from mambaprof.pruning.plan import PruningPlan
-from mambaprof.structure import discover
 
 SIDECAR = "mambaprof_pruning.json"
 MAMBA_SSM_WEIGHTS = "pytorch_model.bin"

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambaprof.adapters import MixerAdapter, MixerDims
 from mambaprof.errors import UnsupportedModelError
-from mambaprof.structure import ModelStructure
+from mambaprof.model.adapters import MixerAdapter, MixerDims
+from mambaprof.model.structure import ModelStructure
 
 
 @dataclass

@@ -9,7 +9,7 @@ Order of work, for a model loaded in fp32 (the master copy):
    largest prefill shape with Triton's autotuners reset (mamba_ssm's SSD kernels then use configs tuned
    at that shape for every state size; `runs.autotune_json`): prefill timing at every sequence length and
    decode timing, all models interleaved in one loop; peak memory; decode-cache bytes; one component-split
-   measurement (`mambaprof.measure.measure_point`) at `component_seqlen`;
+   measurement (`mambaprof.run.measure.measure_point`) at `component_seqlen`;
 4. rows of the `pruning` table (plus `points`/`components`/`kernels` of the component measurements
    and the `runs` record), written through `RunWriter`.
 """
@@ -25,16 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from mambaprof.autotune import AutotunePolicy
+from mambaprof.collectors.context import PointSpec
 from mambaprof.collectors.timing import synchronize
-from mambaprof.errors import BadArgumentError, StorageError
+from mambaprof.errors import BadArgumentError, StorageError, one_line
 from mambaprof.evaluation.chance import accuracy_caveat
 from mambaprof.evaluation.lm import Perplexity, check_byte_lm, lm_logits, perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, task_accuracy
 from mambaprof.evaluation.text import corpus_tokens, windows
-from mambaprof.inputs import make_call
-from mambaprof.loading import LoadedModel
-from mambaprof.measure import PointSpec, measure_point
+from mambaprof.model.inputs import make_call
+from mambaprof.model.loading import LoadedModel
+from mambaprof.model.structure import ModelStructure, discover
 from mambaprof.pruning.calibration import calibrate
 from mambaprof.pruning.checkpoint import save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import mixer_views, to_serving_dtype
@@ -47,10 +47,11 @@ from mambaprof.pruning.timing import (
     median,
     random_ids,
 )
-from mambaprof.rundir import RunWriter, utcnow
-from mambaprof.schema.base import json_cell
-from mambaprof.structure import ModelStructure, discover
-from mambaprof.sweep import TraceConfig, free_memory, is_oom, is_storage_failure, one_line, run_record
+from mambaprof.run.autotune import AutotunePolicy
+from mambaprof.run.measure import measure_point
+from mambaprof.run.sweep import TraceConfig, free_memory, is_oom, is_storage_failure, run_record
+from mambaprof.storage.rundir import RunWriter, utcnow
+from mambaprof.storage.schema.base import json_cell
 
 #: most bytes of the calibration text the recovery fine-tune reads (the stdlib calib split is ~0.6 MB)
 RECOVERY_TEXT_BYTES = 32 << 20

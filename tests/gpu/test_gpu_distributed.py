@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mambaprof.reports.ranks import communication_share
-from mambaprof.rundir import read_table
+from mambaprof.storage.rundir import read_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

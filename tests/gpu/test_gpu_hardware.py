@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from mambaprof.collectors.context import PointContext, PointSpec
 from mambaprof.collectors.energy import EnergyCollector
 from mambaprof.collectors.gpu_device import NVMLDevice, energy_update_period_ms, open_device
 from mambaprof.collectors.io import IOCollector
@@ -20,11 +21,10 @@ from mambaprof.collectors.memory import MemoryCollector
 from mambaprof.collectors.ncu import NcuCollector, find_ncu
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.env import mamba_ssm_available
-from mambaprof.inputs import make_call
-from mambaprof.instrument import Instrumenter
-from mambaprof.measure import PointContext, PointSpec
-from mambaprof.presets import Preset, build_mamba_ssm
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.presets import Preset, build_mamba_ssm
+from mambaprof.model.structure import discover
+from mambaprof.run.instrument import Instrumenter
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_mamba = pytest.mark.skipif(not mamba_ssm_available(), reason="needs mamba_ssm and causal_conv1d")
@@ -208,7 +208,7 @@ def _model_file(tmp_path):
     path = tmp_path / "model.py"
     path.write_text(
         "import torch\n"
-        "from mambaprof.presets import Preset, build_mamba_ssm\n"
+        "from mambaprof.model.presets import Preset, build_mamba_ssm\n"
         "def build_model(device, dtype):\n"
         "    torch.manual_seed(0)\n"
         "    return build_mamba_ssm(Preset('t', 'mamba2', d_model=512, n_layer=2, d_state=128), device, dtype)\n")

@@ -16,16 +16,17 @@ import json
 import pytest
 import torch
 
+from mambaprof.collectors.context import PointSpec
 from mambaprof.env import mamba_ssm_available
-from mambaprof.inputs import make_call
-from mambaprof.measure import PointSpec, measure_point
+from mambaprof.model.inputs import make_call
+from mambaprof.model.structure import discover
 from mambaprof.pruning.checkpoint import load_checkpoint, save_pruned, set_config_state_size
 from mambaprof.pruning.mixers import MixerView, mixer_output_from_scan, mixer_views, ssm_inputs
 from mambaprof.pruning.physical import complement, mask_states, select_states
 from mambaprof.pruning.plan import apply_plan, kernel_multiples, make_plan, mask_plan, top_states
 from mambaprof.pruning.scores import exact_scan
 from mambaprof.pruning.timing import Decoder
-from mambaprof.structure import discover
+from mambaprof.run.measure import measure_point
 
 pytestmark = [
     pytest.mark.gpu,
@@ -55,7 +56,7 @@ def _mixer(family: str, path: str, d_state: int) -> torch.nn.Module:
 
 
 def _view(module: torch.nn.Module) -> MixerView:
-    from mambaprof.adapters import adapter_for
+    from mambaprof.model.adapters import adapter_for
 
     return MixerView(0, module, adapter_for(module))
 

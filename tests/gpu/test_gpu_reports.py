@@ -8,13 +8,16 @@ attribution) and uses the datasheet peaks of the device.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import pytest
 import torch
 from conftest import run_cli
 
+from mambaprof.collectors.calibration import calibrate
 from mambaprof.env import mamba_ssm_available
-from mambaprof.reports.calibration import calibrate
+from mambaprof.reports.calibration import calibrated_peaks
 from mambaprof.reports.peaks import lookup_known
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -22,7 +25,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_calibrate_against_the_datasheet():
     dev = torch.device("cuda:0")
-    peaks, measurements = calibrate(dev, ["bfloat16", "float32"])
+    name, measurements = calibrate(dev, ["bfloat16", "float32"])
+    peaks = calibrated_peaks(name, [asdict(m) for m in measurements])
     known = lookup_known(torch.cuda.get_device_name(dev))
     assert peaks.gb_per_s > 100 and peaks.tflops("bfloat16") > 10
     for m in measurements:

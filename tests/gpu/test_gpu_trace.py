@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mambaprof.collectors.context import PointSpec
 from mambaprof.env import mamba_ssm_available
-from mambaprof.inputs import make_call
-from mambaprof.loading import LoadedModel
-from mambaprof.measure import PointSpec, measure_point
-from mambaprof.presets import Preset, build_mamba_ssm
-from mambaprof.structure import discover
+from mambaprof.model.inputs import make_call
+from mambaprof.model.loading import LoadedModel
+from mambaprof.model.presets import Preset, build_mamba_ssm
+from mambaprof.model.structure import discover
+from mambaprof.run.measure import measure_point
 
 pytestmark = [
     pytest.mark.gpu,
@@ -78,8 +79,8 @@ def test_mamba2_ssd_kernels_autotune_at_the_largest_point(tmp_path):
     first point, and the run record lists them."""
     import json
 
-    from mambaprof.rundir import RunWriter, read_run_record
-    from mambaprof.sweep import TraceConfig, run_sweep
+    from mambaprof.run.sweep import TraceConfig, run_sweep
+    from mambaprof.storage.rundir import RunWriter, read_run_record
 
     loaded = _model("mamba2", d_model=1024, layers=2)
     config = TraceConfig(seqlens=[256, 2048], batches=[1, 2], device=DEV, dtype=torch.bfloat16, repeats=2, warmup=1,

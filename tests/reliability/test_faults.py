@@ -15,9 +15,9 @@ import torch
 from hardware_fakes import FakeDevice
 
 from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
-from mambaprof.rundir import read_run_record, read_table, run_state
-from mambaprof.sweep import TraceConfig
-from mambaprof.tracing import ModelSource, trace
+from mambaprof.run.sweep import TraceConfig
+from mambaprof.run.tracing import ModelSource, trace
+from mambaprof.storage.rundir import read_run_record, read_table, run_state
 from reliability.helpers import FAST, TINY_HF, write
 
 pytestmark = pytest.mark.reliability("faults")

@@ -10,7 +10,7 @@ import socket
 import pyarrow.parquet as pq
 import pytest
 
-from mambaprof.rundir import read_run_record
+from mambaprof.storage.rundir import read_run_record
 from reliability.helpers import FAST, TINY_HF, assert_one_line_error, write
 
 pytestmark = pytest.mark.reliability("run-dirs")

@@ -1,0 +1,102 @@
+"""Closed-form FLOPs and minimum bytes per component, from shapes alone.
+
+Conventions: a multiply-add is 2 FLOPs; transcendental functions (exp, silu, softplus, rsqrt)
+count 1 FLOP each so the numbers stay comparable across families. "Minimum bytes" reads every
+input of the component once and writes every output once (weights included), at the activation
+element size; fp32 parameters (A_log, D, dt bias) are counted at 4 bytes. Real kernels move at
+least this much; measured DRAM bytes (Nsight Compute) show how much more.
+
+GEMM counts are cross-checked against torch.utils.flop_counter in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mambaprof.model.adapters.dims import MixerDims
+
+
+@dataclass(frozen=True)
+class Count:
+    """FLOPs and minimum bytes of one component for one forward."""
+
+    flops: float
+    bytes_min: float
+
+    def __add__(self, other: Count) -> Count:
+        return Count(self.flops + other.flops, self.bytes_min + other.bytes_min)
+
+
+def gemm(m: int, k: int, n: int, elem: int) -> Count:
+    """(m x k) @ (k x n): 2mkn FLOPs; reads both operands, writes the result."""
+    return Count(2.0 * m * k * n, float(elem) * (m * k + k * n + m * n))
+
+
+def elementwise(n_elems: int, flops_per_elem: float, n_in: int, n_out: int, elem: int) -> Count:
+    """An elementwise op over n_elems with n_in input and n_out output tensors of that size."""
+    return Count(flops_per_elem * n_elems, float(elem) * n_elems * (n_in + n_out))
+
+
+def mixer_counts(d: MixerDims, batch: int, seqlen: int, elem: int) -> dict[str, Count]:
+    """Per-component counts of one mixer forward over batch x seqlen tokens.
+
+    elem: bytes per activation/weight element (4 fp32, 2 bf16/fp16).
+    Returns a dict keyed by component name (Mamba-2 has no ssm_params).
+    """
+    t = batch * seqlen
+    di, n, dm = d.d_inner, d.d_state, d.d_model
+    out: dict[str, Count] = {}
+    out["in_proj"] = gemm(t, dm, d.in_proj_out, elem)
+    ch = d.conv_channels
+    # depthwise conv: d_conv MACs per output + bias + silu (~4 FLOPs)
+    out["conv1d"] = Count(t * ch * (2.0 * d.d_conv + 5.0),
+                          float(elem) * (2 * t * ch + ch * (d.d_conv + 1)))
+    if d.family == "mamba1":
+        r = d.dt_rank
+        out["ssm_params"] = gemm(t, di, r + 2 * n, elem) + gemm(t, r, di, elem)
+        # per (token, channel, state): exp(dt*A) [2], dt*B*x [2], h = dA*h + dBx [2], y += C*h [2]
+        # per (token, channel): softplus(dt + bias) [3], D skip [2]
+        scan_flops = t * di * (8.0 * n + 5.0)
+        scan_bytes = elem * (t * di * 2 + t * 2 * n) + 4 * (di * n + 2 * di) + elem * t * di
+        out["ssm_scan"] = Count(scan_flops, float(scan_bytes))
+        # y * silu(z): silu ~4, multiply 1
+        out["gating"] = elementwise(t * di, 5.0, 2, 1, elem)
+    else:
+        h, p, g, q = d.nheads, d.headdim, d.ngroups, max(d.chunk_size, 1)
+        q_eff = min(q, seqlen)
+        # SSD (Dao & Gu 2024): intra-chunk C.B^T per group [2*q*N per token per group],
+        # mask+decay per head [2*q per token per head], Y_diag = M.X [2*q*P per token per head],
+        # chunk states B^T.X [2*N*P per token per head], Y_off = C.states [2*N*P per token per head],
+        # state passing [2*N*P per chunk per head], dt softplus/cumsum/decays [~8 per token per head],
+        # D skip [2 per element].
+        n_chunks = -(-seqlen // q)
+        scan_flops = (t * (2.0 * q_eff * n * g + h * (2.0 * q_eff + 2.0 * q_eff * p + 4.0 * n * p + 8.0))
+                      + batch * n_chunks * h * 2.0 * n * p + 2.0 * t * di)
+        scan_bytes = elem * (t * di + t * h + 2 * t * g * n + t * di) + 4 * 3 * h
+        out["ssm_scan"] = Count(scan_flops, float(scan_bytes))
+        # gated RMSNorm: y*silu(z) [5], square+sum [2], rsqrt per group, scale [2] -> ~9 per element
+        out["gating"] = Count(9.0 * t * di, float(elem * (3 * t * di + di)))
+    out["out_proj"] = gemm(t, di, dm, elem)
+    return out
+
+
+def norm_count(d_model: int, batch: int, seqlen: int, elem: int) -> Count:
+    """RMSNorm over d_model per token: square, sum, rsqrt, scale, weight (~5 FLOPs per element)."""
+    t = batch * seqlen
+    return Count(5.0 * t * d_model, float(elem * (2 * t * d_model + d_model)))
+
+
+def residual_count(d_model: int, batch: int, seqlen: int, elem: int) -> Count:
+    """Residual add: one add per element, two reads and one write."""
+    return elementwise(batch * seqlen * d_model, 1.0, 2, 1, elem)
+
+
+def embedding_count(d_model: int, batch: int, seqlen: int, elem: int) -> Count:
+    """Embedding gather: no FLOPs; reads one row per token (plus the ids), writes the output."""
+    t = batch * seqlen
+    return Count(0.0, float(2 * elem * t * d_model + 8 * t))
+
+
+def lm_head_count(d_model: int, vocab: int, batch: int, seqlen: int, elem: int) -> Count:
+    """Output projection to the vocabulary: a GEMM (t x d_model) @ (d_model x vocab)."""
+    return gemm(batch * seqlen, d_model, vocab, elem)
