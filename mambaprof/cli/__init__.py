@@ -1,6 +1,6 @@
 """The `mambaprof` command line (typer). Each sub-command lives in its own module here.
 
-Every user-facing failure is one line on stderr (`error: ...`) and a non-zero exit; a traceback
+The top layer: it may import every other package. Every user-facing failure is one line on stderr (`error: ...`) and a non-zero exit; a traceback
 is printed only with `--debug`.
 """
 
