@@ -1,7 +1,7 @@
 """The `mambaprof` command line (typer). Each sub-command lives in its own module here.
 
-The top layer: it may import every other package. Every user-facing failure is one line on stderr (`error: ...`) and a non-zero exit; a traceback
-is printed only with `--debug`.
+The top layer: it may import every other package. Every user-facing failure is one line on stderr
+(`error: ...`) and a non-zero exit; a traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
