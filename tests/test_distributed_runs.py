@@ -11,7 +11,7 @@ import textwrap
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLES, REPO, run_cli
+from support.cli import EXAMPLES, REPO, run_cli
 
 from mambaprof.reports.ranks import rank_view
 from mambaprof.storage.rundir import read_run_record, read_table

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import Spec, make_run
 
 from mambaprof.errors import BadArgumentError, RunDirectoryError
 from mambaprof.reports import peaks as peaks_mod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.browser import find_chromium, render_page
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import Spec, make_run
 from test_reports_analysis import _hardware_tables
 
 from mambaprof.reports.render_html import render_comparison, render_report, write_html

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import Spec, make_run
 
 from mambaprof.reports import plots
 from mambaprof.reports.run_analysis import RunAnalysis

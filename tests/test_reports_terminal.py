@@ -1,7 +1,7 @@
 """The terminal report at 100 columns: wide tables are split into column groups, never broken cells."""
 
 from rich.console import Console
-from synthetic_runs import make_run
+from support.synthetic_runs import make_run
 from test_reports_analysis import L_MAX, _hardware_tables
 
 from mambaprof.reports import views

@@ -4,7 +4,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import EXAMPLES
+from support.cli import EXAMPLES
 
 from mambaprof.storage.rundir import read_run_record, read_table
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli
+from support.cli import run_cli
 
 from mambaprof.collectors.calibration import calibrate
 from mambaprof.env import mamba_ssm_available

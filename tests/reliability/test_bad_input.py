@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_mamba
-
-from reliability.helpers import FAST, TINY_HF, assert_one_line_error, write
+from support.models import tiny_mamba
+from support.reliability import FAST, TINY_HF, assert_one_line_error, write
 
 pytestmark = pytest.mark.reliability("bad-input")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import CliResult
+from support.cli import CliResult
 
 FAST = ["--repeats", "1", "--warmup", "0", "--profile-repeats", "1", "--quiet", "--no-tb"]
 
