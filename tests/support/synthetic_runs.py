@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mambaprof.storage.rundir import RunWriter
 
@@ -25,13 +27,16 @@ DEFAULT_LAWS: dict[str, tuple[float, float]] = {
     "embedding": (0.05, 1.0), "lm_head": (1.5, 1.0), "other": (0.01, 1.0),
 }
 
+#: The largest sequence length of the default sweep (Spec.seqlens).
+L_MAX = 16384
+
 
 @dataclass
 class Spec:
     """What to write: families per layer, the sweep, device facts, and the time laws."""
 
     families: tuple[str, ...] = ("mamba1", "mamba1")
-    seqlens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+    seqlens: tuple[int, ...] = (1024, 2048, 4096, 8192, L_MAX)
     batch: int = 8
     device: str = "cuda:0"
     device_name: str = "NVIDIA H100 80GB HBM3"
@@ -114,3 +119,43 @@ def _row(point: dict, layer: int, comp: str, family: str, seqlen: int, spec: Spe
             "wall_ms_median": wall, "wall_ms_mean": wall, "kernel_ms_median": kernel, "kernel_ms_mean": kernel,
             "kernel_samples": 3, "kernel_count": 2, "attribution": "range" if spec.mode == "split" else "name_rule",
             "flops": flops, "bytes_min": nbytes}
+
+
+def write_plain(writer: RunWriter, name: str, frame: pd.DataFrame) -> None:
+    """A table as the hardware collectors write it (plain Parquet part; read without its schema here)."""
+    folder = writer.out / name
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+
+
+def hardware_tables(writer: RunWriter, comps: pd.DataFrame) -> None:
+    """energy / memory / memory_points / hw_counters / collector_status rows shaped like the hardware
+    collectors' (docs/HARDWARE.md): component energy on one representative layer per family at 700 W."""
+    keys = ["run_id", "rank", "world_size", "point_id", "layer", "component"]
+    mixer = comps[comps.layer >= 0]
+    reps = mixer.groupby("family").layer.min()
+    counts = mixer.groupby("family").layer.nunique()
+    rep_rows = comps[(comps.layer == -1) | comps.apply(lambda r: reps.get(r.family) == r.layer, axis=1)]
+    energy = rep_rows[keys].assign(scope="component", status="resolved", energy_mj=rep_rows.kernel_ms_mean * 0.7,
+                                   layers_represented=rep_rows.family.map(counts).fillna(1).astype(int))
+    energy.loc[energy.component == "gating", "status"] = "unresolved"  # too short a window: no number
+    totals = comps.groupby(["run_id", "rank", "world_size", "point_id", "seqlen", "batch"]).kernel_ms_mean.sum()
+    forward = totals.reset_index().assign(layer=-1, component="forward", scope="forward", status="resolved",
+                                          layers_represented=1)
+    forward["energy_mj"] = forward.kernel_ms_mean * 0.7
+    forward["energy_per_token_j"] = forward.energy_mj / 1000 / (forward.seqlen * forward.batch)
+    write_plain(writer, "energy", pd.concat([energy, forward[energy.columns.tolist() + ["energy_per_token_j"]]]))
+    hw = pd.concat([comps[keys]] * 2, ignore_index=True)  # two kernels per component window
+    hw = hw.assign(seq=range(len(hw)), dram_read_bytes=1000.0, dram_write_bytes=500.0, dram_bytes=1500.0)
+    write_plain(writer, "hw_counters", hw)
+    memory = comps[keys].assign(peak_delta_bytes=comps.layer.clip(lower=0) * 1000 + 4096,
+                                cache_state_bytes=(comps.component == "ssm_scan") * 2.0**20)
+    write_plain(writer, "memory", memory)
+    points = comps[["run_id", "rank", "world_size", "point_id"]].drop_duplicates()
+    write_plain(writer, "memory_points", points.assign(peak_allocated_bytes=2**30, activation_peak_bytes=2**28,
+                                                        recurrent_state_bytes=2**21, conv_state_bytes=2**20))
+    write_plain(writer, "collector_status", pd.DataFrame([
+        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "ncu", "point_id": None,
+         "status": "unavailable", "reason": "ncu not found on PATH"},
+        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "nvml", "point_id": None,
+         "status": "ok", "reason": None}]))
