@@ -104,9 +104,22 @@ def test_hybrid_other_layers_land_in_other(tmp_path, cli):
 
 
 def test_env_command(cli):
+    import platform
+    import sys
+
+    import torch
+    import transformers
+
     res = cli("env", "--json")
-    assert res.returncode == 0
-    assert '"torch_version"' in res.stdout and '"nvml_available"' in res.stdout
+    assert res.returncode == 0, res.stderr
+    env = json.loads(res.stdout)  # the whole output is one JSON object
+    assert env["torch_version"] == torch.__version__
+    assert env["transformers_version"] == transformers.__version__
+    assert env["python_version"] == platform.python_version() == ".".join(map(str, sys.version_info[:3]))
+    assert isinstance(env["nvml_available"], bool)
+    assert env["nvml_available"] or env["nvml_reason"]  # unavailable NVML says why
+    assert env["device_count"] == torch.cuda.device_count()
+    assert env["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_point_seconds_caps_timing_but_keeps_three_repeats(tmp_path, cli):
