@@ -20,9 +20,10 @@ synthetic run is what a long real sweep of that model family would write:
 
 Every table is written through RunWriter.write_rows, one atomic part per point, as `mambaprof trace`
 writes it. Timings: write (sum over write_rows calls), read (read_table of each table, in-process),
-validation and the full report as subprocesses (wall time, median of --repeats runs).
+validation and the full report as subprocesses (wall time, median of --repeats runs). The JSON carries
+benchmarks/provenance.py's stamp ("provenance") and this machine's CPU, memory and load ("machine").
 
-    python benchmarks/synthetic_run.py --out /tmp/synth-1m --json benchmarks/data/DATE-cpu-data-path/data_path.json
+    python benchmarks/data_path_scale.py --out /tmp/synth-1m --json benchmarks/data/DATE-cpu-data-path/data_path.json
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -489,18 +489,6 @@ def machine() -> dict[str, Any]:
             "mambaprof": mambaprof.__version__, "load_avg_at_start": list(os.getloadavg())}
 
 
-def git_head() -> str | None:
-    """The checked-out commit (read-only), with `+dirty` when the tree has changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 def summary(values: list[float]) -> dict[str, Any]:
     """Raw seconds and their median, min and max."""
     return {"raw_s": [round(v, 4) for v in values], "median_s": round(statistics.median(values), 4),
@@ -509,6 +497,8 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 def main() -> None:
     """Build the run, time each step, print and write the JSON."""
+    from provenance import stamp  # benchmarks/ is on sys.path when this runs as a script (tests load it by path)
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="real run with a kernels table")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mambaprof-synthetic-1m"), help="synthetic run (replaced)")
@@ -528,9 +518,7 @@ def main() -> None:
     shape = Shape(target_kernels=a.kernels, layers=a.layers, profile_repeats=a.profile_repeats,
                   batches=tuple(int(b) for b in a.batches.split(",")), seqlen_min=a.seqlen_min,
                   seqlen_max=a.seqlen_max)
-    started = datetime.now(timezone.utc)
-    result: dict[str, Any] = {"date": started.isoformat(timespec="seconds"), "command": shlex.join(sys.argv),
-                              "machine": machine(), "git": git_head(), "source": str(a.source),
+    result: dict[str, Any] = {"provenance": stamp("cpu"), "machine": machine(), "source": str(a.source),
                               "shape": asdict(shape)}
     if not a.reuse:
         built = build(a.source, a.out, shape)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Device run for issue 7 (distributed traces). Needs the kind nvidia-h200-x2 (2 GPUs); carry [".whl"].
-# Usage on the device (repo root): bash benchmarks/device_issue7.sh   (writes under $OUT; at most ~9.5 minutes:
+# Does a sweep sharded over 2 GPUs measure the same per-point numbers as 1 GPU, in half the wall time, and what do
+# models that run across ranks spend in NCCL communication? Needs the kind nvidia-h200-x2 (2 GPUs); carry [".whl"].
+# Not yet run on a device (no write-up in benchmarks/results/).
+# Usage on the device (repo root): bash benchmarks/device_distributed.sh   (writes under $OUT; at most ~9.5 minutes:
 # every step has a timeout, and the optional steps below are skipped once the time budget is used)
 #  1. GPU tests of the distributed path (tests/gpu/test_gpu_distributed.py: each rank on its own GPU,
 #     NCCL collectives of a data-parallel model in the `communication` component).
@@ -10,8 +12,9 @@
 #  3. Communication of models that run across ranks (--no-shard, NCCL): data-parallel (all_gather of
 #     the logits) and mamba_ssm tensor-parallel Mamba-2 mixers (all-reduce in each out_proj); then, time
 #     allowing, `mambaprof study --nproc 2` over the two 130m models.
-# Files under $OUT (7): nvidia_smi.csv, env.json, pytest_gpu.txt, log.txt, compare_1.json, compare_2.json,
-# runs_issue7.tar.gz. Every step is timeout-bounded; a failed step is logged and the next one runs.
+# Files under $OUT (7): nvidia_smi.csv, provenance.json (benchmarks/provenance.py), pytest_gpu.txt, log.txt,
+# compare_1.json, compare_2.json (benchmarks/compare_ranks.py), runs.tar.gz. Every step is timeout-bounded; a
+# failed step is logged and the next one runs.
 
 # NVLink multicast stays off in every process started here (the variables are inherited, torchrun's ranks too).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -22,7 +25,7 @@ RUNS=/tmp/runs7
 mkdir -p "$RUNS"
 step() { echo "== $(date -u +%H:%M:%S) (+${SECONDS}s) $*" | tee -a "$LOG"; }
 
-step "issue 7 device run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+step "distributed device run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 env | grep -E '^(NCCL_NVLS_ENABLE|TORCH_SYMM_MEM_DISABLE_MULTICAST|NVSHMEM_DISABLE_NVLS|OMP_NUM_THREADS)=' >> "$LOG"
 nvidia-smi -L >> "$LOG" 2>&1
 ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>>"$LOG")
@@ -31,7 +34,7 @@ if [ "${ngpu:-0}" -lt 2 ]; then
   step "needs 2 GPUs (the kind nvidia-h200-x2): stopping"
   exit 1
 fi
-python3 -m mambaprof env --json > "$OUT/env.json" 2>&1
+python3 benchmarks/provenance.py --out "$OUT/provenance.json" --script "$0" -- "$@" 2>&1 | tee -a "$LOG"
 
 step "1. GPU tests (2 GPUs)"
 timeout 180 python3 -m pytest -m gpu tests/gpu/test_gpu_distributed.py -q -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
@@ -73,7 +76,7 @@ if [ "$SECONDS" -lt 400 ]; then
       --no-shard --batch 4 --seqlens 1024,4096 --dtype bf16 --repeats 10 --warmup 3 --profile-repeats 3 --no-tb \
       --quiet --out "$RUNS/dp" --force >> "$LOG" 2>&1
   echo "exit $?" | tee -a "$LOG"
-  timeout 30 python3 benchmarks/rank_summary.py "$RUNS/dp" >> "$LOG" 2>&1
+  timeout 30 python3 benchmarks/summarize_ranks.py "$RUNS/dp" >> "$LOG" 2>&1
 else
   step "3a. skipped (time budget)"
 fi
@@ -83,7 +86,7 @@ if [ "$SECONDS" -lt 440 ]; then
       --seqlens 1024,4096 --dtype bf16 --repeats 10 --warmup 3 --profile-repeats 3 --no-tb --quiet \
       --out "$RUNS/tp" --force >> "$LOG" 2>&1
   echo "exit $?" | tee -a "$LOG"
-  timeout 30 python3 benchmarks/rank_summary.py "$RUNS/tp" >> "$LOG" 2>&1
+  timeout 30 python3 benchmarks/summarize_ranks.py "$RUNS/tp" >> "$LOG" 2>&1
 else
   step "3b. skipped (time budget)"
 fi
@@ -98,9 +101,9 @@ else
 fi
 
 step "4. pack the run directories (without TensorBoard traces)"
-(cd "$RUNS" && tar --exclude='*/tb/*' -czf "$OUT/runs_issue7.tar.gz" .) >> "$LOG" 2>&1
-if [ "$(stat -c %s "$OUT/runs_issue7.tar.gz" 2>/dev/null || echo 0)" -gt 15000000 ]; then
-  (cd "$RUNS" && tar --exclude='*/tb/*' --exclude='*/kernels/*' -czf "$OUT/runs_issue7.tar.gz" .) >> "$LOG" 2>&1
+(cd "$RUNS" && tar --exclude='*/tb/*' -czf "$OUT/runs.tar.gz" .) >> "$LOG" 2>&1
+if [ "$(stat -c %s "$OUT/runs.tar.gz" 2>/dev/null || echo 0)" -gt 15000000 ]; then
+  (cd "$RUNS" && tar --exclude='*/tb/*' --exclude='*/kernels/*' -czf "$OUT/runs.tar.gz" .) >> "$LOG" 2>&1
   echo "runs tar too large with kernels: packed without the kernels tables" | tee -a "$LOG"
 fi
 ls -la "$OUT" | tee -a "$LOG"

@@ -3,9 +3,10 @@
 For a preset at one point, measures in one run, interleaved: the original forward, the split forward
 with no listeners, the split forward with CUDA-event window timers; GPU time (CUDA events) and host
 time (CPU time to issue the forward, before the final synchronize). Then cProfiles one host-side
-issue of each to show where the CPU goes.
+issue of each to show where the CPU goes. Needs a GPU and mamba_ssm. The JSON (--out) carries
+benchmarks/provenance.py's stamp ("provenance").
 
-    python benchmarks/diag_split_overhead.py --preset mamba2-1.3b --batch 8 --seqlen 1024
+    python benchmarks/split_overhead_breakdown.py --preset mamba2-1.3b --batch 8 --seqlen 1024
 """
 
 import argparse
@@ -17,6 +18,7 @@ import statistics
 import time
 
 import torch
+from provenance import stamp
 
 from mambaprof.collectors.markers import Probe
 from mambaprof.collectors.timing import WindowTimer
@@ -27,13 +29,15 @@ from mambaprof.run.instrument import Instrumenter
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="mamba2-1.3b")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    if not torch.cuda.is_available():
+        ap.exit(2, "error: needs a CUDA GPU (it times the mamba_ssm forward with CUDA events)\n")
     dev = torch.device("cuda:0")
     loaded = load_preset(a.preset, dev, torch.bfloat16, backend="mamba_ssm")
     st = discover(loaded.model)
@@ -75,6 +79,7 @@ def main():
             del out
     summary = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in res.items()}
     summary["config"] = vars(a)
+    summary["provenance"] = stamp(str(dev))
     print(json.dumps(summary, indent=1))
     for k, fn in kinds.items():
         torch.cuda.synchronize()

@@ -1,13 +1,14 @@
-"""How does one mixer's forward time depend on the state size N? (device benchmark for issue 5)
+"""How does one mixer's forward time depend on the state size N? (device benchmark of state pruning)
 
 Builds mamba_ssm `Mamba` (CUDA selective scan, fused path) and `Mamba2` (Triton SSD, memory-efficient
 path) layers at d_model 768 with several d_state values and times their forward on the same random
 input (batch 8, L 4096, bf16): CUDA events (perf_counter on CPU), warm-up (which also runs Triton's autotuning), then
 repeats interleaved across all N of a family, medians. Also times the same layers after physical
 pruning from the largest N (mambaprof.pruning.physical), which must match a fresh layer of that N.
-Writes JSON to --out after each family, so a timeout keeps what finished.
+Writes JSON to --out after each family, so a timeout keeps what finished; the JSON's "provenance" is
+benchmarks/provenance.py's stamp.
 
-    python benchmarks/issue5_state_sweep.py --out state_sweep.json
+    python benchmarks/state_size_sweep.py --out state_sweep.json
 """
 
 import argparse
@@ -16,6 +17,7 @@ import statistics
 import time
 
 import torch
+from provenance import stamp
 
 from mambaprof.collectors.timing import ForwardTimer, synchronize
 from mambaprof.model.adapters import adapter_for
@@ -72,7 +74,7 @@ def sweep(family, sizes, args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--d-model", type=int, default=768)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=4096)
@@ -80,7 +82,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    result = {"config": vars(args), "device": torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else "cpu"}
+    result = {"config": vars(args), "device": torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else "cpu",
+              "provenance": stamp(str(DEV))}
     plan = {"mamba1": [16, 12, 8, 6, 4], "mamba2": [128, 96, 64, 32]}
     for family, sizes in plan.items():
         try:

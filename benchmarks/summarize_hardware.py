@@ -1,12 +1,17 @@
 """Print the hardware tables of run directories as plain text (device-run summary; reads Parquet only).
 
-    python benchmarks/summarize_issue3.py RUN_DIR [RUN_DIR ...]
+What the hardware collectors recorded, per run: points, collector status, NVML samples per point and phase,
+energy, memory, I/O and Nsight Compute counters against the closed-form minimum bytes. The first line is
+benchmarks/provenance.py's stamp of this summary.
+
+    python benchmarks/summarize_hardware.py RUN_DIR [RUN_DIR ...]
 """
 
 import sys
 from pathlib import Path
 
 import pandas as pd
+from provenance import line, stamp
 
 from mambaprof.storage.rundir import read_run_record, read_table
 
@@ -85,13 +90,18 @@ def summarize(run):
 
 
 def main():
+    if not sys.argv[1:] or sys.argv[1].startswith("-"):
+        print("usage: python benchmarks/summarize_hardware.py RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        return 2
+    print(f"provenance: {line(stamp())}")
     for arg in sys.argv[1:]:
         run = Path(arg)
         try:
             summarize(run)
         except Exception as exc:  # noqa: BLE001 - one broken run must not hide the others
             print(f"\n===== {run}: cannot summarize: {type(exc).__name__}: {exc}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

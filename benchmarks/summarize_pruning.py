@@ -1,17 +1,20 @@
-"""Summarise the issue-5 device run: read every run directory's `pruning` table (and the training logs)
-under a work folder and print one JSON document with the numbers the benchmark page needs.
+"""Summarise a pruning what-if device run (benchmarks/device_pruning_whatif.sh): read every run directory's
+`pruning` table (and the training logs) under its work folder and print one JSON document with the numbers
+the write-up needs, stamped with benchmarks/provenance.py ("provenance").
 
-Nothing is re-measured: rows are copied from the tables, and the issue's targets are evaluated on
+Nothing is re-measured: rows are copied from the tables, and the pruning targets are evaluated on
 them as stated (>= 1.2x end-to-end prefill at seqlen >= 4096, >= 25% smaller decode state, perplexity
 within 2% of the unpruned model processed the same way). "Decode state" is taken conservatively as the
 whole measured decode cache (SSM states and conv states); the SSM-state-only change is in the rows too.
 
-    python benchmarks/issue5_summary.py /tmp/i5 > summary.json
+    python benchmarks/summarize_pruning.py /tmp/pruning_whatif > summary.json
 """
 
 import json
 import sys
 from pathlib import Path
+
+from provenance import stamp
 
 from mambaprof.reports.pruning import read_pruning, score_winners
 from mambaprof.storage.rundir import read_run_record
@@ -49,8 +52,15 @@ def summarise(run_dir: Path) -> dict:
 
 
 def main():
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print("usage: python benchmarks/summarize_pruning.py WORK_DIR  (the what-if's work folder, with runs/)",
+              file=sys.stderr)
+        return 2
     work = Path(sys.argv[1])
-    out = {"train_logs": {}, "runs": {}}
+    if not (work / "runs").is_dir():
+        print(f"error: {work} has no runs/ folder (not a pruning what-if work folder)", file=sys.stderr)
+        return 2
+    out = {"provenance": stamp(), "train_logs": {}, "runs": {}}
     for log in sorted(work.glob("lm*/*/train_log.json")):
         out["train_logs"][log.parent.name] = json.loads(log.read_text())
     for run in sorted((work / "runs").glob("*")):
@@ -60,7 +70,8 @@ def main():
             except Exception as exc:  # noqa: BLE001 - one unreadable run must not hide the others
                 out["runs"][run.name] = {"error": f"{type(exc).__name__}: {exc}"}
     json.dump(out, sys.stdout, indent=1, default=str)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

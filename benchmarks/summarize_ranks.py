@@ -1,6 +1,8 @@
 """Print the cross-rank view of a distributed run: ranks, communication share, slowest ranks, collectives.
 
-    python benchmarks/rank_summary.py RUN_DIR
+The first line is benchmarks/provenance.py's stamp of this summary.
+
+    python benchmarks/summarize_ranks.py RUN_DIR
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
+from provenance import line, stamp
 
 from mambaprof.reports.ranks import rank_view
 from mambaprof.storage.rundir import read_run_record, read_table
@@ -17,6 +20,7 @@ def main(run: str) -> int:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
     record = read_run_record(run)
+    print(f"provenance: {line(stamp())}")
     print(f"# {run}: {record['world_size']} ranks, status {record['status']}, {record['model_ref']}, "
           f"{record['n_points_ok']}/{record['n_points']} points ok; {record['status_reason'] or ''}")
     ranks = read_table(run, "ranks").to_pandas()
@@ -42,4 +46,7 @@ def main(run: str) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print("usage: python benchmarks/summarize_ranks.py RUN_DIR", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main(sys.argv[1]))
