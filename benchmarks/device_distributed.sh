@@ -25,16 +25,15 @@ RUNS=/tmp/runs7
 mkdir -p "$RUNS"
 step() { echo "== $(date -u +%H:%M:%S) (+${SECONDS}s) $*" | tee -a "$LOG"; }
 
-step "distributed device run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+python3 benchmarks/provenance.py --out "$OUT/provenance.json" --script "$0" -- "$@" 2>&1 | tee -a "$LOG"
 env | grep -E '^(NCCL_NVLS_ENABLE|TORCH_SYMM_MEM_DISABLE_MULTICAST|NVSHMEM_DISABLE_NVLS|OMP_NUM_THREADS)=' >> "$LOG"
-nvidia-smi -L >> "$LOG" 2>&1
+nvidia-smi -L >> "$LOG" 2>&1  # every GPU (the stamp names cuda:0 and the count)
 ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>>"$LOG")
 echo "torch sees ${ngpu:-0} GPUs" | tee -a "$LOG"
 if [ "${ngpu:-0}" -lt 2 ]; then
   step "needs 2 GPUs (the kind nvidia-h200-x2): stopping"
   exit 1
 fi
-python3 benchmarks/provenance.py --out "$OUT/provenance.json" --script "$0" -- "$@" 2>&1 | tee -a "$LOG"
 
 step "1. GPU tests (2 GPUs)"
 timeout 180 python3 -m pytest -m gpu tests/gpu/test_gpu_distributed.py -q -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1

@@ -2,10 +2,19 @@
 # What does pruning SSM states buy on a GPU, and which score keeps a trained LM best? Trains byte-level
 # Mamba-1 / Mamba-2 LMs with mamba_ssm, prunes them with `mambaprof prune` (scores, ratios, recovery
 # fine-tune), runs the pruning GPU tests and a d_state sweep of single layers. One call of about 8 minutes.
-# Renamed from device_issue5.sh; its I5_* variables are now the names below (I5_X -> the row's name; the script
-# stops with the new name when an I5_* variable is set).
+# Renamed from device_issue5.sh; its I5_* variables are now named for what they are ('Variables' below, with
+# the old name of each in brackets). An I5_* variable in the environment stops the script with its new name.
+renamed() {  # the old I5_* name -> the new one
+  case $1 in
+    I5_WORK) echo WORK_DIR;; I5_SEQ) echo TRAIN_SEQLEN;; I5_M1_SECONDS) echo M1_TRAIN_SECONDS;;
+    I5_M2_SECONDS) echo M2_TRAIN_SECONDS;; I5_M2_STATE) echo M2_D_STATE;; I5_HEADDIM) echo M2_HEADDIM;;
+    I5_CHUNK) echo M2_CHUNK_SIZE;; I5_SEQLENS) echo M1_SEQLENS;; I5_COMP_SEQ) echo COMPONENT_SEQLEN;;
+    I5_M2_COMP_SEQ) echo M2_COMPONENT_SEQLEN;; I5_END) echo END_S;; I5_EXTRA) echo PRUNE_ARGS;;
+    I5_TESTS_LIMIT) echo TESTS_LIMIT_S;; *) echo "${1#I5_}";;
+  esac
+}
 for old in $(compgen -e | grep '^I5_' || true); do
-  echo "error: $old was renamed (see 'Variables' below and benchmarks/README.md); e.g. I5_PARTS -> PARTS" >&2
+  echo "error: $old is now $(renamed "$old") (benchmarks/device_pruning_whatif.sh, 'Variables')" >&2
   exit 2
 done
 if [ "${SETUP:-1}" = 1 ]; then source benchmarks/device_setup.sh; else set -u; export PYTHONUNBUFFERED=1; fi

@@ -129,6 +129,20 @@ def write(path: Path, facts: dict[str, Any]) -> None:
     path.write_text(json.dumps(facts, indent=1) + "\n")
 
 
+def check_device(device: str) -> None:
+    """Raise ValueError (one line) unless `device` is cpu or a CUDA device this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device}: {exc}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: only cpu or cuda[:N]")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print a stamp's line (and write the stamp with --out), or the source digest with --digest."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     names = [v for v in a.vars.split(",") if v]
     try:
+        if a.device is not None:
+            check_device(a.device)
         facts = stamp(a.device, args if a.script else None, names, a.script)
         if a.out is not None:
             write(a.out, facts)
