@@ -138,7 +138,7 @@ HYBRIDS: tuple[Preset, ...] = (
     Preset("zamba2-tiny", "mamba2", d_model=64, n_layer=4, vocab=256, hf_family="zamba2",
            hf={"vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 4,
                "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"], "mamba_d_state": 16, "n_mamba_heads": 8,
-               "chunk_size": 16, "num_attention_heads": 4, "intermediate_size": 128, "num_mem_blocks": 2,
+               "chunk_size": 16, "num_attention_heads": 4, "intermediate_size": 128, "num_mem_blocks": 1,
                "adapter_rank": 8, "use_shared_attention_adapter": True}),
     Preset("falcon-h1-tiny", "mamba2", d_model=64, n_layer=2, vocab=256, hf_family="falcon_h1",
            hf={"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

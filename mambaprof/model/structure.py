@@ -160,6 +160,7 @@ _MOE_NAME = re.compile(r"(MoE|Moe|SparseMoeBlock|MixtureOfExperts)$")
 _ATTENTION_PROJ = (("q_proj", "k_proj", "v_proj"), ("qkv_proj",), ("Wqkv",), ("query_key_value",), ("c_attn",))
 _MLP_PROJ = (("gate_proj", "up_proj", "down_proj"), ("up_proj", "down_proj"), ("fc1", "fc2"), ("w1", "w2"),
              ("input_linear", "output_linear"), ("c_fc", "c_proj"), ("dense_h_to_4h", "dense_4h_to_h"))
+_MLP_ATTR_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block")
 #: layer kinds in the order they are joined
 KIND_ORDER = ("mamba1", "mamba2", "attention", "mlp", "moe")
 
@@ -267,8 +268,10 @@ def _main_layer_list(model: nn.Module) -> nn.ModuleList | None:
 
 def _walk_block(block: nn.Module, site: LayerSite, model_name: dict[int, str], found_mixers: list,
                 mixer_ids: set[int]) -> None:
-    for child in block.children():
+    for child_name, child in block.named_children():
         c = _classify(child)
+        if c is None and child_name in _MLP_ATTR_NAMES and any(isinstance(m, nn.Linear) for m in child.modules()):
+            c = ("mlp", None)  # e.g. an nn.Sequential feed-forward called `mlp`
         if c is None:
             if _contains_classified(child):
                 _walk_block(child, site, model_name, found_mixers, mixer_ids)
@@ -370,7 +373,7 @@ def discover(model: nn.Module, probe: bool = True) -> ModelStructure:
             if isinstance(what, MixerAdapter):  # a second recognised mixer in one layer: as-is
                 what = Mismatch("a second Mamba mixer in the same layer", what.family)
             assert isinstance(what, Mismatch)
-            site.asis.append(AsIsMixer(site.layer, mname, module, what.family, what.reason))
+            site.asis.append(AsIsMixer(site.layer, mname, module, what.family_guess, what.reason))
             unsupported.append(f"{mname or '<root>'} ({class_path(module)})")
         if block is not None:
             site.fused_add_norm = bool(getattr(block, "fused_add_norm", False))
@@ -468,10 +471,12 @@ def layer_rows(structure: ModelStructure) -> list[dict[str, object]]:
     """One `layers` row per layer (without run_id/rank): kind, how its mixer is profiled, decode-cache sizes."""
     from mambaprof.model.counts import attention_dims
 
-    use_count: dict[int, int] = {}
+    # shared: the same module, or the same (tied) weights, serve attention in several layers (Zamba2)
+    owners: dict[int, set[int]] = {}
     for ls in structure.layers:
         for m in ls.attention:
-            use_count[id(m)] = use_count.get(id(m), 0) + 1
+            for key in [id(m), *(id(p) for p in m.parameters())]:
+                owners.setdefault(key, set()).add(ls.layer)
     rows: list[dict[str, object]] = []
     for ls in structure.layers:
         site = ls.mixer
@@ -492,6 +497,7 @@ def layer_rows(structure: ModelStructure) -> list[dict[str, object]]:
             "attention_heads": att[0].n_heads if att else None,
             "attention_kv_heads": att[0].n_kv_heads if att else None,
             "attention_head_dim": att[0].head_dim if att else None,
-            "shared_attention": any(use_count.get(id(m), 0) > 1 for m in ls.attention),
+            "shared_attention": any(len(owners.get(k, ())) > 1 for m in ls.attention
+                                    for k in [id(m), *(id(p) for p in m.parameters())]),
         })
     return rows

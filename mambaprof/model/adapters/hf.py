@@ -29,10 +29,20 @@ from mambaprof.model.adapters.recipes import BY_CLASS, MixerRecipe
 _CACHE_KWARGS = ("cache", "cache_params")
 
 
+def kernel_fn(module: nn.Module, name: str) -> Callable[..., Any] | None:
+    """The module-level kernel function `name` of the file that defines the mixer's class (or, for a subclass
+    defined elsewhere, of the first base class's file that has it), or None."""
+    for cls in type(module).__mro__:
+        mod = sys.modules.get(cls.__module__)
+        fn = getattr(mod, name, None) if mod is not None else None
+        if callable(fn):
+            return fn
+    return None
+
+
 def _module_fn(module: nn.Module, name: str) -> Callable[..., Any]:
-    """The kernel function `name` from the module where the mixer class is defined."""
-    mod = sys.modules[type(module).__module__]
-    fn = getattr(mod, name, None)
+    """The kernel function `name` the mixer's own forward calls (see kernel_fn)."""
+    fn = kernel_fn(module, name)
     if fn is None:
         raise RuntimeError(f"{type(module).__module__} has no {name}; this transformers version is not "
                            "supported by the split forward")

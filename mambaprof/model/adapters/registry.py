@@ -14,14 +14,13 @@ these gets a `Mismatch` naming what was missing; the caller profiles it as-is.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from mambaprof.model.adapters.base import MixerAdapter, class_path
-from mambaprof.model.adapters.hf import HFMamba1Like, HFMamba2Like
+from mambaprof.model.adapters.hf import HFMamba1Like, HFMamba2Like, kernel_fn
 from mambaprof.model.adapters.recipes import MixerRecipe, recipe_for
 from mambaprof.model.adapters.ssm import SSMMamba2Adapter, SSMMambaAdapter
 
@@ -85,8 +84,7 @@ def registered_classes() -> tuple[str, ...]:
 
 
 def _has_kernel_fns(module: nn.Module, names: tuple[str, ...]) -> list[str]:
-    mod = sys.modules.get(type(module).__module__)
-    return [n for n in names if not callable(getattr(mod, n, None))]
+    return [n for n in names if kernel_fn(module, n) is None]
 
 
 def looks_mamba_like(module: nn.Module) -> bool:
