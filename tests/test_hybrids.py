@@ -93,7 +93,8 @@ def test_falcon_h1_recipe_is_what_makes_the_split_right() -> None:
     mixer: the probe catches it and the layers are profiled as-is, with one warning line per layer."""
     model = _build("falcon-h1-tiny")
     mixer_cls = type(model.model.layers[0].mamba)
-    register_mixer(mixer_cls, recipe=MixerRecipe("no_mup", "mamba2", (mixer_cls.__name__,), gated_norm_flag="mamba_rms_norm"))
+    register_mixer(mixer_cls, recipe=MixerRecipe("no_mup", "mamba2", (mixer_cls.__name__,),
+                                                 gated_norm_flag="mamba_rms_norm"))
     try:
         with pytest.warns(UserWarning, match="profiled as-is"):
             st = discover(model)
