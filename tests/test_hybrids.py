@@ -224,3 +224,35 @@ def test_trace_cli_on_a_hybrid_preset(tmp_path) -> None:
     assert layers["profiled"].to_list() == ["split", "none", "split"]
     points = pl.read_parquet(out / "points")
     assert points["output_check"].to_list() == ["pass"]
+    from mambaprof.reports.hybrids import hybrid_view
+
+    view = hybrid_view(out, cache_seqlens=[4096])
+    cache = view.cache.iloc[0]
+    # bamba-tiny: 2 Mamba-2 layers (8 heads x 16 x d_state 16; conv over 128 + 2*16 channels x 4), 1 attention
+    # layer with 2 kv heads x 16; fp32 run
+    assert cache["ssm_state_bytes"] == 2 * 8 * 16 * 16 * 4
+    assert cache["conv_state_bytes"] == 2 * (128 + 2 * 16) * 4 * 4
+    assert cache["kv_cache_bytes"] == 2 * 2 * 16 * 4096 * 4
+    assert set(view.shares["kind"]) >= {"mamba", "attention", "mlp"}
+    sums = view.shares.groupby("seqlen")["share_pct"].sum()
+    assert all(abs(v - 100.0) < 1e-9 for v in sums)
+
+
+def test_crossover_measured_or_extrapolated_and_said_so() -> None:
+    import pandas as pd
+
+    from mambaprof.reports.hybrids import crossover
+
+    def shares(lengths: list[int]) -> pd.DataFrame:
+        rows = []
+        for length in lengths:
+            rows.append({"batch": 1, "seqlen": length, "kind": "attention", "ms": 1e-4 * length**2})
+            rows.append({"batch": 1, "seqlen": length, "kind": "mamba", "ms": 0.1 * length})
+        return pd.DataFrame(rows)
+
+    far = crossover(shares([64, 128, 256, 512]), 1)
+    assert not far.measured and far.seqlen == pytest.approx(1000.0, rel=1e-6) and "extrapolated" in far.how
+    near = crossover(shares([256, 512, 2048]), 1)
+    assert near.measured and 512 < near.seqlen < 2048 and "measured" in near.how
+    none = crossover(shares([64, 128]), 1)
+    assert none.seqlen is None
