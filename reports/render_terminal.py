@@ -8,7 +8,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mambaprof.reports import pruning, views
+from mambaprof.reports import hybrids, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 
@@ -123,6 +123,9 @@ def print_report(analysis: RunAnalysis, console: Console, per_layer: bool = Fals
     console.print(rich_table(views.points_view(analysis.points, analysis.data.on_gpu), console))
     console.print()
     console.print(rich_table(views.scaling_view(analysis.scaling, analysis.crossovers, analysis.basis), console))
+    hybrid = hybrids.maybe_view(analysis.run_dir, analysis.basis)
+    if hybrid is not None:
+        _bullets(console, "Hybrid view (layer kinds)", hybrids.format_view(hybrid))
     if per_layer:
         for batch in sorted(analysis.layers.batch.unique()):
             seqlen = int(analysis.layers[analysis.layers.batch == batch].seqlen.max())

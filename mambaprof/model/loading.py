@@ -215,7 +215,10 @@ def load_preset(name: str, device: torch.device, dtype: torch.dtype, backend: st
     preset = get_preset(name)
     quiet_transformers()
     if backend == "auto":
-        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "hf"
+        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() and not preset.hf_family else "hf"
+    if backend == "mamba_ssm" and preset.hf_family:
+        raise BadArgumentError(f"preset {name} is a transformers {preset.hf_family} model",
+                               "use --backend hf (it calls the mamba_ssm kernels where they are installed)")
     torch.manual_seed(0)
     if backend == "mamba_ssm":
         if device.type != "cuda" or not mamba_ssm_available():
@@ -223,7 +226,7 @@ def load_preset(name: str, device: torch.device, dtype: torch.dtype, backend: st
                                    "install mambaprof[cuda] on a GPU machine, or use --backend hf")
         model = build_mamba_ssm(preset, device, dtype)
     elif backend == "hf":
-        model = _place(build_hf(preset), device, dtype)
+        model = _place(build_hf(preset, device, dtype) if preset.hf_family else build_hf(preset), device, dtype)
     else:
         raise BadArgumentError(f"--backend {backend!r} is not one of auto, hf, mamba_ssm")
     return LoadedModel(model=model, source=source, ref=name, config={**preset.as_dict(), "backend": backend})

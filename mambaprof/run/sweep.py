@@ -29,7 +29,7 @@ from mambaprof.env import collect_env
 from mambaprof.errors import StorageError, one_line
 from mambaprof.model.inputs import make_call
 from mambaprof.model.loading import LoadedModel
-from mambaprof.model.structure import ModelStructure
+from mambaprof.model.structure import ModelStructure, layer_rows
 from mambaprof.run.autotune import AutotunePolicy
 from mambaprof.run.measure import measure_point
 from mambaprof.storage.rundir import RunWriter, utcnow
@@ -204,6 +204,10 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
         "model_family": structure.family, "n_layers": len(structure.mixers),
         "n_params": sum(p.numel() for p in model.parameters()),
         "mixer_classes": ",".join(structure.mixer_classes),
+        "n_model_layers": len(structure.layers),
+        "layer_kinds": ",".join(ls.kind for ls in structure.layers),
+        "asis_layers": [a.layer for a in structure.asis],
+        "asis_reasons": "\n".join(f"{a.layer}: {a.reason}" for a in structure.asis) or None,
         "model_config_json": json_cell(loaded.config) if loaded.config else None,
         "config_json": config.as_json(), "seqlens": sorted(config.seqlens), "batches": config.batches,
         "dtype": str(config.dtype).replace("torch.", ""), "mode": config.mode, "repeats": config.repeats,
@@ -251,6 +255,8 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     autotune = AutotunePolicy(config.autotune)
     writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
                                        identity=identity, autotune_json=autotune.as_json()))
+    writer.write_rows("layers", [{"run_id": writer.run_id, **identity, **row} for row in layer_rows(structure)],
+                      None, suffix=f"_r{identity.get('rank', 0)}" if identity.get("world_size", 1) > 1 else "")
     trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
     status, reason = "complete", None
     rows: list[dict[str, Any]] = []
