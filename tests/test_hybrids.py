@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import EXAMPLES, run_cli
+from support.cli import EXAMPLES, run_cli
 
 from mambaprof.collectors.markers import Probe, Window
 from mambaprof.model.adapters import MixerRecipe, register_mixer, unregister_mixer

@@ -92,14 +92,19 @@ def test_mamba2_file_and_as_is_mode(tmp_path, cli):
     assert read_run_record(out)["mode"] == "as-is"
 
 
-def test_hybrid_other_layers_land_in_other(tmp_path, cli):
+def test_hybrid_attention_and_mlp_layers_are_components(tmp_path, cli):
     out = tmp_path / "run"
     res = cli("trace", str(EXAMPLES / "hybrid.py"), "--out", str(out), "--seqlens", "32", *FAST)
     assert res.returncode == 0, res.stderr
     comps = read_table(out, "components").to_pandas()
-    assert set(comps[comps.layer >= 0].family) == {"mamba1", "mamba2"}
-    other = comps[(comps.layer == -1) & (comps.component == "other")].kernel_ms_median.iloc[0]
-    assert other > 0  # the attention + MLP layers
+    mamba = comps[comps.layer_kind.isin(["mamba1", "mamba2"])]
+    assert set(mamba.family) == {"mamba1", "mamba2"} and set(mamba.layer) == {0, 2}
+    hybrid = comps[comps.layer.isin([1, 3])]
+    assert set(hybrid.layer_kind) == {"attention+mlp"}
+    for layer in (1, 3):  # the attention + MLP layers are measured as such, not left in `other`
+        rows = hybrid[hybrid.layer == layer].set_index("component")
+        assert {"attention", "mlp", "norm", "residual"} <= set(rows.index)
+        assert rows.loc["attention", "kernel_ms_median"] > 0 and rows.loc["mlp", "kernel_ms_median"] > 0
     assert read_run_record(out)["model_family"] == "mixed"
 
 
