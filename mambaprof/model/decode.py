@@ -86,6 +86,14 @@ class DecodeStep(ABC):
         """Components the split step cannot separate on this kernel path -> where their time is."""
         return {}
 
+    def own_graph(self, prompt_len: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The model's own CUDA-graph decode step ((batch, 1) ids -> logits), or None where it has none."""
+        return None
+
+    @abstractmethod
+    def generate(self, ids: torch.Tensor, new_tokens: int, cuda_graphs: bool) -> torch.Tensor:
+        """The model's own greedy generate from `ids`: the (batch, new_tokens) tokens it produced."""
+
     def segments(self) -> list[Segment]:
         """The split step's segments, in execution order (built once)."""
         if self._segments is None:
@@ -110,6 +118,11 @@ class DecodeStep(ABC):
         live = [t for ts in self.state_tensors().values() for t in ts]
         for t, s in zip(live, snap, strict=True):
             t.copy_(s)
+
+    def release(self) -> None:
+        """Drop what this step keeps beyond its own cache (e.g. graphs the model's generate cached)."""
+        self.ctx.clear()
+        self._segments = None
 
     def cache_bytes(self) -> dict[tuple[int, str], int]:
         """Bytes the decode cache holds, per (layer, component), from the live tensors."""
@@ -145,6 +158,14 @@ class HFDecodeStep(DecodeStep):
 
     def own_step(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids, cache=self.cache, use_cache=True).logits[:, -1]
+
+    def generate(self, ids: torch.Tensor, new_tokens: int, cuda_graphs: bool) -> torch.Tensor:
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  use_cache=True, pad_token_id=0, eos_token_id=None, bos_token_id=None)
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        return out[:, ids.shape[1]:]
 
     def state_tensors(self) -> dict[tuple[int, str], list[torch.Tensor]]:
         out: dict[tuple[int, str], list[torch.Tensor]] = {}
@@ -296,6 +317,22 @@ class SSMDecodeStep(DecodeStep):
         logits = self.model(ids, inference_params=self.params, num_last_tokens=1).logits[:, -1]
         self.params.seqlen_offset += 1
         return logits
+
+    def release(self) -> None:
+        super().release()
+        if getattr(self.model, "_decoding_cache", None) is not None:  # generate(cg=True) keeps its graphs there
+            self.model._decoding_cache = None
+
+    def own_graph(self, prompt_len: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        from mamba_ssm.utils.generation import update_graph_cache
+
+        cache = update_graph_cache(self.model, None, self.batch, prompt_len, self.max_seqlen)
+        position = torch.full((self.batch, 1), prompt_len, dtype=torch.long, device=self.device)
+        return lambda ids: cache.run(ids, position, prompt_len)[:, -1]
+
+    def generate(self, ids: torch.Tensor, new_tokens: int, cuda_graphs: bool) -> torch.Tensor:
+        out = self.model.generate(ids, max_length=ids.shape[1] + new_tokens, cg=cuda_graphs, top_k=1)
+        return out[:, ids.shape[1]:]
 
     def state_tensors(self) -> dict[tuple[int, str], list[torch.Tensor]]:
         out: dict[tuple[int, str], list[torch.Tensor]] = {}
