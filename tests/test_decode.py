@@ -147,6 +147,22 @@ def test_cli_decode_and_model_without_cache_path(tmp_path: Path, cli) -> None:
               "--repeats", "2", "--warmup", "0", "--out", str(tmp_path / "ok"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "status complete" in res.stdout
+    peaks = tmp_path / "peaks.json"
+    peaks.write_text(json.dumps({"name": "test", "tflop_per_s": {"float32": 1.0}, "gb_per_s": 10.0}))
+    res = cli("report", str(tmp_path / "ok"), "--html", str(tmp_path / "d.html"), "--peaks", str(peaks),
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "decode report" in res.stdout and "Decode step by component" in res.stdout
+    html = (tmp_path / "d.html").read_text()
+    assert "<h2>Decode</h2>" in html and "lm_head" in html
+    from mambaprof.reports.decode import DecodeAnalysis
+
+    analysis = DecodeAnalysis.load(tmp_path / "ok", peaks_file=peaks)
+    point = analysis.points.iloc[0]
+    assert point.roofline_ms == pytest.approx(point.bytes_min / 10e9 * 1e3)
+    comps = analysis.by_component(1, 8)
+    assert comps.share_pct.sum() == pytest.approx(100.0)
+    assert comps.bytes_min.sum() == pytest.approx(point.bytes_min)
     model_py = tmp_path / "bare.py"
     model_py.write_text(
         "from transformers import MambaConfig, MambaModel\n"
