@@ -352,8 +352,11 @@ class SSMDecodeStep(DecodeStep):
 
         c = self.ctx
         bb = self.model.backbone
-        segs = [Segment(MODEL_LAYER, "embedding", lambda: c.__setitem__("h", bb.embedding(self.token)))]
-        c["res"] = None
+        def embedding() -> None:
+            c["h"] = bb.embedding(self.token)
+            c["res"] = None  # the first block starts the residual stream
+
+        segs = [Segment(MODEL_LAYER, "embedding", embedding)]
         for site in self.structure.mixers:
             block = site.block
             layer = site.layer
