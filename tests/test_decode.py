@@ -178,3 +178,16 @@ def test_cli_decode_and_model_without_cache_path(tmp_path: Path, cli) -> None:
     assert [p["status"] for p in points] == ["error", "error"]
     res = cli("trace", "--phase", "sideways", cwd=tmp_path)
     assert res.returncode == 2 and "--phase 'sideways'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_pruning_graph_decode_columns() -> None:
+    from mambaprof.pruning.whatif import Timings, _graph_decode_columns
+
+    base, pruned, none = Timings(), Timings(), Timings()
+    base.decode_graph_ms = {64: [2.0, 2.2, 2.1], 256: [8.0]}
+    pruned.decode_graph_ms = {64: [1.0, 1.1, 1.05], 256: [4.0]}
+    cols = _graph_decode_columns(pruned, base)
+    assert cols["decode_graph_batches"] == [64, 256]
+    assert cols["decode_graph_ms_per_token"] == [1.05, 4.0]
+    assert cols["decode_graph_speedup"] == pytest.approx([2.1 / 1.05, 2.0])
+    assert _graph_decode_columns(none, base) == {}

@@ -79,3 +79,17 @@ def test_decode_without_graphs() -> None:
     assert row["cuda_graphs"] is False and row["graph_replay_ms"] is None
     assert row["ms_per_token"] == row["own_eager_ms"] and row["tokens_match"] is True
     assert {c["timing"] for c in comps} == {"eager"}
+
+
+def test_pruning_graph_decode_times_each_model_at_each_batch() -> None:
+    from mambaprof.pruning.timing import interleaved_graph_decode
+
+    torch.manual_seed(0)
+    models = [build_mamba_ssm(Preset(f"t{n}", "mamba1", d_model=768, n_layer=4, vocab=4096, d_state=n), DEV,
+                              torch.bfloat16).eval() for n in (16, 4)]
+    result = interleaved_graph_decode(models, 32, [8, 64], steps=10, repeats=2, warmup=1, device=DEV, vocab=4096)
+    assert result.batches == [8, 64]
+    for batch in result.batches:
+        assert [len(t) for t in result.ms_per_token[batch]] == [2, 2]
+        assert all(ms > 0 for t in result.ms_per_token[batch] for ms in t)
+    print({b: [sorted(t) for t in result.ms_per_token[b]] for b in result.batches})
