@@ -10,6 +10,8 @@ from rich.text import Text
 
 from mambaprof.reports import hybrids, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
+from mambaprof.reports.decode import DecodeAnalysis, decode_views
+from mambaprof.reports.decode import run_facts as decode_facts
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 
 
@@ -179,3 +181,14 @@ def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: boo
         if view is not None:
             console.print(rich_table(view, console))
             console.print()
+
+
+def print_decode_report(analysis: DecodeAnalysis, console: Console) -> None:
+    """A decode run's report: facts, warnings, findings, the decode tables."""
+    console.rule(f"[bold]mambaprof decode report: {analysis.record.get('model_ref')}")
+    _facts(console, decode_facts(analysis))
+    _bullets(console, "Warnings", analysis.warnings, style="yellow")
+    _bullets(console, "Findings", analysis.sentences())
+    for view in decode_views(analysis):
+        console.print(rich_table(view, console))
+        console.print()

@@ -86,6 +86,10 @@ def prune_command(
                                      "8 GPU)."),
     decode_steps: int | None = typer.Option(None, "--decode-steps", help="Decode steps timed per repeat "
                                             "(default 8 CPU, 32 GPU; 0 skips decode)."),
+    decode_graph_batches: str | None = typer.Option(None, "--decode-graph-batches", help="GPU: also time the "
+                                                    "decode step replayed from a CUDA graph at these batches, "
+                                                    "where state traffic sets its time (default 64,256 on GPU; "
+                                                    "0 turns it off)."),
     repeats: int | None = typer.Option(None, "--repeats", help="Timed repeats per model (default 3 CPU, 10 GPU)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up repeats per model (default 1 CPU, 2 GPU)."),
     component_seqlen: int | None = typer.Option(None, "--component-seqlen", help="Sequence length of the "
@@ -138,6 +142,8 @@ def prune_command(
         warmup=parse_nonnegative(warmup if warmup is not None else (2 if on_gpu else 1), "--warmup"),
         decode_steps=parse_nonnegative(decode_steps if decode_steps is not None else (32 if on_gpu else 8),
                                        "--decode-steps"),
+        decode_graph_batches=[] if not on_gpu or (decode_graph_batches or "").strip() == "0" else
+        parse_int_list(decode_graph_batches or "64,256", "--decode-graph-batches", maximum=MAX_BATCH),
         calib_path=calib, calib_tokens=calib_tokens, calib_seqlen=seqlen_calib,
         calib_batch=calib_batch if calib_batch is not None else (32 if on_gpu else 4),
         eval_path=evalf, eval_tokens=eval_tokens, eval_seqlen=seqlen_calib,

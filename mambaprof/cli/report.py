@@ -10,6 +10,7 @@ from rich.console import Console
 
 from mambaprof.cli import app
 from mambaprof.cli.options import DEBUG_OPTION
+from mambaprof.errors import BadArgumentError
 
 BASIS_HELP = ("Time basis: auto (kernel time on GPU, wall time on CPU), kernel (summed kernel durations) or wall "
               "(spans between component markers).")
@@ -63,6 +64,11 @@ def report_command(
     if is_study_dir(run):
         write_study_report(run, html, parquet, basis, peaks, calibration, quiet)
         return
+    from mambaprof.reports.decode import is_decode_run
+
+    if is_decode_run(run):
+        _decode_report(run, html, parquet, peaks, quiet)
+        return
     analysis = RunAnalysis(run, basis=basis, peaks_file=peaks, use_calibration=calibration)
     print_warnings(analysis.warnings)
     if not quiet:
@@ -79,6 +85,22 @@ def report_command(
                        f"({', '.join(str(v.data.variant) for v in analysis.variants.values())}) to {parquet}")
         else:
             typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")
+
+
+def _decode_report(run: Path, html: Path | None, parquet: Path | None, peaks: Path | None, quiet: bool) -> None:
+    """The report of a `trace --phase decode` run (terminal, and HTML on request)."""
+    from mambaprof.reports.decode import DecodeAnalysis
+    from mambaprof.reports.render_html import render_decode_report, write_html
+    from mambaprof.reports.render_terminal import print_decode_report
+
+    if parquet is not None:
+        raise BadArgumentError("--parquet summaries are not written for decode runs yet",
+                               "its decode_points and decode_components tables are Parquet already")
+    analysis = DecodeAnalysis.load(run, peaks_file=peaks)
+    if not quiet:
+        print_decode_report(analysis, terminal_console())
+    if html is not None:
+        typer.echo(f"wrote {write_html(render_decode_report(analysis), html)}")
 
 
 def write_study_report(study_dir: Path, html: Path | None, parquet: Path | None, basis: str = "auto",

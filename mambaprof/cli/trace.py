@@ -156,11 +156,25 @@ def trace_command(
                              "per component (slow; GPU only)."),
     ncu_layers: int | None = typer.Option(None, "--ncu-layers", help="With --ncu: profile only the first N Mamba "
                                           "layers' kernels (default all)."),
+    phase: str = typer.Option("prefill", "--phase", help="prefill: full forwards over batch x seqlen; decode: "
+                              "one generated token per sequence per step after a prompt (--prompt-len), timed per "
+                              "component, with CUDA graphs on the GPU."),
+    prompt_len: str = typer.Option("128", "--prompt-len", help="With --phase decode: prompt lengths, e.g. "
+                                   "128,1024."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="With --phase decode on the "
+                                     "GPU: also replay the step from CUDA graphs (as servers run it)."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Trace a model over a sweep of batch sizes and sequence lengths into a Parquet run directory."""
     source = ModelSource(model_file=model_file, hf_dir=hf, preset=preset, backend=backend)
     source.check()
+    if phase not in ("prefill", "decode"):
+        raise BadArgumentError(f"--phase {phase!r} is not prefill or decode")
+    if phase == "decode":
+        from mambaprof.cli.decode import decode_command
+
+        raise typer.Exit(decode_command(source, prompt_len, batch, dtype, device, repeats, warmup, cuda_graphs,
+                                        out, force, quiet, debug))
     ranks = detect()
     if ranks is not None:
         device = rank_device(device, ranks)

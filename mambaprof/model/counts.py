@@ -193,3 +193,77 @@ def moe_count(module: nn.Module, d_model: int, batch: int, seqlen: int, elem: in
     other_w = sum(p.numel() for p in module.parameters()) - expert_w
     flops = 2.0 * t * other_w + 2.0 * t * expert_w * min(top_k, n_exp) / n_exp
     return Count(flops, float(elem) * (expert_w + other_w + 2 * t * d_model * (1 + top_k)))
+
+
+@dataclass(frozen=True)
+class DecodeCount:
+    """Closed-form traffic of one component in one decode step (one token per sequence).
+
+    weight_bytes: parameters read once per step; state_bytes: decode cache read and written (conv state,
+    SSM state; a KV cache for attention); bytes_min: everything, activations included.
+    """
+
+    flops: float
+    bytes_min: float
+    weight_bytes: float
+    state_bytes: float
+
+
+def _dc(count: Count, weight_bytes: float, state_bytes: float = 0.0) -> DecodeCount:
+    return DecodeCount(count.flops, count.bytes_min + state_bytes, weight_bytes, state_bytes)
+
+
+def decode_cache_bytes(d: MixerDims, batch: int, state_elem: int) -> dict[str, float]:
+    """Bytes one layer's decode cache holds: `conv1d` (batch x conv channels x d_conv) and `ssm_scan` (the SSM
+    state, batch x d_inner x d_state for Mamba-1, batch x nheads x headdim x d_state for Mamba-2)."""
+    return {"conv1d": float(state_elem * d.conv_state_elems(batch)),
+            "ssm_scan": float(state_elem * d.recurrent_state_elems(batch))}
+
+
+def mixer_decode_counts(d: MixerDims, batch: int, elem: int, state_elem: int | None = None) -> dict[str, DecodeCount]:
+    """Per-component closed forms of one mixer's decode step for `batch` sequences.
+
+    The step is the prefill count at seqlen 1 (weights read once, activations of one token per sequence)
+    plus the decode cache: the conv state read and written by conv1d, the SSM state read and written by
+    ssm_scan (each 2 x its size; state_elem: bytes per state element, default elem).
+    """
+    se = elem if state_elem is None else state_elem
+    base = mixer_counts(d, batch, 1, elem)
+    cache = decode_cache_bytes(d, batch, se)
+    ch = d.conv_channels
+    weights = {
+        "in_proj": elem * d.d_model * d.in_proj_out,
+        "conv1d": elem * ch * (d.d_conv + 1),
+        "out_proj": elem * d.d_inner * d.d_model,
+        "gating": elem * d.d_inner if d.family == "mamba2" else 0,
+    }
+    if d.family == "mamba1":
+        r, n = d.dt_rank, d.d_state
+        weights["ssm_params"] = elem * (d.d_inner * (r + 2 * n) + r * d.d_inner)
+        weights["ssm_scan"] = 4 * (d.d_inner * n + 2 * d.d_inner)
+        # the recurrent update touches every state element once more: h = dA*h + dBx, y += C*h
+        scan = Count(batch * d.d_inner * (8.0 * n + 5.0), base["ssm_scan"].bytes_min)
+    else:
+        weights["ssm_scan"] = 4 * 3 * d.nheads
+        scan = Count(batch * d.nheads * d.headdim * (6.0 * d.d_state + 4.0), base["ssm_scan"].bytes_min)
+    out: dict[str, DecodeCount] = {}
+    for comp, count in base.items():
+        if comp == "ssm_scan":
+            out[comp] = _dc(scan, weights[comp], 2.0 * cache["ssm_scan"])
+        elif comp == "conv1d":
+            out[comp] = _dc(count, weights[comp], 2.0 * cache["conv1d"])
+        else:
+            out[comp] = _dc(count, weights.get(comp, 0))
+    return out
+
+
+def decode_model_counts(d_model: int, vocab: int | None, batch: int, elem: int) -> dict[str, DecodeCount]:
+    """Closed forms of the step's parts outside the mixers, per layer (`norm`, `residual`) and per model
+    (`embedding`, `lm_head`, final `norm` under the key `final_norm`)."""
+    out = {"norm": _dc(norm_count(d_model, batch, 1, elem), elem * d_model),
+           "residual": _dc(residual_count(d_model, batch, 1, elem), 0),
+           "embedding": _dc(embedding_count(d_model, batch, 1, elem), elem * batch * d_model),
+           "final_norm": _dc(norm_count(d_model, batch, 1, elem), elem * d_model)}
+    if vocab:
+        out["lm_head"] = _dc(lm_head_count(d_model, vocab, batch, 1, elem), elem * d_model * vocab)
+    return out

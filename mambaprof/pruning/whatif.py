@@ -43,6 +43,7 @@ from mambaprof.pruning.recovery import TrainResult, recover
 from mambaprof.pruning.timing import (
     activation_peak_bytes,
     interleaved_decode,
+    interleaved_graph_decode,
     interleaved_prefill,
     median,
     random_ids,
@@ -74,6 +75,9 @@ class PruneConfig:
     warmup: int = 1
     decode_steps: int = 16
     decode_prompt: int = 32
+    #: GPU: batches at which the decode step is also timed replayed from a CUDA graph (where the state traffic,
+    #: not launch overhead, sets the step time); empty: none
+    decode_graph_batches: list[int] = field(default_factory=list)
     calib_path: Path | None = None  # calibration text; the recovery fine-tune trains on all of it
     calib_tokens: int = 1 << 16
     calib_seqlen: int = 256
@@ -135,6 +139,7 @@ class Timings:
     prefill_ms: dict[int, list[float]] = field(default_factory=dict)  # seqlen -> ms per repeat
     activation_peak: dict[int, int | None] = field(default_factory=dict)
     decode_ms: list[float] = field(default_factory=list)
+    decode_graph_ms: dict[int, list[float]] = field(default_factory=dict)  # batch -> ms per repeat
     cache_bytes: int | None = None
     ssm_state_bytes: int = 0
     conv_state_bytes: int = 0
@@ -379,6 +384,18 @@ class WhatIf:
         for vid, ms, nbytes in zip(ids_order, result.ms_per_token, result.cache_bytes, strict=True):
             self.timings[vid].decode_ms = ms
             self.timings[vid].cache_bytes = nbytes
+        if c.decode_graph_batches and c.device.type == "cuda":
+            try:
+                graph = interleaved_graph_decode(models, c.decode_prompt, c.decode_graph_batches, c.decode_steps,
+                                                 c.repeats, c.warmup, c.device, self.vocab, c.seed + 1)
+            except Exception as exc:  # noqa: BLE001 - optional: recorded, the rest goes on
+                free_memory(c.device)
+                for vid in ids_order:
+                    self.timings[vid].notes.append(f"decode with CUDA graphs not measured: {one_line(exc)}")
+                return
+            for i, vid in enumerate(ids_order):
+                self.timings[vid].decode_graph_ms = {b: graph.ms_per_token[b][i] for b in graph.batches
+                                                     if graph.ms_per_token[b][i]}
 
     def _components(self) -> None:
         c = self.config
@@ -464,6 +481,7 @@ class WhatIf:
                     "decode_ms_per_token": decode_ms,
                     "decode_tokens_per_s": c.batch / decode_ms * 1e3 if decode_ms else None,
                     "decode_speedup": base_decode / decode_ms if decode_ms and base_decode else None,
+                    **_graph_decode_columns(t, bt),
                     "cache_bytes": t.cache_bytes, "ssm_state_bytes": t.ssm_state_bytes,
                     "conv_state_bytes": t.conv_state_bytes,
                     "cache_bytes_delta_pct": _pct(t.cache_bytes, bt.cache_bytes),
@@ -500,3 +518,14 @@ def run_whatif(loaded: LoadedModel, config: PruneConfig, writer: RunWriter,
     writer.prepare()
     return whatif.run()
 
+
+
+def _graph_decode_columns(t: Timings, base: Timings) -> dict[str, Any]:
+    """The CUDA-graph decode columns of one variant: batches, median ms per token, speedup vs unpruned."""
+    batches = sorted(t.decode_graph_ms)
+    if not batches:
+        return {}
+    ms = [median(t.decode_graph_ms[b]) for b in batches]
+    base_ms = [median(base.decode_graph_ms.get(b, [])) for b in batches]
+    return {"decode_graph_batches": batches, "decode_graph_ms_per_token": ms,
+            "decode_graph_speedup": [bm / m if bm and m else None for bm, m in zip(base_ms, ms, strict=True)]}
