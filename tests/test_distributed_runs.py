@@ -59,7 +59,7 @@ def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
         frame = t2[name]
         assert set(frame["rank"]) == {0, 1}, name
         assert (frame.world_size == 2).all() and (frame.device == "cpu").all(), name
-        assert {p.name for p in (two / name).iterdir()} == {"rank=0", "rank=1"}, name
+        assert {p.name for p in (two / name).iterdir()} == {"rank-0", "rank-1"}, name
         for path in (two / name).rglob("*.parquet"):  # each file's rank column agrees with its folder
             assert set(pq.read_table(path).column("rank").to_pylist()) == {int(path.parent.name[5:])}
     # the shards partition the points; together they are the 1-rank sweep's points
@@ -82,8 +82,8 @@ def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
     assert list(ranks.point_ids.map(list)) == [[2], [0, 1]] and ranks.sharded.all()
     assert len(set(ranks.pid)) == 2
     # per-rank TensorBoard traces, one per point
-    assert len(list((two / "tb" / "rank=0").rglob("*.pt.trace.json.gz"))) == 1
-    assert len(list((two / "tb" / "rank=1").rglob("*.pt.trace.json.gz"))) == 2
+    assert len(list((two / "tb" / "rank-0").rglob("*.pt.trace.json.gz"))) == 1
+    assert len(list((two / "tb" / "rank-1").rglob("*.pt.trace.json.gz"))) == 2
     load = rank_view(t2["points"], t2["components"], t2["kernels"]).load
     assert load.points.tolist() == [1, 2] and (load.busy_s > 0).all()
 
@@ -203,7 +203,7 @@ def test_study_nproc_shards_every_model_across_the_ranks(tmp_path):
     for model in ("mamba-tiny", "mamba2-tiny"):
         run = out / model
         points = read_table(run, "points").to_pandas()
-        assert {p.name for p in (run / "points").iterdir()} == {"rank=0", "rank=1"}
+        assert {p.name for p in (run / "points").iterdir()} == {"rank-0", "rank-1"}
         assert sorted(points.point_id) == [0, 1, 2] and set(points["rank"]) == {0, 1}
         assert (points.status == "ok").all() and (points.world_size == 2).all()
         record = read_run_record(run)

@@ -8,8 +8,8 @@ import torch
 import typer
 from rich.console import Console
 
-from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
+from mambaprof.cli._app import app
+from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative, parse_number
 from mambaprof.cli.progress import sweep_progress
 from mambaprof.errors import BadArgumentError
 from mambaprof.model.loading import LoadedModel, quiet_transformers, resolve_device, resolve_dtype
@@ -126,8 +126,7 @@ def prune_command(
                         ("--task-episodes", task_episodes)):
         if value < 1:
             raise BadArgumentError(f"{name} {value} must be at least 1")
-    if recover_lr <= 0:
-        raise BadArgumentError(f"--recover-lr {recover_lr} must be positive")
+    parse_number(recover_lr, "--recover-lr", positive=True, maximum=10.0)
     config = PruneConfig(
         ratios=ratio_list, scores=parse_scores(score), per_layer=check_per_layer(per_layer),
         seqlens=parse_int_list(seqlens or (GPU_SEQLENS if on_gpu else CPU_SEQLENS), "--seqlens"),

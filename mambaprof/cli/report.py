@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
 
 BASIS_HELP = ("Time basis: auto (kernel time on GPU, wall time on CPU), kernel (summed kernel durations) or wall "

@@ -6,7 +6,7 @@
 - runs its share of the sweep points (`shard_points`: the same deterministic split on every rank),
   or every point when the model itself runs across ranks (the process group is then initialised
   for the model, `init_process_group`: NCCL on GPUs, gloo on the CPU);
-- writes its own partition of every table, `<table>/rank=K/part-*.parquet` (`RankWriter`), with
+- writes its own partition of every table, `<table>/rank-K/part-*.parquet` (`RankWriter`), with
   rank, world size and device in every row, and its row of the `ranks` table.
 How the ranks finish together is `mambaprof.distributed.completion`; one rank's whole part is
 `mambaprof.distributed.trace.run_distributed_trace`.
@@ -53,8 +53,8 @@ class RankInfo:
 
     @property
     def partition(self) -> str:
-        """The hive-style folder of this rank's parts, `rank=K`."""
-        return f"rank={self.rank}"
+        """The folder of this rank's parts, `rank-K` (a plain folder: `rank` is a column of every row)."""
+        return f"rank-{self.rank}"
 
     def identity(self) -> dict[str, int]:
         """The `rank` and `world_size` columns every row of this rank carries."""
@@ -174,7 +174,7 @@ def destroy_process_group() -> None:
 
 
 class RankWriter(RunWriter):
-    """One rank's writer: parts in `<table>/rank=K/`, TensorBoard traces in `tb/rank=K/`, and the run
+    """One rank's writer: parts in `<table>/rank-K/`, TensorBoard traces in `tb/rank-K/`, and the run
     record the sweep writes turned into this rank's `ranks` row (the run's own record is rank 0's)."""
 
     def __init__(self, out: Path, run_id: str, info: RankInfo, point_ids: Sequence[int], sharded: bool,

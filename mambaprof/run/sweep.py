@@ -26,6 +26,7 @@ import torch
 from mambaprof import __version__
 from mambaprof.collectors.context import PointCollector, PointSpec, Rows, RunCollector
 from mambaprof.env import collect_env
+from mambaprof.errors import RunInterrupted as RunInterrupted  # re-exported: the sweep raises it
 from mambaprof.errors import StorageError, one_line
 from mambaprof.model.inputs import make_call
 from mambaprof.model.loading import LoadedModel
@@ -34,14 +35,6 @@ from mambaprof.run.autotune import AutotunePolicy
 from mambaprof.run.measure import measure_point
 from mambaprof.storage.rundir import RunWriter, utcnow
 from mambaprof.storage.schema.base import json_cell
-
-
-class RunInterrupted(BaseException):
-    """Raised inside the sweep when SIGINT or SIGTERM arrives."""
-
-    def __init__(self, signame: str) -> None:
-        super().__init__(signame)
-        self.signame = signame
 
 
 @dataclass
@@ -225,9 +218,6 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
 
 
 ProgressFn = Callable[[int, int, str], None]
-
-
-
 
 
 def _merge(into: Rows, more: Rows) -> Rows:

@@ -62,15 +62,20 @@ def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = Fal
           debug: bool = False, writer: RunWriter | None = None, identity: dict[str, Any] | None = None,
           points: Sequence[tuple[int, int, int]] | None = None,
           run_collectors: Sequence[RunCollector] = ()) -> TraceOutcome:
-    """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise."""
+    """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise; `out` is
+    checked before the model loads (a refused --out costs no load) and its lock released at the end."""
+    writer = writer or RunWriter(out, force=force)
+    writer.check()
     loaded = source.load(config.device, config.dtype)
     structure = discover(loaded.model)
     if loaded.make_inputs is not None:  # fail fast, before any directory is made, on inputs that cannot work
         batch, seqlen = config.points()[0]
         make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype, loaded.make_inputs)
-    writer = writer or RunWriter(out, force=force)
     writer.prepare()
-    result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
-                       debug=debug, identity=identity, points=points, run_collectors=run_collectors)
+    try:
+        result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
+                           debug=debug, identity=identity, points=points, run_collectors=run_collectors)
+    finally:
+        writer.release()
     return TraceOutcome(run_dir=writer.out, run_id=writer.run_id, loaded=loaded, structure=structure,
                         result=result)
