@@ -14,7 +14,8 @@ from mambaprof.cli import trace as _trace  # noqa: F401
 from mambaprof.cli import validate as _validate  # noqa: F401
 from mambaprof.cli import view as _view  # noqa: F401
 from mambaprof.cli._app import app
-from mambaprof.errors import MambaprofError
+from mambaprof.errors import MambaprofError, StorageError
+from mambaprof.run.sweep import STORAGE_ERRNOS
 
 
 def print_error(text: str) -> None:
@@ -37,6 +38,13 @@ def run(args: list[str]) -> None:
     except KeyboardInterrupt:
         print_error("interrupted by SIGINT")
         sys.exit(130)
+    except OSError as exc:
+        if debug or exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print_error(f"could not write{where}: {exc.strerror or exc} (what was finished stays readable; free space "
+                    "or fix the permissions, then write to a new --out)")
+        sys.exit(StorageError.exit_code)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             raise

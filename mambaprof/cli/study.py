@@ -75,6 +75,11 @@ def study_command(
         device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard,
                           point_seconds, autotune)
+    if report:  # the report goes into the study directory: never over a file mambaprof did not write
+        from mambaprof.storage.outputs import check_html_output, check_summary_output
+
+        check_html_output(out / "report.html", "--out")
+        check_summary_output(out / "summary", "--out", subdirs=names)
     big = [n for n in names if not n.endswith("-tiny")]
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",

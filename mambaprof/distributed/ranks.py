@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -162,6 +162,21 @@ def init_process_group(info: RankInfo, device: torch.device, store: dist.Store, 
     dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
                             timeout=timedelta(seconds=wait_s), **kwargs)
     return backend
+
+
+def collective_max() -> Callable[[float], float]:
+    """After init_process_group (every rank calls this at the same place): a function returning the MAX of a
+    number over all ranks, through a gloo group of its own (CPU tensors, apart from the model's collectives).
+    It is TraceConfig.agree_max: time caps, extra fidelity pairs and autotune fallbacks are then decided alike
+    on every rank, so ranks whose model calls a collective in its forward run the same number of forwards."""
+    group = dist.new_group(backend="gloo")
+
+    def agree_max(value: float) -> float:
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        return float(t.item())
+
+    return agree_max
 
 
 def destroy_process_group() -> None:

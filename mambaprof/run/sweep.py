@@ -57,6 +57,10 @@ class TraceConfig:
     #: When Triton kernels autotune (mambaprof.run.autotune): `largest` (once, at the largest point, before the
     #: first), `first` (at the first shape each kernel runs) or `per-point` (at every point's own shape).
     autotune: str = "largest"
+    #: Under torch.distributed ranks that run the same points (--no-shard): the MAX of a number over the ranks
+    #: (a collective), so that time caps, extra fidelity pairs and autotune fallbacks are decided alike on all
+    #: (see PointSpec.agree_max); set by mambaprof.distributed, never recorded.
+    agree_max: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
 
     def points(self) -> list[tuple[int, int]]:
         """(batch, seqlen) pairs in sweep order: batch-major, seqlen ascending."""
@@ -100,13 +104,16 @@ def is_oom(exc: BaseException) -> bool:
                                                or "not enough memory" in text.lower())
 
 
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+#: errors of a write that cannot succeed: disk full, file too large, quota, read-only, I/O, no permission
+#: (chmod, an immutable file: EPERM)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
+                            errno.EPERM})
 
 
 def is_storage_failure(exc: BaseException) -> bool:
     """True when an exception says results cannot be written (disk full, file too large, read-only)."""
     while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
@@ -258,7 +265,7 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
         try:
             if autotune.before_sweep([(b, s) for _, b, s in todo], _tuning_forward(loaded, structure, config),
                                      is_oom, lambda: free_memory(config.device),
-                                     lambda desc: report(0, len(todo), desc)):
+                                     lambda desc: report(0, len(todo), desc), agree=config.agree_max):
                 writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
                                                    counts, identity=identity, autotune_json=autotune.as_json()))
             for done, (pid, batch, seqlen) in enumerate(todo):
@@ -336,7 +343,8 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
             "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
     spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
                      repeats=config.repeats, warmup=config.warmup, profile_repeats=config.profile_repeats,
-                     mode=config.mode, trace_dir=trace_dir, point_seconds=config.point_seconds)
+                     mode=config.mode, trace_dir=trace_dir, point_seconds=config.point_seconds,
+                     agree_max=config.agree_max)
     started = utcnow()
     for collector in run_collectors:
         collector.begin_point(pid)

@@ -133,3 +133,41 @@ def check_output_dir(path: Path, option: str, names: Iterable[str], is_ours: Cal
                 raise BadArgumentError(f"{option}: {target} exists and was not written by mambaprof",
                                        "mambaprof never overwrites a file it did not write; choose a new folder")
     return path
+
+
+def summary_names() -> list[str]:
+    """The file names `report --parquet DIR` may write in DIR (and in a variant's or model's sub-folder)."""
+    return [f"{name}.parquet" for name in TABLES if name.startswith("summary_")] + ["README.md"]
+
+
+def check_html_output(path: Path, option: str = "--html") -> Path:
+    """An HTML report's path: refused when a directory, inside a run's own folders, or a file not written by
+    mambaprof."""
+    return check_output_file(path, option, html_is_ours, "an HTML report")
+
+
+def check_summary_output(path: Path, option: str = "--parquet", subdirs: Iterable[str] = ()) -> Path:
+    """A summary directory: refused when a file, a run directory or inside one, or when it (or one of
+    `subdirs`) holds a summary_*.parquet or README.md mambaprof did not write."""
+    return check_output_dir(path, option, summary_names(), summary_file_is_ours, subdirs)
+
+
+def check_peaks_output(path: Path, option: str = "--out") -> Path:
+    """A peaks JSON file (`calibrate --out`): refused unless new or one calibrate wrote."""
+    return check_output_file(path, option, peaks_file_is_ours, "a peaks file")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file renamed into place (parents created)."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
