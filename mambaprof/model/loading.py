@@ -97,8 +97,8 @@ def _exc_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def import_model_file(path: Path) -> Any:
-    """Execute model.py and return its module object (user code runs here)."""
+def check_model_file(path: Path) -> None:
+    """ModelLoadError (one line) when `path` cannot be opened at all: missing, a symlink loop, no permission."""
     path = Path(path)
     try:
         path.stat()
@@ -107,6 +107,12 @@ def import_model_file(path: Path) -> Any:
     except OSError as exc:  # a symlink loop (ELOOP), a name too long, no permission to look
         raise ModelLoadError(f"model file {path} cannot be opened: {exc.strerror or exc}",
                              "check the path (a symbolic link that points to itself?)") from None
+
+
+def import_model_file(path: Path) -> Any:
+    """Execute model.py and return its module object (user code runs here)."""
+    path = Path(path)
+    check_model_file(path)
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist", "check the path")
     if path.is_dir():

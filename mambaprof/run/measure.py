@@ -229,6 +229,8 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     fidelity = paired_difference(orig_ms, bare_ms)
 
     def another_pair() -> bool:
+        if len(bare_ms) >= MAX_FIDELITY_PAIRS:  # the same count on every rank: no collective needed to stop here
+            return False
         want = more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s)
         return agreed(spec, 1.0 if want else 0.0) > 0.0
 

@@ -33,7 +33,7 @@ from mambaprof.model.loading import LoadedModel
 from mambaprof.model.structure import ModelStructure, layer_rows
 from mambaprof.run.autotune import AutotunePolicy
 from mambaprof.run.measure import measure_point
-from mambaprof.storage.rundir import RunWriter, utcnow
+from mambaprof.storage.rundir import RunWriter, read_table, utcnow
 from mambaprof.storage.schema.base import json_cell
 
 
@@ -290,6 +290,10 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
             storage_error = exc
         finally:
             guard.disarm()  # signals from here on are noted: the run record below is always written
+            # the record counts what is on disk: a signal between a point's write and its count changes nothing
+            counts = _counts_on_disk(writer, [p for p, _, _ in todo], identity.get("rank", 0), counts)
+            if interrupted_by is not None:
+                reason = f"interrupted by {interrupted_by} after {sum(counts.values())} of {len(todo)} points"
             if status == "complete":
                 failed = counts["oom"] + counts["error"]
                 if counts["ok"] == 0 and todo:
@@ -315,6 +319,21 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
         raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
                            "free disk space or raise the file-size limit, then trace the rest into a new --out")
     return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+
+
+def _counts_on_disk(writer: RunWriter, point_ids: Sequence[int], rank: int, fallback: dict[str, int]) -> dict[str, int]:
+    """Point statuses of this sweep's `points` rows on disk (its rank, its point ids); `fallback` when the
+    table cannot be read (e.g. the disk failed)."""
+    try:
+        rows = read_table(writer.out, "points", columns=["rank", "point_id", "status", "run_id"]).to_pylist()
+    except Exception:  # noqa: BLE001 - the in-memory counts are the best there is then
+        return fallback
+    wanted = set(point_ids)
+    counts = {"ok": 0, "oom": 0, "error": 0}
+    for row in rows:
+        if row["run_id"] == writer.run_id and row["rank"] == rank and row["point_id"] in wanted:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
 
 
 def _tuning_forward(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig) -> Callable[[int, int], None]:

@@ -12,7 +12,14 @@ import torch
 from mambaprof.collectors.context import PointCollector, RunCollector
 from mambaprof.errors import BadArgumentError
 from mambaprof.model.inputs import make_call
-from mambaprof.model.loading import LoadedModel, load_default, load_hf_checkpoint, load_model_file, load_preset
+from mambaprof.model.loading import (
+    LoadedModel,
+    check_model_file,
+    load_default,
+    load_hf_checkpoint,
+    load_model_file,
+    load_preset,
+)
 from mambaprof.model.structure import ModelStructure, discover
 from mambaprof.run.sweep import ProgressFn, SweepResult, TraceConfig, run_sweep
 from mambaprof.storage.rundir import RunWriter
@@ -33,6 +40,8 @@ class ModelSource:
                  if v is not None]
         if len(given) > 1:
             raise BadArgumentError(f"give only one model source, not {' and '.join(given)}")
+        if self.model_file is not None:
+            check_model_file(self.model_file)
 
     def load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
         """Load the model onto `device` in `dtype`."""

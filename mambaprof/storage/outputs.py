@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mambaprof.errors import BadArgumentError
-from mambaprof.storage.rundir import ARTIFACT_DIRS, LOCK_FILE, MARKER, RUN_TABLE, STUDY_FILE
+from mambaprof.storage.rundir import ARTIFACT_DIRS, LOCK_FILE, MARKER, STUDY_FILE
 from mambaprof.storage.schema import TABLES
 
 #: What an HTML report written by mambaprof says in its footer.
@@ -24,8 +24,9 @@ SUMMARY_README_TITLE = "# mambaprof summary tables"
 
 
 def is_run_dir(path: Path) -> bool:
-    """True when `path` is a run directory mambaprof wrote (its marker, or a run record folder)."""
-    return (path / MARKER).is_file() or (path / RUN_TABLE).is_dir()
+    """True when `path` is a run directory mambaprof marked as its own (MARKER); a user's folder that merely
+    holds a `runs/` folder is not one."""
+    return (path / MARKER).is_file()
 
 
 def enclosing_run(path: Path) -> tuple[Path, str] | None:

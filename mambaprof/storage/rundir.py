@@ -128,6 +128,10 @@ class RunWriter:
         if out.exists() and not out.is_dir():
             raise RunDirectoryError(f"--out {out} is a file, not a directory",
                                     "choose a new directory name")
+        inside = _inside_run_folder(out)
+        if inside is not None and self.partition is None:
+            raise RunDirectoryError(f"--out {out} is inside the run {inside.parent}'s own {inside.name}/ folder",
+                                    "its files would become part of that run's table; choose a directory outside it")
         try:
             nonempty = out.is_dir() and any(out.iterdir())
         except OSError as exc:
@@ -215,8 +219,13 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
     if not folder.is_dir():
         return spec.arrow_schema().empty_table()
     try:
-        dataset = ds.dataset(folder, format="parquet", partitioning="hive",
-                             ignore_prefixes=[".", "_"], exclude_invalid_files=False)
+        # only Parquet parts: a file of other kind in a table folder (a user's notes) is no part of the table
+        files = sorted(str(f) for f in folder.rglob("*.parquet") if f.is_file()
+                       and not any(piece.startswith((".", "_")) for piece in f.relative_to(folder).parts))
+        if not files:
+            return spec.arrow_schema().empty_table()
+        dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(folder),
+                             exclude_invalid_files=False)
         for fragment in dataset.get_fragments():
             version = newer_version(fragment.physical_schema.metadata)
             if version is not None:
@@ -232,6 +241,19 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
     # Old runs' rank=K folders: the folder's `rank` and the files' own `rank` column are the same value;
     # where a partition key and a column share a name, pyarrow.dataset reports the folder's value.
     return result
+
+
+def _inside_run_folder(path: Path) -> Path | None:
+    """The table (or artifact) folder of a run directory that `path` lies inside, else None."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    own = set(TABLES) | set(ARTIFACT_DIRS)
+    for folder in [resolved, *resolved.parents]:
+        if folder.name in own and (folder.parent / MARKER).is_file():
+            return folder
+    return None
 
 
 def _read_lock(out: Path) -> dict[str, Any] | None:
