@@ -40,10 +40,13 @@ def _ignore_stop_signals() -> None:
 
 
 def _restore(previous: dict[int, Any]) -> None:
-    """Put back the handlers main() found (it also runs in-process, from tests and scripts)."""
+    """Put back the handlers main() found (it also runs in-process, from tests and scripts), where ours is still
+    installed: a command that is ending because it was signalled ignores later signals (a repeated SIGTERM
+    from `timeout` must not kill it before it exits 143), and that stays so."""
     try:
         for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            if signal.getsignal(sig) is _raise_interrupt:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     except ValueError:
         pass
 

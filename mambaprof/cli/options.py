@@ -85,7 +85,7 @@ def parse_number(value: float, option: str, minimum: float = 0.0, maximum: float
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise BadArgumentError(f"{option} {value} is not a finite number", "give a plain number such as 1.5")
     if positive and value <= 0:
-        raise BadArgumentError(f"{option} {value} must be greater than 0")
+        raise BadArgumentError(f"{option} {value} must be positive")
     if value < minimum:
         raise BadArgumentError(f"{option} {value} is negative" if minimum == 0 and value < 0
                                else f"{option} {value} must be at least {minimum:g}")
