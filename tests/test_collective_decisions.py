@@ -5,7 +5,7 @@ function itself; tests/test_distributed_runs.py counts the forwards of a real 2-
 from __future__ import annotations
 
 import torch
-from conftest import tiny_mamba
+from support.models import tiny_mamba
 
 from mambaprof.collectors.context import PointSpec
 from mambaprof.model.inputs import make_call

@@ -46,7 +46,7 @@ LOCK_FILE = "_mambaprof_lock"
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 #: What a table part written by mambaprof is named (part_name, and the temporary name of an atomic write).
 PART_RE = re.compile(r"^(part-(\d{5}|run)[^/]*\.parquet|\.part-[^/]*\.tmp)$")
-#: Partition folders of distributed runs (`rank-K`; `rank=K` in runs written before schema 6).
+#: Partition folders of distributed runs (`rank-K`; `rank=K` in runs written before that layout).
 PARTITION_RE = re.compile(r"^rank[=-]\d+$")
 
 

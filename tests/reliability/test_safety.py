@@ -18,10 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
+from support.reliability import FAST, TINY_HF, assert_one_line_error, write
 
 from mambaprof.storage.rundir import LOCK_FILE, MARKER, read_run_record, read_table
-from reliability.helpers import FAST, TINY_HF, assert_one_line_error, write
 
 USER_FILES = {
     "runs/a.txt": "my notes on runs", "tb/b.txt": "my tensorboard notes", "io/c.txt": "my io notes",
