@@ -20,9 +20,9 @@ from types import FrameType
 
 import typer
 
-from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION
-from mambaprof.errors import BadArgumentError, MambaprofError, RunDirectoryError
+from mambaprof.cli._app import app
+from mambaprof.cli.options import DEBUG_OPTION, parse_number
+from mambaprof.errors import BadArgumentError, MambaprofError, RunDirectoryError, RunInterrupted
 from mambaprof.storage.rundir import TB_DIR
 
 HOST = "127.0.0.1"
@@ -110,6 +110,7 @@ def view_command(
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Open the run's kernel traces in TensorBoard (PyTorch profiler plugin), on 127.0.0.1 only."""
+    start_timeout = parse_number(start_timeout, "--start-timeout", positive=True, maximum=3600.0)
     tb = trace_dir(run)
     port = check_port(port) if port is not None else free_port()
     log_path = Path(tempfile.mkstemp(prefix="mambaprof-tensorboard-", suffix=".log")[1])
@@ -123,7 +124,7 @@ def view_command(
         while proc.poll() is None:
             time.sleep(0.5)
         raise MambaprofError(f"TensorBoard stopped by itself (status {proc.returncode}); its log: {log_path}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):  # Ctrl-C (or SIGTERM) is how a user stops it
         typer.echo("stopped TensorBoard")
         keep_log = False
     finally:

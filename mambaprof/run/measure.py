@@ -54,6 +54,12 @@ def more_fidelity_pairs(diff: PairedDifference | None, pairs: int, elapsed_s: fl
     return diff.half_width_pct > FIDELITY_PRECISION_PCT
 
 
+def agreed(spec: PointSpec, value: float) -> float:
+    """`value` as every rank running this point sees it: its MAX over them (`spec.agree_max`), or itself
+    in a single process. Each call is a collective under ranks: call it unconditionally at the same place."""
+    return value if spec.agree_max is None else float(spec.agree_max(float(value)))
+
+
 @dataclass
 class PointMeasurement:
     """Rows produced for one point."""
@@ -166,8 +172,8 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     phase("warm-up")
     t0 = time.perf_counter()
     warm_rounds = 0
-    for i in range(spec.warmup):
-        if cap is not None and i > 0 and time.perf_counter() - t0 > cap / 2:
+    for i in range(spec.warmup):  # time caps compare the slowest rank's elapsed time (agreed): same rounds on all
+        if cap is not None and i > 0 and agreed(spec, time.perf_counter() - t0) > cap / 2:
             break
         ctx.run_original()
         ctx.run_instrumented([windows])
@@ -211,16 +217,24 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     passes = (time_original, time_bare, time_marked)
     t0 = time.perf_counter()
     for i in range(spec.repeats):
-        if cap is not None and i >= MIN_TIMED_REPEATS and time.perf_counter() - t0 > cap:
+        if cap is not None and i >= MIN_TIMED_REPEATS and agreed(spec, time.perf_counter() - t0) > cap:
             break
         for k in range(len(passes)):
             passes[(i + k) % len(passes)]()
     # the fidelity pairs go on (original and bare split, taking turns going first) until their paired
     # difference is precise, within the point's cap (or as long again as the planned repeats took)
-    planned_s = time.perf_counter() - t0
+    # under ranks every rank takes another pair when any of them wants one (and the slowest one's time decides)
+    planned_s = agreed(spec, time.perf_counter() - t0)
     budget_s = cap if cap is not None else 2.0 * planned_s
     fidelity = paired_difference(orig_ms, bare_ms)
-    while more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s):
+
+    def another_pair() -> bool:
+        if len(bare_ms) >= MAX_FIDELITY_PAIRS:  # the same count on every rank: no collective needed to stop here
+            return False
+        want = more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s)
+        return agreed(spec, 1.0 if want else 0.0) > 0.0
+
+    while another_pair():
         first, second = (time_original, time_bare) if len(bare_ms) % 2 == 0 else (time_bare, time_original)
         first()
         second()
