@@ -256,3 +256,20 @@ def test_crossover_measured_or_extrapolated_and_said_so() -> None:
     assert near.measured and 512 < near.seqlen < 2048 and "measured" in near.how
     none = crossover(shares([64, 128]), 1)
     assert none.seqlen is None
+
+
+def test_probe_uses_the_activation_dtype_when_a_log_and_d_stay_fp32():
+    """mamba_ssm keeps A_log and D in fp32 inside a bf16 model, and a mixer's own parameters come first in
+    module.parameters(): the split check must feed the input projection's dtype (bf16), not A_log's, or every
+    mixer is wrongly sent to as-is (seen on the H200: 'expected mat1 and mat2 to have the same dtype')."""
+    from support.models import tiny_mamba
+
+    model = tiny_mamba().to(torch.bfloat16)
+    for layer in model.backbone.layers:
+        layer.mixer.A_log.data = layer.mixer.A_log.data.float()
+        layer.mixer.D.data = layer.mixer.D.data.float()
+    assert next(model.backbone.layers[0].mixer.parameters()).dtype == torch.float32  # A_log first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a split sent to as-is warns
+        st = discover(model)
+    assert [type(s.module).__name__ for s in st.mixers] == ["MambaMixer", "MambaMixer"]

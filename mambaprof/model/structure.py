@@ -219,9 +219,13 @@ PROBE_TOKENS = 8
 def probe_split(adapter: MixerAdapter, module: nn.Module) -> str | None:
     """Run the split forward against the module's own forward on a small random input (batch 1,
     PROBE_TOKENS tokens, the module's dtype and device); None when they agree, else why not."""
-    try:
-        param = next(module.parameters())
-    except StopIteration:
+    # the input projection's weight gives the activations' dtype: a mixer's own parameters come first in
+    # module.parameters(), and mamba_ssm keeps A_log and D in fp32 in a bf16 model
+    in_proj = getattr(module, "in_proj", None)
+    param = getattr(in_proj, "weight", None)
+    if not isinstance(param, torch.Tensor):
+        param = next(module.parameters(), None)
+    if param is None:
         return "it has no parameters"
     if param.device.type == "meta":
         return None
