@@ -19,18 +19,21 @@ RUNS=/tmp/runs_decode
 mkdir -p "$RUNS"
 echo "issue 17 decode device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), budget ${BUDGET}s" | tee -a "$LOG"
 
-step 150 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider
+step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider
 
 COMMON=(--backend mamba_ssm --dtype bf16 --prompt-len 128 --batch 1,8,64,256 --repeats 50 --warmup 5 --quiet)
+# graphs first (the measurements that matter), then the eager runs while the budget lasts
 for preset in mamba-1.4b mamba2-1.3b; do
   step 150 "$LOG" python3 -m mambaprof trace --phase decode --preset "$preset" "${COMMON[@]}" \
       --out "$RUNS/${preset}_graphs" --force
+done
+for preset in mamba-1.4b mamba2-1.3b; do
   step 90 "$LOG" python3 -m mambaprof trace --phase decode --preset "$preset" "${COMMON[@]}" --no-cuda-graphs \
       --out "$RUNS/${preset}_eager" --force
 done
 
 for run in "$RUNS"/*/; do
-  step 60 "$OUT/reports.txt" python3 -m mambaprof report "$run" --html "${run%/}.html"
+  step 30 "$OUT/reports.txt" python3 -m mambaprof report "$run" --html "${run%/}.html"
 done
 python3 - "$RUNS" "$OUT" <<'PY' >>"$LOG" 2>&1
 import sys

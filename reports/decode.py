@@ -63,6 +63,11 @@ class DecodeAnalysis:
             if r.tokens_match is False or r.tokens_match_generate is False:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: greedy tokens of the split step differ from "
                                 "the model's own step or generate")
+            if str(r.device).startswith("cuda") and not missing(r.step_vs_generate_pct) and abs(
+                    r.step_vs_generate_pct) > 5.0:
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: the step ({ms(r.ms_per_token)} ms) is "
+                                f"{r.step_vs_generate_pct:+.1f}% off the model's own generate per token "
+                                f"({ms(r.generate_ms_per_token)} ms), more than 5%")
             if r.cache_bytes != r.cache_bytes_closed_form:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {si(r.cache_bytes, 'B')} "
                                 f"measured vs {si(r.cache_bytes_closed_form, 'B')} closed form")

@@ -191,3 +191,18 @@ def test_pruning_graph_decode_columns() -> None:
     assert cols["decode_graph_ms_per_token"] == [1.05, 4.0]
     assert cols["decode_graph_speedup"] == pytest.approx([2.1 / 1.05, 2.0])
     assert _graph_decode_columns(none, base) == {}
+
+
+def test_study_decode_phase(tmp_path: Path, cli) -> None:
+    res = cli("study", "--models", "mamba-tiny", "--device", "cpu", "--seqlens", "64", "--batch", "1", "--repeats",
+              "2", "--warmup", "0", "--profile-repeats", "0", "--point-seconds", "0", "--no-nvml", "--decode",
+              "--decode-batch", "1,2", "--decode-prompt-len", "8", "--out", str(tmp_path / "st"), "--quiet",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "st" / "study.json").read_text())
+    assert [m["model"] for m in manifest["models"]] == ["mamba-tiny"]
+    assert manifest["decode"][0]["status"] == "complete" and manifest["decode"][0]["n_ok"] == 2
+    points = read_table(tmp_path / "st" / "mamba-tiny-decode", "decode_points").to_pylist()
+    assert sorted(p["batch"] for p in points) == [1, 2] and all(p["tokens_match"] for p in points)
+    assert "lm_head" in (tmp_path / "st" / "mamba-tiny-decode.html").read_text()
+    assert (tmp_path / "st" / "report.html").is_file()  # the prefill study report is unaffected

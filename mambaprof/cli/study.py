@@ -54,6 +54,10 @@ def study_command(
                               "through torch.distributed.run, each model's points sharded across the ranks "
                               "(hardware collectors off under ranks). Same as `torchrun --nproc-per-node N -m "
                               "mambaprof study ...`."),
+    decode: bool = typer.Option(False, "--decode/--no-decode", help="Also run the decode phase of each model "
+                                "(`trace --phase decode`) into <out>/<model>-decode/ (single process only)."),
+    decode_batch: str = typer.Option("1,8,64,256", "--decode-batch", help="With --decode: batch sizes."),
+    decode_prompt_len: str = typer.Option("128", "--decode-prompt-len", help="With --decode: prompt lengths."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or tables."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -84,11 +88,19 @@ def study_command(
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",
                                "on the CPU use --models mamba-tiny,mamba2-tiny --seqlens 64..256 --batch 1")
+    decode_config = None
+    if decode:
+        if ranks is not None:
+            raise BadArgumentError("--decode does not run under torchrun yet", "run the study as one process")
+        from mambaprof.cli.decode import build_decode_config
+
+        decode_config = build_decode_config(decode_prompt_len, decode_batch, dtype, device, None, None, True)
     if ranks is not None:
         raise typer.Exit(_study_on_rank(ranks, names, config, out, backend, force, report, quiet, debug))
     with sweep_progress("study", Console(stderr=True), enabled=not quiet) as progress:
         outcome = run_study(names, config, out, backend=backend, force=force, progress=progress, debug=debug,
-                            hardware=HardwareOptions(nvml=nvml, energy=energy, memory=memory, io=io))
+                            hardware=HardwareOptions(nvml=nvml, energy=energy, memory=memory, io=io),
+                            decode=decode_config)
     _finish(outcome, out, report, quiet)
 
 
@@ -102,6 +114,13 @@ def _finish(outcome: StudyOutcome, out: Path, report: bool, quiet: bool) -> None
             table.add_row(m.model, m.status, f"{m.n_ok}/{m.n_points}", m.run_dir or "-")
         Console().print(table)
     typer.echo(f"study directory: {out}")
+    for m in outcome.decode:
+        typer.echo(f"decode run of {m.model}: {m.run_dir} ({m.status}, {m.n_ok}/{m.n_points} points ok)")
+        if report and m.n_ok and m.run_dir:
+            from mambaprof.reports.decode import DecodeAnalysis
+            from mambaprof.reports.render_html import render_decode_report, write_html
+
+            write_html(render_decode_report(DecodeAnalysis.load(Path(m.run_dir))), Path(m.run_dir + ".html"))
     if not outcome.run_dirs:
         raise typer.Exit(3)
     if report:

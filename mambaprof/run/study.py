@@ -18,7 +18,10 @@ import torch
 
 from mambaprof.collectors.hardware import HardwareCollectors, HardwareOptions, build_hardware
 from mambaprof.errors import MambaprofError, RunDirectoryError
+from mambaprof.model.loading import LoadedModel
 from mambaprof.model.presets import PRESETS, get_preset
+from mambaprof.model.structure import ModelStructure
+from mambaprof.run.decode import DecodeConfig, run_decode_sweep
 from mambaprof.run.sweep import ProgressFn, TraceConfig
 from mambaprof.run.tracing import ModelSource, trace
 from mambaprof.storage.rundir import MARKER, STUDY_FILE, RunWriter, utcnow
@@ -50,6 +53,8 @@ class StudyOutcome:
     finished_at: str | None = None
     models: list[ModelOutcome] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    #: the decode phase's runs (`<out>/<model>-decode/`), one per model, when the study ran it
+    decode: list[ModelOutcome] = field(default_factory=list)
 
     @property
     def run_dirs(self) -> list[Path]:
@@ -59,7 +64,7 @@ class StudyOutcome:
     def write(self) -> None:
         """The study manifest (`study.json`): models, their run directories and statuses."""
         data = {"started_at": self.started_at, "finished_at": self.finished_at, "config": self.config,
-                "models": [asdict(m) for m in self.models]}
+                "models": [asdict(m) for m in self.models], "decode": [asdict(m) for m in self.decode]}
         tmp = self.out / f".{STUDY_FILE}.tmp"
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.out / STUDY_FILE)
@@ -105,10 +110,11 @@ def prepare_study_dir(out: Path, force: bool) -> None:
 
 def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "auto", force: bool = False,
               progress: Callable[[int, int, str], None] | None = None, debug: bool = False,
-              hardware: HardwareOptions | None = None) -> StudyOutcome:
+              hardware: HardwareOptions | None = None, decode: DecodeConfig | None = None) -> StudyOutcome:
     """Trace every model over the same grid into `<out>/<model>/`; one progress count across all.
 
     hardware: which hardware collectors each model's trace runs (None: none).
+    decode: also run the decode phase of each model into `<out>/<model>-decode/` (None: no decode phase).
     """
     models = check_models(models)
     prepare_study_dir(out, force)
@@ -131,6 +137,11 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
             res = result.result
             outcome.models.append(ModelOutcome(name, str(run_dir), res.status, res.reason, len(res.point_rows),
                                                res.counts.get("ok", 0)))
+            if decode is not None and res.interrupted_by is None:
+                dec = _decode_phase(name, result.loaded, result.structure, decode, out, force, debug)
+                outcome.decode.append(dec)
+                if dec.status == "interrupted":
+                    break
             del result
             if res.interrupted_by is not None:
                 break
@@ -146,6 +157,18 @@ def run_study(models: list[str], base: TraceConfig, out: Path, backend: str = "a
     outcome.finished_at = utcnow().isoformat()
     outcome.write()
     return outcome
+
+
+def _decode_phase(name: str, loaded: LoadedModel, structure: ModelStructure, config: DecodeConfig, out: Path,
+                  force: bool,
+                  debug: bool) -> ModelOutcome:
+    """The decode sweep of one study model (already loaded) into `<out>/<name>-decode/`."""
+    run_dir = out / f"{name}-decode"
+    writer = RunWriter(run_dir, force=force)
+    writer.prepare()
+    res = run_decode_sweep(loaded, structure, config, writer, debug=debug)
+    status = "interrupted" if res.interrupted_by is not None else res.status
+    return ModelOutcome(name, str(run_dir), status, res.reason, len(res.point_rows), res.counts.get("ok", 0))
 
 
 def known_models() -> str:
