@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import plots, pruning, views
+from mambaprof.reports import hybrids, plots, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import FIDELITY_BUDGET_PCT
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
@@ -209,6 +209,11 @@ def render_comparison(comparison: RunComparison) -> str:
             parts.append(table_html(views.comparison_view(aligned, int(batch), int(common.seqlen.max()), la, lb,
                                                           comparison.basis)))
     parts.append(table_html(views.compare_points_view(comparison.points, la, lb)))
+    crossings = hybrids.prefill_crossovers(comparison.a.points, comparison.b.points, comparison.a.record,
+                                           comparison.b.record, la, lb, comparison.basis)
+    if crossings:
+        parts.append("<h2>Transformer vs Mamba: prefill crossover</h2>"
+                     + _list(hybrids.format_prefill_crossovers(crossings), "findings"))
     for tag, analysis in (("A", comparison.a), ("B", comparison.b)):
         parts.append(f"<h2>{tag}: {_e(analysis.label)}</h2>{_facts(analysis)}")
         parts.append(run_sections(analysis, heading_level="h3", prefix=f"{tag} · "))
