@@ -1,7 +1,12 @@
 """The hybrid view of a run: where the time goes by layer kind against sequence length, where attention overtakes
 the Mamba layers, and the decode cache split into SSM + conv state (constant in length) and KV cache (growing).
 
-Reads the run directory's Parquet tables only (`components`, `layers`, `runs`); no model, no torch.
+Where the run has them, energy (`energy` table: the representative Mamba layer's components, scaled by the
+layers it represents, against the whole forward's energy) and memory (`memory` table: per-component transient
+peaks and net allocations) by layer kind too.
+
+Reads the run directory's Parquet tables only (`components`, `layers`, `runs`, `energy`, `memory`); no model,
+no torch.
 
     python -m mambaprof.reports.hybrids RUN_DIR [--basis kernel|wall]
 """
@@ -9,7 +14,7 @@ Reads the run directory's Parquet tables only (`components`, `layers`, `runs`); 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -212,9 +217,55 @@ def decode_cache(layers: pd.DataFrame, seqlens: list[int], batch: int, elem_byte
     return pd.DataFrame(rows)
 
 
+def energy_by_kind(energy: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch, seqlen, kind): energy per forward (mJ) of the component rows whose counter window resolved,
+    each representative layer's row times the layers it represents (`layers_represented`), and its share (%)
+    of the whole forward's energy (scope `forward`). Columns: batch, seqlen, kind, energy_mj,
+    share_of_forward_pct (null without a resolved forward row). Kinds without resolved rows are absent: the
+    energy collector measures one representative Mamba layer's components (with what else that layer holds)
+    and the model-level ones, never the attention-only layers.
+    """
+    cols = ["batch", "seqlen", "kind", "energy_mj", "share_of_forward_pct"]
+    if energy.empty or "scope" not in energy:
+        return pd.DataFrame(columns=cols)
+    ok = energy[(energy["status"] == "resolved") & energy["energy_mj"].notna()]
+    comp = ok[ok["scope"] == "component"].copy()
+    comp["kind"] = comp["component"].map(component_kind)
+    comp["mj"] = comp["energy_mj"] * comp["layers_represented"].fillna(1)
+    per = comp.groupby(["batch", "seqlen", "kind"], as_index=False)["mj"].sum().rename(columns={"mj": "energy_mj"})
+    fwd = ok[ok["scope"] == "forward"].groupby(["batch", "seqlen"])["energy_mj"].median().rename("forward_mj")
+    per = per.merge(fwd.reset_index(), on=["batch", "seqlen"], how="left")
+    per["share_of_forward_pct"] = 100.0 * per["energy_mj"] / per["forward_mj"].where(per["forward_mj"] > 0)
+    return per[cols].sort_values(["batch", "seqlen", "kind"]).reset_index(drop=True)
+
+
+def memory_by_kind(memory: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch, seqlen, kind) from the `memory` table: the largest transient peak of one component window
+    (peak_max_bytes), the net allocation left behind summed over the kind's components (alloc_delta_bytes), and
+    the kind's share (%) of the summed per-component peaks (peak_share_pct)."""
+    cols = ["batch", "seqlen", "kind", "peak_max_bytes", "alloc_delta_bytes", "peak_share_pct"]
+    if memory.empty:
+        return pd.DataFrame(columns=cols)
+    df = memory.copy()
+    df["kind"] = df["component"].map(component_kind)
+    per = df.groupby(["batch", "seqlen", "kind"], as_index=False).agg(
+        peak_max_bytes=("peak_delta_bytes", "max"), peak_sum=("peak_delta_bytes", "sum"),
+        alloc_delta_bytes=("alloc_delta_bytes", "sum"))
+    total = per.groupby(["batch", "seqlen"])["peak_sum"].transform("sum")
+    per["peak_share_pct"] = np.where(total > 0, 100.0 * per["peak_sum"] / total, np.nan)
+    return per[cols].sort_values(["batch", "seqlen", "kind"]).reset_index(drop=True)
+
+
+def _optional(run_dir: Path | str, table: str) -> pd.DataFrame:
+    try:
+        return read_table(run_dir, table).to_pandas()
+    except MambaprofError:
+        return pd.DataFrame()
+
+
 @dataclass
 class HybridView:
-    """Everything the hybrid view shows for one run."""
+    """Everything the hybrid view shows for one run (energy / memory empty when the run has no such table)."""
 
     basis: str
     layer_kinds: pd.Series
@@ -222,6 +273,8 @@ class HybridView:
     crossovers: list[Crossover]
     cache: pd.DataFrame
     asis_layers: list[int]
+    energy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    memory: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def hybrid_view(run_dir: Path | str, basis: str = "auto", cache_seqlens: list[int] | None = None) -> HybridView:
@@ -240,7 +293,8 @@ def hybrid_view(run_dir: Path | str, basis: str = "auto", cache_seqlens: list[in
     elem = _DTYPE_BYTES.get(str(record.get("dtype")), 2)
     kinds = layers.set_index("layer")["layer_kind"] if len(layers) else pd.Series(dtype=str)
     return HybridView(basis, kinds, shares, [crossover(shares, b) for b in batches],
-                      decode_cache(layers, seqlens, 1, elem), list(record.get("asis_layers") or []))
+                      decode_cache(layers, seqlens, 1, elem), list(record.get("asis_layers") or []),
+                      energy_by_kind(_optional(run_dir, "energy")), memory_by_kind(_optional(run_dir, "memory")))
 
 
 def format_view(view: HybridView) -> list[str]:
@@ -264,6 +318,20 @@ def format_view(view: HybridView) -> list[str]:
         lines.append(f"  L={int(r.seqlen):>7}: SSM {r.ssm_state_bytes / 2**20:9.1f} MiB  conv "
                      f"{r.conv_state_bytes / 2**20:7.2f} MiB  KV {r.kv_cache_bytes / 2**20:10.1f} MiB  "
                      f"({r.kv_share_pct:.0f}% KV)")
+    if not view.energy.empty:
+        lines.append("energy per forward by layer kind (representative layer x layers it stands for; % of the "
+                     "forward's energy):")
+        for (b, s), grp in view.energy.groupby(["batch", "seqlen"]):
+            lines.append(f"  B={b} L={s}: " + ", ".join(
+                f"{r.kind} {r.energy_mj:.2f} mJ" + (f" ({r.share_of_forward_pct:.0f}%)"
+                                                    if pd.notna(r.share_of_forward_pct) else "")
+                for r in grp.itertuples()))
+    if not view.memory.empty:
+        lines.append("memory by layer kind (largest transient peak of one component; share of summed peaks):")
+        for (b, s), grp in view.memory.groupby(["batch", "seqlen"]):
+            lines.append(f"  B={b} L={s}: " + ", ".join(
+                f"{r.kind} {r.peak_max_bytes / 2**20:.2f} MiB ({r.peak_share_pct:.0f}%)"
+                for r in grp.itertuples() if pd.notna(r.peak_max_bytes)))
     return lines
 
 

@@ -69,3 +69,54 @@ def test_compare_sets_a_transformer_beside_a_mamba(runs, tmp_path) -> None:
                                       "none found"))
     same = run_cli("compare", str(runs["mamba2-tiny"]), str(runs["mamba2-tiny"]), env=ENV)
     assert same.returncode == 0 and "prefill crossover" not in same.stdout
+
+
+def test_energy_and_memory_by_layer_kind_from_their_tables() -> None:
+    from mambaprof.reports.hybrids import energy_by_kind, memory_by_kind
+
+    def e(layer, comp, scope, mj, status="resolved", rep=1):
+        return {"batch": 1, "seqlen": 64, "layer": layer, "component": comp, "scope": scope, "status": status,
+                "energy_mj": mj, "layers_represented": rep}
+
+    energy = pd.DataFrame([e(-1, "forward", "forward", 100.0), e(2, "ssm_scan", "component", 6.0, rep=3),
+                           e(2, "in_proj", "component", 4.0, rep=3), e(2, "mlp", "component", 5.0, rep=3),
+                           e(2, "conv1d", "component", None, status="unresolved", rep=3),
+                           e(-1, "lm_head", "component", 8.0)])
+    got = energy_by_kind(energy).set_index("kind")
+    assert got.loc["mamba", "energy_mj"] == pytest.approx(30.0)  # (6 + 4) x 3 layers; unresolved left out
+    assert got.loc["mlp", "energy_mj"] == pytest.approx(15.0)
+    assert got.loc["rest", "share_of_forward_pct"] == pytest.approx(8.0)
+    assert "attention" not in got.index  # never measured: absent, not zero
+    assert energy_by_kind(pd.DataFrame()).empty
+
+    def m(layer, comp, peak, alloc):
+        return {"batch": 1, "seqlen": 64, "layer": layer, "component": comp, "peak_delta_bytes": peak,
+                "alloc_delta_bytes": alloc}
+
+    memory = pd.DataFrame([m(0, "in_proj", 600, 100), m(0, "ssm_scan", 200, 50), m(1, "attention", 150, 10),
+                           m(1, "residual", None, -20), m(-1, "lm_head", 50, 40)])
+    mem = memory_by_kind(memory).set_index("kind")
+    assert mem.loc["mamba", "peak_max_bytes"] == 600 and mem.loc["mamba", "alloc_delta_bytes"] == 150
+    assert mem.loc["mamba", "peak_share_pct"] == pytest.approx(80.0)  # 800 of 1000 summed peak bytes
+    assert mem.loc["rest", "alloc_delta_bytes"] == 20
+
+
+def test_html_report_has_the_hybrid_view(tmp_path) -> None:
+    from mambaprof.reports.hybrids import hybrid_view
+    from mambaprof.reports.render_html import hybrid_section
+
+    out, html = tmp_path / "run", tmp_path / "r.html"
+    res = run_cli("trace", "--preset", "bamba-tiny", "--seqlens", "16,32", *TINY, "--out", str(out), env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = run_cli("report", str(out), "--html", str(html), "--quiet", env=ENV)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    text = html.read_text()
+    section = text.split("Hybrid view (layer kinds)", 1)[1]
+    assert "mamba2+mlp x2, attention+mlp x1" in section and 'data-plot="kinds"' in section
+    assert "Share of the forward by layer kind" in section and "Decode cache per sequence" in section
+    assert "Memory by layer kind" in section  # the CPU run has a memory table (profiler allocations)
+    assert "Energy per forward by layer kind" not in section  # and no energy table: no energy section
+    view = hybrid_view(out)
+    view.energy = pd.DataFrame([{"batch": 1, "seqlen": 32, "kind": "mamba", "energy_mj": 12.5,
+                                 "share_of_forward_pct": 62.5}])
+    assert "Energy per forward by layer kind" in hybrid_section(view) and "62.5%" in hybrid_section(view)
