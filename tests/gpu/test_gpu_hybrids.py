@@ -47,3 +47,46 @@ def test_family_split_runs_the_kernels_and_reproduces_output(name: str) -> None:
             out = model(input_ids=ids).logits
     check = compare_outputs(ref, out, torch.bfloat16)
     assert check.passed, (check.max_abs_err, check.rel_err)
+
+
+def test_mamba_ssm_hybrid_lm_attention_and_mlp_layers() -> None:
+    """mamba_ssm's MambaLMHeadModel with attn_layer_idx: MHA layers are attention, GatedMLPs mlp (structure);
+    the split (mamba_ssm Mamba2 kernels, MHA and GatedMLP as modules) reproduces the output in bf16."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    from mambaprof.collectors.markers import Probe, Window
+    from mambaprof.model.counts import attention_dims
+
+    torch.manual_seed(0)
+    cfg = MambaConfig(d_model=256, n_layer=4, d_intermediate=512, vocab_size=256,
+                      ssm_cfg={"layer": "Mamba2", "d_state": 64, "headdim": 32, "chunk_size": 64},
+                      attn_layer_idx=[1, 3], attn_cfg={"num_heads": 4, "num_heads_kv": 2, "head_dim": 64,
+                                                       "causal": True},
+                      rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
+    model = MambaLMHeadModel(cfg, device="cuda:0", dtype=torch.bfloat16).eval()
+    st = discover(model)
+    assert [ls.kind for ls in st.layers] == ["mamba2+mlp", "attention+mlp", "mamba2+mlp", "attention+mlp"]
+    assert len(st.mixers) == 2 and not st.asis, st.warnings
+    dims = attention_dims(st.layers[1].attention[0])
+    assert (dims.n_heads, dims.n_kv_heads, dims.head_dim) == (4, 2, 64)
+
+    class Entered:
+        def __init__(self) -> None:
+            self.windows: set[tuple[int, str]] = set()
+
+        def enter(self, w: Window) -> None:
+            self.windows.add((w.layer, w.name))
+
+        def exit(self, w: Window) -> None:
+            pass
+
+    ids = torch.randint(0, 256, (1, 1024), device="cuda:0")
+    rec = Entered()
+    with torch.inference_mode():
+        ref = model(ids).logits
+        with Instrumenter(st, split=True).installed(Probe([rec])):
+            out = model(ids).logits
+    check = compare_outputs(ref, out, torch.bfloat16)
+    assert check.passed, (check.max_abs_err, check.rel_err)
+    assert {(1, "attention"), (3, "attention"), (0, "mlp"), (1, "mlp"), (0, "ssm_scan"), (2, "in_proj")} <= rec.windows
