@@ -149,3 +149,17 @@ def test_prune_cli_on_a_hybrid_preset_end_to_end(tmp_path) -> None:
                       "--quiet", env=ENV)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "normalises B and C over the state axis" in refused.stderr + refused.stdout
+
+
+def test_decode_cache_api_found_when_use_cache_goes_through_kwargs() -> None:
+    from mambaprof.pruning.timing import Decoder
+
+    model = build_hf(PRESETS["granite-4.0-h-tiny-cpu"]).eval()  # forward(..., cache, ..., **kwargs): no use_cache
+    dec = Decoder(model)
+    assert dec.api == "transformers" and dec.cache_kwarg == "cache"
+    with torch.no_grad():
+        dec.prefill(torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(2)), 2)
+    held = sum(t.numel() for t in dec.cache_tensors())
+    # 2 Mamba-2 layers: SSM state 8 heads x 16 x 16 and conv state (128 + 2 x 16) x 4; 1 attention layer: 2 kv heads
+    # x 16 x (k, v) x 12 prompt tokens
+    assert held == 2 * (8 * 16 * 16 + (128 + 2 * 16) * 4) + 2 * 16 * 2 * 12
