@@ -9,7 +9,11 @@
 #     Smallest model first; each model gets min(its cap, what is left of $BUDGET); a model that runs out
 #     of time or memory keeps the points it finished (the run directory says which).
 #  3. The hybrid view (python -m mambaprof.reports.hybrids) of every run, as text.
+#  1b. mamba_ssm's own hybrid LM (examples/mamba_ssm_hybrid.py: MambaLMHeadModel, Mamba-2 + MHA layers +
+#     GatedMLPs, d_model 2048, 24 layers, attention at 5/11/17/23), B=1, 4096/16384, bf16 (the GPU test of
+#     its layer kinds runs in step 1: tests/gpu/test_gpu_hybrids.py::test_mamba_ssm_hybrid_lm_*).
 # Files under $OUT: nvidia_smi.csv, env.json, log.txt, pytest_gpu.txt, trace_<preset>.txt, hybrid_<preset>.txt,
+# trace_mamba_ssm_hybrid.txt, hybrid_mamba_ssm_hybrid.txt,
 # runs_hybrids.tar.gz (the run directories, raw Parquet). Every step is bounded; a failed step is logged.
 export OMP_NUM_THREADS=4
 BUDGET=${BUDGET:-480}
@@ -22,6 +26,12 @@ python3 -m mambaprof env --json > "$OUT/env.json" 2>&1
 python3 -c "import transformers; print('transformers', transformers.__version__)" >> "$LOG" 2>&1
 
 [ "${SKIP_TESTS:-0}" = 1 ] || step 150 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_hybrids.py -q -p no:cacheprovider -x
+
+step 60 "$OUT/trace_mamba_ssm_hybrid.txt" python3 -m mambaprof trace examples/mamba_ssm_hybrid.py --dtype bf16 \
+    --device cuda:0 --batch 1 --seqlens 4096,16384 --repeats 3 --warmup 1 --profile-repeats 1 --point-seconds 12 \
+    --no-tb --out "$RUNS/mamba_ssm_hybrid" --force --quiet
+[ -d "$RUNS/mamba_ssm_hybrid" ] && step 20 "$OUT/hybrid_mamba_ssm_hybrid.txt" python3 -m mambaprof.reports.hybrids \
+    "$RUNS/mamba_ssm_hybrid" --basis kernel
 
 # smallest first (parameters): falcon-h1-0.5b, llama-1b, granite-4.0-h-tiny, zamba2-2.7b, falcon-mamba-7b,
 # nemotron-h-8b, bamba-9b, jamba-v0.1-8l

@@ -338,3 +338,33 @@ def series_color(i: int) -> str:
     """The i-th colour of the series palette (sequence lengths in comparison charts)."""
     series = ["#a0cbe8", "#4e79a7", "#2b4c7e", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1"]
     return series[i % len(series)]
+
+
+KIND_COLORS = {"mamba": "#4e79a7", "attention": "#e15759", "mlp": "#59a14f", "moe": "#edc948", "rest": "#bab0ac"}
+
+
+def kind_shares_chart(shares: pd.DataFrame, kinds: Iterable[str], basis: str) -> str:
+    """Stacked bars per sequence length (one panel per batch): each layer kind's share (%) of the forward's
+    time (the hybrid view's `shares`: batch, seqlen, kind, share_pct), lengths on a log2-spaced axis."""
+    batches = sorted(int(b) for b in shares.batch.unique())
+    fig, axes = _grid(len(batches))
+    order = list(kinds)
+    for ax, batch in zip(axes, batches, strict=False):
+        grp = shares[shares.batch == batch]
+        table = grp.pivot_table(index="seqlen", columns="kind", values="share_pct", aggfunc="mean").fillna(0)
+        table = table.reindex(columns=[k for k in order if k in table.columns])
+        x = np.arange(len(table.index))
+        bottom = np.zeros(len(x))
+        for kind in table.columns:
+            vals = table[kind].to_numpy()
+            ax.bar(x, vals, bottom=bottom, color=KIND_COLORS.get(kind, "#999999"), label=kind, width=0.7)
+            bottom += vals
+        ax.set_xticks(x, [str(int(s)) for s in table.index], fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(f"share of forward {basis} time (%)")
+        ax.set_title(f"layer kinds, batch {batch}", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    return _svg(fig)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import plots, pruning, views
+from mambaprof.reports import hybrids, plots, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.decode import DecodeAnalysis, decode_views
 from mambaprof.reports.decode import run_facts as decode_facts
@@ -114,11 +114,66 @@ def run_sections(analysis: RunAnalysis, per_layer: bool = False, heading_level: 
                                                            analysis.device_name),
                           f"Achieved TFLOP/s vs arithmetic intensity (closed-form FLOPs / minimum bytes) on {basis} "
                           f"time; larger markers are longer sequences. Peaks: {analysis.peaks_source}.")]
+    hybrid = hybrids.maybe_view(analysis.run_dir, basis)
+    if hybrid is not None:
+        parts.append(hybrid_section(hybrid, h, prefix))
     if per_layer:
         parts.append(f"<{h}>{_e(prefix)}Per layer</{h}>")
         for batch in sorted(analysis.layers.batch.unique()):
             seqlen = int(analysis.layers[analysis.layers.batch == batch].seqlen.max())
             parts.append(table_html(views.layers_view(analysis.layers, int(batch), seqlen, basis)))
+    return "".join(parts)
+
+
+def hybrid_section(view: hybrids.HybridView, h: str = "h2", prefix: str = "") -> str:
+    """The hybrid view of a run in HTML: layer kinds, share of time by kind against length (chart and table),
+    where attention overtakes the Mamba layers, the decode-cache split, and energy / memory by kind where the
+    run measured them."""
+    def mib(v: object) -> str:
+        return "-" if pd.isna(v) else f"{float(v) / 2**20:,.2f}"
+
+    def pct(v: object) -> str:
+        return "-" if pd.isna(v) else f"{float(v):.1f}%"
+
+    counts = view.layer_kinds.value_counts()
+    parts = [f"<{h}>{_e(prefix)}Hybrid view (layer kinds)</{h}>",
+             _list(["layers by kind: " + ", ".join(f"{k} x{n}" for k, n in counts.items())]
+                   + ([f"profiled as-is (no split): layers {', '.join(map(str, view.asis_layers))}"]
+                      if view.asis_layers else [])
+                   + [f"attention overtakes the Mamba layers (B={c.batch}): "
+                      + (f"{c.seqlen:,.0f} tokens" if c.seqlen is not None else "none") + f" — {c.how}"
+                      for c in view.crossovers], "findings"),
+             figure_html("kinds", plots.kind_shares_chart(view.shares, hybrids.KINDS, view.basis),
+                         f"Share of the forward's {view.basis} time by layer kind, per sequence length "
+                         "(rest: norms, residuals, embedding, lm_head).")]
+    table = view.shares.pivot_table(index=["batch", "seqlen"], columns="kind", values="share_pct")
+    kinds = [k for k in hybrids.KINDS if k in table.columns]
+    ms = view.shares.pivot_table(index=["batch", "seqlen"], columns="kind", values="ms")
+    parts.append(table_html(views.View(
+        f"Share of the forward by layer kind ({view.basis} time)", ["batch", "seqlen", *kinds, "forward ms"],
+        [[str(b), str(s), *[pct(row[k]) for k in kinds], f"{ms.loc[(b, s)].sum():.3g}"]
+         for (b, s), row in table.iterrows()], keys=2)))
+    parts.append(table_html(views.View(
+        "Decode cache per sequence (closed form, MiB): SSM + conv state constant, KV cache growing",
+        ["context", "SSM state", "conv state", "KV cache", "total", "KV share"],
+        [[f"{int(r.seqlen):,}", mib(r.ssm_state_bytes), mib(r.conv_state_bytes), mib(r.kv_cache_bytes),
+          mib(r.total_bytes), pct(r.kv_share_pct)] for r in view.cache.itertuples()])))
+    if not view.energy.empty:
+        parts.append(table_html(views.View(
+            "Energy per forward by layer kind (mJ; share of the whole forward's energy)",
+            ["batch", "seqlen", "kind", "energy mJ", "share of forward"],
+            [[str(r.batch), str(r.seqlen), str(r.kind), f"{r.energy_mj:.3g}", pct(r.share_of_forward_pct)]
+             for r in view.energy.itertuples()], keys=2,
+            caption="Component energy is measured on one representative Mamba layer (with what else that layer "
+                    "holds) and scaled by the layers it stands for; attention-only layers have no rows.")))
+    if not view.memory.empty:
+        parts.append(table_html(views.View(
+            "Memory by layer kind (MiB)", ["batch", "seqlen", "kind", "largest peak", "net allocation",
+                                          "share of summed peaks"],
+            [[str(r.batch), str(r.seqlen), str(r.kind), mib(r.peak_max_bytes), mib(r.alloc_delta_bytes),
+              pct(r.peak_share_pct)] for r in view.memory.itertuples()], keys=2,
+            caption="Largest transient peak of one component window above the allocation at its start; net "
+                    "allocation left behind, summed over the kind's components.")))
     return "".join(parts)
 
 
@@ -211,6 +266,11 @@ def render_comparison(comparison: RunComparison) -> str:
             parts.append(table_html(views.comparison_view(aligned, int(batch), int(common.seqlen.max()), la, lb,
                                                           comparison.basis)))
     parts.append(table_html(views.compare_points_view(comparison.points, la, lb)))
+    crossings = hybrids.prefill_crossovers(comparison.a.points, comparison.b.points, comparison.a.record,
+                                           comparison.b.record, la, lb, comparison.basis)
+    if crossings:
+        parts.append("<h2>Transformer vs Mamba: prefill crossover</h2>"
+                     + _list(hybrids.format_prefill_crossovers(crossings), "findings"))
     for tag, analysis in (("A", comparison.a), ("B", comparison.b)):
         parts.append(f"<h2>{tag}: {_e(analysis.label)}</h2>{_facts(analysis)}")
         parts.append(run_sections(analysis, heading_level="h3", prefix=f"{tag} · "))

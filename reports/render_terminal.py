@@ -154,6 +154,12 @@ def print_comparison(comparison: RunComparison, console: Console) -> None:
             console.print(rich_table(view, console))
             console.print()
     console.print(rich_table(views.compare_points_view(comparison.points, la, lb), console))
+    crossings = hybrids.prefill_crossovers(comparison.a.points, comparison.b.points, comparison.a.record,
+                                           comparison.b.record, la, lb, comparison.basis)
+    if crossings:
+        console.print()
+        _bullets(console, "Transformer vs Mamba: prefill crossover",
+                 hybrids.format_prefill_crossovers(crossings))
 
 
 def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: bool = False) -> None:

@@ -109,6 +109,8 @@ def points_view(points: pd.DataFrame, on_gpu: bool) -> View:
 
 def scaling_view(scaling: pd.DataFrame, crossovers: list[Crossover], basis: str) -> View:
     """Fitted exponents per component (rows) for each family and batch (columns), and the crossover."""
+    if not {"family", "batch", "component"} <= set(scaling.columns):  # no Mamba block (a pure Transformer run)
+        scaling = pd.DataFrame(columns=["family", "batch", "component", "exponent"])
     keys = sorted({(f, int(b)) for f, b in zip(scaling.family, scaling.batch, strict=True)},
                   key=lambda k: (k[0], k[1]))
     view = View(f"Scaling: fitted exponent of {basis} time vs sequence length (log-log)",

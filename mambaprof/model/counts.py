@@ -140,7 +140,8 @@ def attention_dims(module: nn.Module) -> AttentionDims | None:
         h, kv = q.out_features // head_dim, k.out_features // head_dim
     else:
         h = int(n_heads or 0)
-        kv = int(getattr(module, "num_key_value_heads", None) or getattr(cfg, "num_key_value_heads", None) or h)
+        kv = int(getattr(module, "num_key_value_heads", None) or getattr(module, "num_heads_kv", None)
+                 or getattr(cfg, "num_key_value_heads", None) or h)
     if h <= 0:
         return None
     return AttentionDims(h, max(kv, 1), head_dim, _linear_elems(module))

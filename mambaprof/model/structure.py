@@ -169,9 +169,25 @@ def _has(module: nn.Module, names: tuple[str, ...]) -> bool:
     return all(isinstance(getattr(module, n, None), nn.Module) for n in names)
 
 
+def _fused_qkv_heads(module: nn.Module) -> bool:
+    """mamba_ssm's MHA layout: one `in_proj` producing q, k, v (and optionally an MLP slice), an `out_proj`,
+    integer `num_heads` and `head_dim`, and no SSM parameters (no `A_log`): in_proj's width holds the heads."""
+    if not (_has(module, ("in_proj", "out_proj")) and isinstance(module.in_proj, nn.Linear)):
+        return False
+    if hasattr(module, "A_log") or hasattr(module, "dt_bias"):
+        return False
+    heads, head_dim = getattr(module, "num_heads", None), getattr(module, "head_dim", None)
+    if not (isinstance(heads, int) and isinstance(head_dim, int) and heads > 0 and head_dim > 0):
+        return False
+    kv = getattr(module, "num_heads_kv", heads)
+    return isinstance(kv, int) and module.in_proj.out_features >= head_dim * (heads + 2 * kv)
+
+
 def is_attention(module: nn.Module) -> bool:
-    """Attention by structure: q/k/v (or fused qkv) projections, or an `...Attention` class with a Linear."""
-    if any(_has(module, names) for names in _ATTENTION_PROJ):
+    """Attention by structure: q/k/v (or fused qkv) projections, mamba_ssm's MHA layout (a fused `in_proj`
+    wide enough for num_heads + 2 num_heads_kv heads, no SSM parameters), or an `...Attention` class with a
+    Linear."""
+    if any(_has(module, names) for names in _ATTENTION_PROJ) or _fused_qkv_heads(module):
         return True
     return bool(_ATTENTION_NAME.search(type(module).__name__)) and any(
         isinstance(m, nn.Linear) for m in module.modules())

@@ -4,8 +4,10 @@ What keeps a pruned block a drop-in (see also `physical`): its input and output 
 unchanged (only B, C and A lose state indices), the model's config states the new d_state, and the
 decode cache is allocated from it. On disk:
 
-- transformers models: a `save_pretrained` directory with `config.state_size` = N'. Plain
-  `AutoModelForCausalLM.from_pretrained(dir)` loads it.
+- transformers models: a `save_pretrained` directory whose config states N' under the family's own key
+  (`state_size` for Mamba/Mamba-2, `mamba_d_state` for Bamba, Zamba2, Falcon-H1 and Granite-4.0-H,
+  `ssm_state_size` for Nemotron-H; `STATE_KEYS`). Plain `AutoModelForCausalLM.from_pretrained(dir)` loads it
+  (Falcon-H1's mup_vector is rebuilt from the config at load, with the pruned length).
 - mamba_ssm `MambaLMHeadModel`: its `save_pretrained` layout (config.json with `ssm_cfg.d_state` = N',
   pytorch_model.bin); `MambaLMHeadModel(MambaConfig(**config))` + `load_state_dict` loads it.
 - When layers keep different N' (`--per-layer adaptive`), a config can hold only one d_state: layers
@@ -37,10 +39,20 @@ SIDECAR = "mambaprof_pruning.json"
 MAMBA_SSM_WEIGHTS = "pytorch_model.bin"
 
 
+#: config keys holding d_state, by transformers family (first one the config has wins)
+STATE_KEYS = ("state_size", "mamba_d_state", "ssm_state_size")
+
+
+def state_key(config: Any) -> str | None:
+    """The config attribute holding the SSM state size in this transformers config, or None."""
+    return next((k for k in STATE_KEYS if isinstance(getattr(config, k, None), int)), None)
+
+
 def model_backend(model: nn.Module) -> str:
-    """`transformers` (a PreTrainedModel with a state_size config), `mamba_ssm` (MambaLMHeadModel) or `other`."""
+    """`transformers` (a PreTrainedModel whose config has a state-size key), `mamba_ssm` (MambaLMHeadModel)
+    or `other`."""
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "state_size") and hasattr(model, "save_pretrained"):
+    if config is not None and state_key(config) is not None and hasattr(model, "save_pretrained"):
         return "transformers"
     if type(model).__name__ == "MambaLMHeadModel" and isinstance(getattr(config, "ssm_cfg", None), dict):
         return "mamba_ssm"
@@ -48,10 +60,10 @@ def model_backend(model: nn.Module) -> str:
 
 
 def set_config_state_size(model: nn.Module, d_state: int) -> None:
-    """Write d_state into the model's config (transformers `state_size`, mamba_ssm `ssm_cfg.d_state`)."""
+    """Write d_state into the model's config (the transformers family's key, mamba_ssm `ssm_cfg.d_state`)."""
     backend = model_backend(model)
     if backend == "transformers":
-        model.config.state_size = d_state
+        setattr(model.config, state_key(model.config), d_state)
     elif backend == "mamba_ssm":
         model.config.ssm_cfg = {**model.config.ssm_cfg, "d_state": d_state}
 

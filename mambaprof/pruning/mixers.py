@@ -10,6 +10,13 @@ Four mixer classes, two layouts:
   n sit at offset g*N + n. `A_log` is per head, so it does not depend on N.
 
 The attribute holding N is `ssm_state_size` (transformers) or `d_state` (mamba_ssm).
+
+Hybrids: every transformers Mamba-2 family (Bamba, Nemotron-H, Zamba2, Granite-4.0-H, Falcon-H1) has the
+transformers Mamba-2 layout above; its recipe (model.adapters.recipes) says what else its forward does
+(Falcon-H1: the mixer input times `ssm_in_multiplier`, the in_proj output times the `mup_vector` buffer,
+whose B and C entries are pruned with the rows). Mamba-1 families with RMS norms over the state axis of B
+and C (FalconMamba, Jamba) are refused: their norm's statistics run over all N states, so removing states
+is not the same model as masking them (and their checkpoints could not say otherwise).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mambaprof.errors import UnsupportedModelError
-from mambaprof.model.adapters import MixerAdapter, MixerDims
+from mambaprof.model.adapters import MixerAdapter, MixerDims, MixerRecipe
 from mambaprof.model.structure import ModelStructure
 
 
@@ -98,6 +105,26 @@ class MixerView:
         d = self.dims
         return d.d_inner, d.d_inner + d.ngroups * d.d_state
 
+    @property
+    def recipe(self) -> MixerRecipe | None:
+        """The family recipe of a transformers-style mixer (None for mamba_ssm's exact-class adapters)."""
+        return getattr(self.adapter, "recipe", None)
+
+    def in_multiplier(self) -> float:
+        """Scalar the mixer input is multiplied by before in_proj (Falcon-H1's ssm_in_multiplier; else 1)."""
+        r = self.recipe
+        return float(getattr(self.module, r.in_multiplier)) if r is not None and r.in_multiplier else 1.0
+
+    def proj_multiplier(self) -> torch.Tensor | None:
+        """Per-row multiplier of the in_proj output (Falcon-H1's mup_vector, shape (..., in_proj rows)), or None."""
+        r = self.recipe
+        return getattr(self.module, r.proj_multiplier) if r is not None and r.proj_multiplier else None
+
+    def plain_gate(self) -> bool:
+        """True when gating is y * silu(z) instead of the gated RMSNorm (Falcon-H1 without mamba_rms_norm)."""
+        r = self.recipe
+        return bool(r is not None and r.gated_norm_flag and not getattr(self.module, r.gated_norm_flag))
+
     def dt_limit(self) -> tuple[float, float]:
         """Clamp applied to Δ after softplus (Mamba-2; (0, inf) means none)."""
         limit = getattr(self.module, "time_step_limit" if self.kind == "hf" else "dt_limit", (0.0, float("inf")))
@@ -109,6 +136,11 @@ def mixer_views(structure: ModelStructure) -> list[MixerView]:
     views = []
     for site in structure.mixers:
         view = MixerView(site.layer, site.module, site.adapter)
+        if view.recipe is not None and view.recipe.bcdt_norms:
+            raise UnsupportedModelError(
+                f"layer {site.layer} ({site.name}): {type(site.module).__name__} normalises B and C over the "
+                "state axis, so removing states is not masking them",
+                "state pruning supports Mamba-1/Mamba-2 mixers without norms on B/C (every Mamba-2 hybrid)")
         if type(view.proj) is not nn.Linear:
             raise UnsupportedModelError(
                 f"layer {site.layer} ({site.name}): its projection is {type(view.proj).__name__}, not nn.Linear",
@@ -173,7 +205,10 @@ def ssm_inputs(view: MixerView, hidden: torch.Tensor) -> SSMInputs:
         delta = F.softplus(_linear(dt, m.dt_proj))
         return SSMInputs("mamba1", delta, x, bb.unsqueeze(2), cc.unsqueeze(2), -torch.exp(m.A_log.float()),
                          m.D.float(), z)
-    zxbcdt = _linear(h, m.in_proj)
+    zxbcdt = _linear(h * view.in_multiplier(), m.in_proj)
+    mult = view.proj_multiplier()
+    if mult is not None:
+        zxbcdt = zxbcdt * mult.float()
     gn = d.ngroups * d.d_state
     _, z, xbc, dt = zxbcdt.split([2 * view.d_mlp, d.d_inner, d.d_inner + 2 * gn, d.nheads], dim=-1)
     xbc = _conv_silu(xbc, m.conv1d)
@@ -202,7 +237,10 @@ def mixer_output_from_scan(view: MixerView, inp: SSMInputs, y: torch.Tensor) -> 
     x = inp.x.reshape(b, seqlen, -1)
     skip = inp.D.repeat_interleave(d.headdim) if inp.D.numel() == d.nheads else inp.D
     out = y + x * skip
-    out = m.norm(out.to(m.norm.weight.dtype), inp.z.to(m.norm.weight.dtype)).float()
+    if view.plain_gate():
+        out = out * F.silu(inp.z)
+    else:
+        out = m.norm(out.to(m.norm.weight.dtype), inp.z.to(m.norm.weight.dtype)).float()
     return _linear(out, m.out_proj)
 
 

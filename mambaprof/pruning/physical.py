@@ -4,7 +4,8 @@
 - Mamba-1: `x_proj` (dt_rank + 2N' output rows: dt rows kept, B and C rows of the kept states) and
   `A_log` (d_inner x N').
 - Mamba-2: `in_proj` (the B and C rows of the kept states of each group; z, x, dt rows unchanged)
-  and the depthwise `conv1d` (its B and C channels, weights and bias); N' per group.
+  and the depthwise `conv1d` (its B and C channels, weights and bias); N' per group; a per-row
+  multiplier of the in_proj output (Falcon-H1's `mup_vector`) loses the same rows.
 and sets the module's state-size attribute (and transformers Mamba2's `conv_dim`). Nothing else
 changes: in/out shapes, D, dt, norms and out_proj are untouched, so the block stays a drop-in and
 the mixer's own forward (fused CUDA/Triton kernels included) runs on N' states; kernels read N from
@@ -105,7 +106,17 @@ def select_states(view: MixerView, index: torch.Tensor) -> None:
         groups = view.groups
         head = torch.arange(b0)
         tail = torch.arange(c0 + groups * n_old, width)
-        m.in_proj = _rebuild_linear(m.in_proj, torch.cat([head, rows_b, rows_c, tail]))
+        proj_rows = torch.cat([head, rows_b, rows_c, tail])
+        m.in_proj = _rebuild_linear(m.in_proj, proj_rows)
+        mult = view.proj_multiplier()
+        if mult is not None:  # Falcon-H1's mup_vector: one multiplier per in_proj row (a buffer)
+            name = view.recipe.proj_multiplier
+            new_mult = _gather_rows(mult.detach().transpose(0, -1), proj_rows.to(mult.device)).transpose(0, -1)
+            new_mult[..., (proj_rows < 0).to(mult.device)] = 1.0
+            if name in m._buffers:
+                m._buffers[name] = new_mult.contiguous()
+            else:
+                setattr(m, name, new_mult.contiguous())
         cb0, cc0 = view.conv_bc_offsets()
         x_ch = torch.arange(cb0)
         m.conv1d = _rebuild_conv(m.conv1d, torch.cat([x_ch, state_rows(cb0, n_old, index),

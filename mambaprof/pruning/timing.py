@@ -70,7 +70,8 @@ class Decoder:
         params = forward_params(model)
         if "inference_params" in params:
             self.api = "mamba_ssm"
-        elif "use_cache" in params and ({"cache", "cache_params"} & params):
+        elif ("use_cache" in params or "kwargs" in params) and ({"cache", "cache_params"} & params):
+            # use_cache named, or taken through **kwargs (GraniteMoeHybridForCausalLM)
             self.api = "transformers"
             self.cache_kwarg = "cache" if "cache" in params else "cache_params"
             self.wants_position = "cache_position" in params
