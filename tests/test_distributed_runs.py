@@ -40,11 +40,11 @@ def tables(run):
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory):
+def sweeps(tmp_path_factory, forked_cli):
     """The same three points swept by 2 ranks (torchrun) and by one plain process."""
     base = tmp_path_factory.mktemp("sweeps")
     two = torchrun("trace", "--out", str(base / "two"), "--seqlens", "16,32,64", *FAST)
-    one = run_cli("trace", "--out", str(base / "one"), "--seqlens", "16,32,64", *FAST)
+    one = forked_cli("trace", "--out", str(base / "one"), "--seqlens", "16,32,64", *FAST)
     assert two.returncode == 0, two.stderr[-3000:]
     assert one.returncode == 0, one.stderr
     return base / "two", base / "one", two
