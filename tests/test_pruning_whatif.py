@@ -101,7 +101,7 @@ def test_timed_variants_are_retuned_at_the_largest_prefill_shape(tmp_path, monke
     module = types.ModuleType("mamba_ssm._fake_whatif_kernels")
     module._ssd_kernel = tuner
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    from mambaprof import autotune  # it scans only where triton is imported (not on CPU machines)
+    from mambaprof.run import autotune  # it scans only where triton is imported (not on CPU machines)
 
     monkeypatch.setattr(autotune, "triton_loaded", lambda: True)
     loaded = _loaded()
