@@ -176,7 +176,8 @@ def test_data_parallel_model_communicates_through_launch_distributed(tmp_path):
     kernels = t["kernels"]
     names = set(kernels[kernels.component == "communication"].name)
     assert "c10d::allgather_" in names or "gloo:all_gather" in names, names
-    assert view.slowest_points.ranks.tolist() == [2] and view.slowest_steps.ranks.eq(2).all()
+    assert view.slowest_points.ranks.tolist() == [2]
+    assert len(view.slowest_steps) > 0 and view.slowest_steps.ranks.eq(2).all()
 
 
 def test_existing_out_without_force_stops_every_rank(tmp_path):

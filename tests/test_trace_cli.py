@@ -72,6 +72,8 @@ def test_default_trace_end_to_end(tmp_path, real_cli):
     # wall spans of the components are each positive and no larger than the split forward
     split = points.set_index("point_id").split_ms_median
     ok = comps.dropna(subset=["wall_ms_median"])
+    for pid in (0, 1):  # split mode: each point has wall spans in every one of the 4 layers
+        assert set(ok[(ok.point_id == pid) & (ok.layer >= 0)].layer) == {0, 1, 2, 3}, pid
     assert (ok.wall_ms_median >= 0).all()
     assert (ok.groupby("point_id").wall_ms_median.max() <= split * 1.5).all()
     assert (comps.dropna(subset=["flops"]).flops >= 0).all()
