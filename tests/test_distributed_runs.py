@@ -50,6 +50,7 @@ def sweeps(tmp_path_factory, forked_cli):
     return base / "two", base / "one", two
 
 
+@pytest.mark.timeout(600)  # builds `sweeps`: a torchrun sweep and a 1-rank sweep
 def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
     two, one, proc = sweeps
     assert "run directory:" in proc.stdout and "(2 ranks, status complete)" in proc.stdout
@@ -190,6 +191,7 @@ def test_existing_out_without_force_stops_every_rank(tmp_path):
     assert f"error: --out {out} already holds a run" in proc.stderr
 
 
+@pytest.mark.timeout(600)  # two models on two ranks, then the study's report
 def test_study_nproc_shards_every_model_across_the_ranks(tmp_path):
     out = tmp_path / "study"
     res = run_cli("study", "--nproc", "2", "--models", "mamba2-tiny,mamba-tiny", "--seqlens", "16,32,64", "--batch",
