@@ -6,6 +6,7 @@ import json
 import resource
 import signal
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -168,8 +169,22 @@ def test_disk_full_stops_cleanly(tmp_path):
 
 def test_run_goes_on_when_nvml_dies_mid_run(tmp_path):
     """A whole trace with a sampler whose GPU is lost after a few samples: complete, samples kept, reason written."""
-    dev = FakeDevice(lose_after=3)
+    point0 = threading.Event()
+
+    class LostDuringPoint0(FakeDevice):
+        def power_mw(self) -> int:
+            point0.wait()  # the sampler's reads start once point 0 began (not a race with the sweep's setup)
+            return super().power_mw()
+
+    dev = LostDuringPoint0(lose_after=3)
     collector = NvmlRunCollector(NvmlSampler(dev, interval_ms=2.0))
+    begin_point = collector.begin_point
+
+    def begin_point_and_open(point_id: int) -> None:
+        begin_point(point_id)
+        point0.set()
+
+    collector.begin_point = begin_point_and_open
     config = TraceConfig(seqlens=[16, 32], batches=[1], device=torch.device("cpu"), dtype=torch.float32,
                          repeats=2, warmup=1, profile_repeats=0, tensorboard=False)
     outcome = trace(ModelSource(), config, tmp_path / "run", run_collectors=[collector])
