@@ -119,6 +119,13 @@ def test_io_collector_on_cpu_times_the_phases_and_reads_samples():
     spec = PointSpec(0, 2, 64, torch.device("cpu"), torch.float32, 1, 0, 0, "split")
     ctx = PointContext(spec, st, make_call(model, st, 2, 64, spec.device, spec.dtype, None), Instrumenter(st))
     sampler = NvmlSampler(FakeDevice(tx_bps=3e9, rx_bps=5e9), interval_ms=1.0)
+
+    def two_samples_inside(*_: object) -> None:  # the forward phase holds samples however busy the machine is
+        first = sampler.sample_count
+        while sampler.sample_count < first + 2:
+            time.sleep(0.001)
+
+    hook = model.register_forward_pre_hook(two_samples_inside)
     sampler.start()
     try:
         time.sleep(0.01)
@@ -126,6 +133,7 @@ def test_io_collector_on_cpu_times_the_phases_and_reads_samples():
             ctx, {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0})
     finally:
         sampler.stop()
+        hook.remove()
     rows = {r["phase"]: r for r in out["io"]}
     assert list(rows) == ["upload", "forward", "download"]
     assert all(r["phase_ms"] > 0 for r in rows.values())
