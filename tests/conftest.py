@@ -1,4 +1,9 @@
-"""Shared fixtures (helpers themselves live in tests/support/): a tiny model of each family, the CLI runner."""
+"""Shared fixtures (the helpers themselves live in tests/support/): a tiny model of each family, the CLI runners.
+
+`cli` runs `mambaprof ARGS` in a fresh process forked from a warm one (support.forked_cli: same exit code, same
+stdout/stderr, without re-importing torch for each call); `real_cli` is a true `python -m mambaprof` subprocess,
+which every command keeps at least one test through.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import pytest
 import torch
 from support.cli import run_cli
+from support.forked_cli import ForkedCli
 from support.models import tiny_mamba, tiny_mamba2
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
@@ -17,7 +23,19 @@ def tiny_model(request: pytest.FixtureRequest) -> torch.nn.Module:
     return tiny_mamba() if request.param == "mamba1" else tiny_mamba2()
 
 
+@pytest.fixture(scope="session")
+def forked_cli():
+    runner = ForkedCli()
+    yield runner
+    runner.close()
+
+
 @pytest.fixture
-def cli():
+def cli(forked_cli):
+    return forked_cli
+
+
+@pytest.fixture
+def real_cli():
     return run_cli
 

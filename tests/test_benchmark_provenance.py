@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from support.cli import run_process
 
 from mambaprof.env import collect_env
 
@@ -73,23 +74,21 @@ def test_cli_writes_a_stamp_and_never_overwrites_another_file(tmp_path):
     out = tmp_path / "provenance.json"
     cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--device", "cpu", "--script", "benchmarks/s.sh", "--",
            "--flag"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = run_process(cmd)
     assert done.returncode == 0, done.stderr
     facts = json.loads(out.read_text())
     assert facts["provenance_version"] == prov.PROVENANCE_VERSION and facts["device"] == "cpu"
     assert facts["command"] == "bash benchmarks/s.sh --flag"
     assert done.stdout.startswith("provenance: ") and facts["date_utc"] in done.stdout
-    assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode == 0  # our own stamp: replaced
+    assert run_process(cmd).returncode == 0  # our own stamp: replaced
     theirs = tmp_path / "theirs.json"
     theirs.write_text('{"user": 1}\n')
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(theirs), "--device", "cpu"], capture_output=True,
-                          text=True, timeout=120)
+    done = run_process([sys.executable, str(SCRIPT), "--out", str(theirs), "--device", "cpu"])
     assert done.returncode == 2 and theirs.read_text() == '{"user": 1}\n'
     assert done.stderr.count("\n") == 1 and "not a provenance stamp" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("device", ["nope", "cuda:x", "meta", "cuda:99"])
 def test_cli_bad_device_is_one_line(device):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", device], capture_output=True, text=True,
-                          timeout=120)
+    done = run_process([sys.executable, str(SCRIPT), "--device", device])
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr

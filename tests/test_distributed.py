@@ -110,8 +110,7 @@ def test_process_alive_sees_dead_and_zombie_processes():
     assert process_alive(os.getpid())
     assert not process_alive(_dead_pid())
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped until wait()
-    deadline = time.time() + 30
-    while process_alive(zombie.pid) and time.time() < deadline:
+    while process_alive(zombie.pid):  # until it has exited (never, if a zombie read as alive: the pytest-timeout)
         time.sleep(0.05)
     assert not process_alive(zombie.pid)
     zombie.wait()
@@ -119,7 +118,8 @@ def test_process_alive_sees_dead_and_zombie_processes():
 
 @pytest.fixture
 def store():
-    return dist.TCPStore("127.0.0.1", 0, None, True, timeout=timedelta(seconds=20), wait_for_workers=False)
+    # a wait on the store itself would outlast the test's pytest-timeout: collect() must decide from what it sees
+    return dist.TCPStore("127.0.0.1", 0, None, True, timeout=timedelta(hours=2), wait_for_workers=False)
 
 
 def test_store_protocol_collects_reports_and_notices_a_dead_rank(store):
@@ -134,10 +134,8 @@ def test_store_protocol_collects_reports_and_notices_a_dead_rank(store):
 
     thread = threading.Thread(target=finish_later)
     thread.start()
-    started = time.monotonic()
-    reports = lead.collect()
+    reports = lead.collect()  # returns once rank 1 reported and rank 2 is seen gone (no store timeout: see `store`)
     thread.join()
-    assert time.monotonic() - started < 10
     assert reports[2] is None  # its process is gone and it never reported
     assert C.RankReport.from_json(reports[1]) == C.RankReport("complete", points={1: "ok"})
     # a rank waiting for rank 0's word gives up, with a message, when rank 0's process is gone

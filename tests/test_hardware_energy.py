@@ -1,7 +1,6 @@
 """Energy resolution logic with fake energy counters, and how a forward is cut into captured pieces."""
 
 import contextlib
-import time
 
 import pytest
 import torch
@@ -93,14 +92,21 @@ def test_judge_refuses_unusable_counters(e0, e1, update, expect):
     assert r.status == "unresolved" and expect in r.reason and r.energy_mj is None
 
 
-def test_idle_power_and_counter_period_on_real_time():
-    dev = FakeDevice(watts=W, update_ms=4.0)
-    period = energy_update_period_ms(dev, max_s=1.0, changes=6)
-    assert period == pytest.approx(4.0, abs=1.5)
-    meter = EnergyMeter(dev.energy_mj, period, min_updates=10)
-    t0 = time.perf_counter()
-    idle = meter.idle(sync=lambda: None)
-    assert time.perf_counter() - t0 >= 0.04
+def test_idle_power_and_counter_period_on_a_stepped_clock():
+    """The period and the idle reading from the counter alone, on a clock that only sleeps move (a real clock made
+    the measured period depend on how late a busy machine woke the poller)."""
+    clock = FakeClock()
+
+    def sleep(s: float) -> None:
+        clock.advance_ms(s * 1000)
+
+    dev = FakeDevice(watts=W, update_ms=4.0, clock=clock)
+    period = energy_update_period_ms(dev, max_s=1.0, changes=6, clock=clock, sleep=sleep)
+    assert period == pytest.approx(4.0, abs=0.5)  # polled every 0.5 ms
+    meter = EnergyMeter(dev.energy_mj, period, min_updates=10, clock=clock)
+    t0 = clock()
+    idle = meter.idle(sync=lambda: None, sleep=sleep)
+    assert (clock() - t0) / 1e9 >= 0.04  # at least 10 updates of 4 ms
     assert idle.status == "resolved" and idle.power_w == pytest.approx(W, rel=0.15)
 
 

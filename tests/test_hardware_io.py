@@ -1,6 +1,7 @@
 """I/O: memcpy events placed in the upload / forward / download phases (synthetic profiler rows), and the
 collector's explicit run on a CPU model."""
 
+import itertools
 import json
 import time
 
@@ -118,6 +119,13 @@ def test_io_collector_on_cpu_times_the_phases_and_reads_samples():
     spec = PointSpec(0, 2, 64, torch.device("cpu"), torch.float32, 1, 0, 0, "split")
     ctx = PointContext(spec, st, make_call(model, st, 2, 64, spec.device, spec.dtype, None), Instrumenter(st))
     sampler = NvmlSampler(FakeDevice(tx_bps=3e9, rx_bps=5e9), interval_ms=1.0)
+
+    def two_samples_inside(*_: object) -> None:  # the forward phase holds samples however busy the machine is
+        first = sampler.sample_count
+        while sampler.sample_count < first + 2:
+            time.sleep(0.001)
+
+    hook = model.register_forward_pre_hook(two_samples_inside)
     sampler.start()
     try:
         time.sleep(0.01)
@@ -125,6 +133,7 @@ def test_io_collector_on_cpu_times_the_phases_and_reads_samples():
             ctx, {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0})
     finally:
         sampler.stop()
+        hook.remove()
     rows = {r["phase"]: r for r in out["io"]}
     assert list(rows) == ["upload", "forward", "download"]
     assert all(r["phase_ms"] > 0 for r in rows.values())
@@ -151,20 +160,35 @@ def test_unwrap_counter_adds_the_wraps_the_samples_saw():
 
 def test_io_phase_bytes_survive_a_counter_that_wraps_several_times():
     # a fake link at 400 GB/s against a 2**32-byte counter: the forward phase wraps it more than once, which its
-    # two boundary readings cannot see; the 1 ms samples can
+    # two boundary readings cannot see; the samples between them can. Time is a clock that ticks 0.2 ms at every
+    # reading, and the samples are taken at every module's entry and exit (not by a thread a busy machine may not
+    # schedule for longer than one wrap, 10.7 ms): samples a few ticks apart, a forward of many wraps, every time.
+    ticks = itertools.count()
+
+    def clock() -> int:
+        return 1_000_000_000 + next(ticks) * 200_000  # ns
+
     model = tiny_mamba(layers=4)
     st = discover(model)
     spec = PointSpec(0, 4, 256, torch.device("cpu"), torch.float32, 1, 0, 0, "split")
     ctx = PointContext(spec, st, make_call(model, st, 4, 256, spec.device, spec.dtype, None), Instrumenter(st))
-    dev = FakeDevice(tx_bps=4e11, rx_bps=1e9, pcie_wrap=1 << 32)
-    sampler = NvmlSampler(dev, interval_ms=1.0)
+    dev = FakeDevice(tx_bps=4e11, rx_bps=1e9, pcie_wrap=1 << 32, clock=clock)
+    sampler = NvmlSampler(dev, interval_ms=1e9, clock=clock)  # the thread takes its first sample only
+    def sample(*_: object) -> None:  # a hook that returns nothing leaves the inputs and outputs alone
+        sampler.sample_once()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(sample), m.register_forward_hook(sample))]
     sampler.start()
     try:
-        time.sleep(0.01)
-        out = IOCollector(dev, sampler).measure_point(ctx, {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0})
+        out = IOCollector(dev, sampler, clock=clock).measure_point(
+            ctx, {"run_id": "r", "rank": 0, "world_size": 1, "point_id": 0})
     finally:
         sampler.stop()
+        for h in hooks:
+            h.remove()
+    assert "io" in out, out["collector_status"][0]["reason"]
     fwd = {r["phase"]: r for r in out["io"]}["forward"]
     expected = 4e11 * fwd["phase_ms"] / 1e3
     assert expected > 1.5 * (1 << 32), f"forward too short to wrap the counter: {fwd['phase_ms']} ms"
-    assert fwd["pcie_tx_bytes"] == pytest.approx(expected, rel=0.1)
+    assert fwd["nvml_samples"] > 10 * expected / (1 << 32)  # many samples per wrap
+    assert fwd["pcie_tx_bytes"] == pytest.approx(expected, rel=0.02)

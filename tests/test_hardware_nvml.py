@@ -1,35 +1,41 @@
-"""NVML sampler: sampling, the driver-period floor, unsupported metrics, NVML dying mid-run, no NVML."""
+"""NVML sampler: sampling, the driver-period floor, unsupported metrics, NVML dying mid-run, no NVML.
 
-import time
+The sampler's thread and loop run as they are, on a FakeClock that the loop's waits move on
+(support.hardware_fakes.run_sampler_for): counts and spacings are exact, not what a busy machine allowed."""
+
 
 import pynvml
 import pytest
 import torch
-from support.hardware_fakes import FakeDevice
+from support.hardware_fakes import FakeClock, FakeDevice, run_sampler_for
 
 from mambaprof.collectors import gpu_device
 from mambaprof.collectors.gpu_device import NullDevice, NVMLDevice, counter_delta, open_device, throttle_names
 from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
 
 
+def _sampler(dev, interval_ms: float) -> NvmlSampler:
+    """A sampler whose sampling loop runs on the device's FakeClock (run it with `_run_for`)."""
+    return NvmlSampler(dev, interval_ms=interval_ms, clock=dev.clock)
+
+
 def _run_for(sampler: NvmlSampler, seconds: float) -> None:
-    sampler.start()
-    time.sleep(seconds)
-    sampler.stop()
+    run_sampler_for(sampler, seconds)
 
 
 def test_sampler_samples_at_interval_with_known_values():
-    dev = FakeDevice(watts=123.0, tx_bps=1e9, rx_bps=2e9)
-    s = NvmlSampler(dev, interval_ms=5.0)
+    dev = FakeDevice(watts=123.0, tx_bps=1e9, rx_bps=2e9, clock=FakeClock())
+    s = _sampler(dev, 5.0)
     s.set_phase("timing")
     _run_for(s, 0.3)
     rows = s.drain()
     assert s.state == "stopped" and s.interval_ms == 5.0
-    assert 20 <= len(rows) <= 70, len(rows)  # ~60 at 5 ms, fewer on a loaded CI machine
+    assert len(rows) == 60, len(rows)  # 0.3 s at 5 ms, on the sampler's own (fake) clock
     stamps = [r["host_ns"] for r in rows]
     assert stamps == sorted(stamps)
     gaps = sorted((b - a) / 1e6 for a, b in zip(stamps, stamps[1:], strict=False))
     assert gaps[len(gaps) // 2] == pytest.approx(5.0, abs=2.0)  # median spacing is the interval
+    assert gaps[0] == gaps[-1] == pytest.approx(5.0)  # and every spacing
     assert all(r["phase"] == "timing" and r["power_w"] == 123.0 for r in rows)
     assert rows[0]["gpu_util_pct"] == 87.0 and rows[0]["memory_total_bytes"] == 80 << 30
     assert rows[0]["throttle_names"] == "gpu_idle,sw_power_cap" and rows[0]["throttle_reasons"] == 5
@@ -41,6 +47,7 @@ def test_sampler_samples_at_interval_with_known_values():
     assert rows[0].get("pcie_tx_bytes_per_s") is None
     assert sorted(tx)[len(tx) // 2] == pytest.approx(1e9, rel=0.05)
     assert sorted(rx)[len(rx) // 2] == pytest.approx(2e9, rel=0.05)
+    assert tx == pytest.approx([1e9] * len(tx), rel=1e-6) and rx == pytest.approx([2e9] * len(rx), rel=1e-6)
 
 
 def test_counter_delta_handles_one_wrap_and_refuses_a_reset():
@@ -51,18 +58,19 @@ def test_counter_delta_handles_one_wrap_and_refuses_a_reset():
 
 def test_sampler_pcie_rates_survive_counters_that_wrap():
     # 40 GB/s against a 2**32-byte counter: it wraps every ~107 ms, several times in the window
-    dev = FakeDevice(tx_bps=40e9, rx_bps=1e9, pcie_wrap=1 << 32)
-    s = NvmlSampler(dev, interval_ms=5.0)
+    dev = FakeDevice(tx_bps=40e9, rx_bps=1e9, pcie_wrap=1 << 32, clock=FakeClock())
+    s = _sampler(dev, 5.0)
     _run_for(s, 0.4)
     rows = s.drain()[1:]
     tx = sorted(r["pcie_tx_bytes_per_s"] for r in rows)
     assert all(v >= 0 for v in tx)
     assert tx[len(tx) // 2] == pytest.approx(40e9, rel=0.05)
+    assert len(tx) == 79 and tx == pytest.approx([40e9] * len(tx), rel=1e-6)  # every 5 ms step, wrapped or not
 
 
 def test_metrics_never_read_faster_than_the_driver_updates_them():
-    dev = FakeDevice(driver_period_ms=20.0)
-    s = NvmlSampler(dev, interval_ms=4.0)
+    dev = FakeDevice(driver_period_ms=20.0, clock=FakeClock())
+    s = _sampler(dev, 4.0)
     _run_for(s, 0.4)
     rows = s.drain()
     status = s.status()
@@ -70,14 +78,15 @@ def test_metrics_never_read_faster_than_the_driver_updates_them():
     assert status["metric_period_ms"] == {"power": 20.0, "utilization": 20.0}
     power = [r["host_ns"] for r in rows if r.get("power_w") is not None]
     assert 0 < len(power) < len(rows) / 2  # read about every 5th sample, null in between
+    assert len(rows) == 100 and len(power) == 20  # 0.4 s at 4 ms; power every 5th sample (20 ms)
     assert min((b - a) / 1e6 for a, b in zip(power, power[1:], strict=False)) >= 0.95 * 20.0
     assert all(r.get("sm_clock_mhz") == 1755.0 for r in rows)  # no driver period: read every sample
     assert dev.power_reads == len(power)
 
 
 def test_unsupported_metric_is_dropped_and_pcie_falls_back_to_throughput():
-    dev = FakeDevice(unsupported=("power_instant", "pcie_counters"))
-    s = NvmlSampler(dev, interval_ms=5.0)
+    dev = FakeDevice(unsupported=("power_instant", "pcie_counters"), clock=FakeClock())
+    s = _sampler(dev, 5.0)
     _run_for(s, 0.35)
     rows = s.drain()
     assert s.state == "stopped"
@@ -85,11 +94,12 @@ def test_unsupported_metric_is_dropped_and_pcie_falls_back_to_throughput():
     assert all(r.get("power_instant_w") is None for r in rows)
     slow = [r for r in rows if r.get("pcie_tx_bytes_per_s") is not None]
     assert 1 <= len(slow) <= 5  # the 20 ms throughput query is made at most every 100 ms
+    assert len(rows) == 70 and len(slow) == 4  # 0.35 s at 5 ms: at 0, 100, 200 and 300 ms
     assert slow[0]["pcie_tx_bytes_per_s"] == 1e9
 
 
 def test_device_lost_mid_run_stops_the_thread_and_keeps_samples():
-    s = NvmlSampler(FakeDevice(lose_after=5), interval_ms=2.0)
+    s = _sampler(FakeDevice(lose_after=5, clock=FakeClock()), 2.0)
     _run_for(s, 0.2)
     rows = s.drain()
     assert len(rows) == 5
@@ -173,7 +183,7 @@ def test_nvml_device_through_real_pynvml_bindings_dying_mid_run(monkeypatch):
     dev = open_device(torch.device("cuda:0"))
     assert isinstance(dev, NVMLDevice) and dev.available and dev.name == "NVIDIA H100 80GB HBM3"
     assert dev.how in ("index", "cuda_visible_devices")
-    s = NvmlSampler(dev, interval_ms=2.0)
+    s = NvmlSampler(dev, interval_ms=2.0, clock=FakeClock())
     _run_for(s, 0.2)
     rows = s.drain()
     assert len(rows) == 4

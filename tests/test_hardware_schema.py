@@ -50,7 +50,9 @@ def _rows(run_id):
     rc = NvmlRunCollector(sampler)
     rc.start_run(run_id, {"rank": 0, "world_size": 1})
     rc.begin_point(0)
-    time.sleep(0.03)
+    first = sampler.sample_count
+    while sampler.sample_count < first + 3:  # a few samples inside the point, however long the thread takes
+        time.sleep(0.002)
     samples = rc.end_point(base)["nvml_samples"]
     status = rc.stop_run()["collector_status"]
     clock = FakeClock()

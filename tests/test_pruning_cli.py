@@ -1,11 +1,11 @@
 """`mambaprof prune` end to end on tiny models trained by examples/train_small_lm.py (seconds on CPU)."""
 
-import subprocess
+import os
 import sys
 
 import pytest
 import torch
-from support.cli import EXAMPLES
+from support.cli import EXAMPLES, run_process
 from transformers import AutoModelForCausalLM
 
 from mambaprof.cli import main
@@ -19,18 +19,18 @@ SMALL = ["--calib-tokens", "1024", "--eval-tokens", "1024", "--calib-seqlen", "3
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "train_small_lm.py"), "--family", "both", "--d-model", "32",
-                           "--layers", "2", "--d-state", "8", "--headdim", "16", "--chunk-size", "16", "--seqlen", "32",
-                           "--batch", "4", "--steps", "6", "--eval-tokens", "1024", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, **ENV})
+    proc = run_process([sys.executable, str(EXAMPLES / "train_small_lm.py"), "--family", "both", "--d-model", "32",
+                        "--layers", "2", "--d-state", "8", "--headdim", "16", "--chunk-size", "16", "--seqlen", "32",
+                        "--batch", "4", "--steps", "6", "--eval-tokens", "1024", "--out", str(out)],
+                       env={**os.environ, **ENV})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "held-out perplexity" in proc.stdout
     return out
 
 
-def test_prune_trained_mamba1_end_to_end(trained, tmp_path, cli):
+def test_prune_trained_mamba1_end_to_end(trained, tmp_path, real_cli, cli):
     out, saved = tmp_path / "run", tmp_path / "pruned"
-    res = cli("prune", "--hf", str(trained / "mamba1"), "--ratios", "0,0.25,0.5", "--score", "delta",
+    res = real_cli("prune", "--hf", str(trained / "mamba1"), "--ratios", "0,0.25,0.5", "--score", "delta",
               "--score", "random", "--recover-steps", "2", "--out", str(out), "--save", str(saved), *SMALL, env=ENV)
     assert res.returncode == 0, res.stderr
     assert "status complete" in res.stdout and "pruned model saved" in res.stdout

@@ -144,4 +144,5 @@ def test_study_components_stay_under_the_roof(label):
     gemm = block[(block.component == "in_proj") & (block.batch == 8) & (block.seqlen >= 4096)]
     assert len(gemm) and (gemm.verdict == "compute-bound").all()
     scan = comps[(comps.component == "ssm_scan") & comps.family.isin(BLOCK)]
+    assert len(scan) > 0
     assert (scan.kernel_ms > 0).all() and (scan.share_of_block_pct > 1).all()

@@ -1,6 +1,7 @@
 """`mambaprof report`, `compare` and `calibrate` end to end on real CPU traces (Mamba-1 and Mamba-2):
 the terminal report, the Parquet summaries (read back with pandas and DuckDB, numbers recomputed from
-the raw tables), the HTML file, errors, and calibrated peaks."""
+the raw tables), the HTML file, errors, and calibrated peaks. `report`, `compare` and `calibrate` each run once as
+a real `python -m mambaprof` subprocess (run_cli); the other calls fork from a warm process (the `cli` fixture)."""
 
 import json
 import re
@@ -18,12 +19,12 @@ FAST = ["--seqlens", "16,32,64", "--repeats", "1", "--warmup", "0", "--profile-r
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, forked_cli):
     base = tmp_path_factory.mktemp("runs")
     m1, m2 = base / "m1", base / "m2"
-    res = run_cli("trace", "--out", str(m1), *FAST)
+    res = forked_cli("trace", "--out", str(m1), *FAST)
     assert res.returncode == 0, res.stderr
-    res = run_cli("trace", "--preset", "mamba2-tiny", "--out", str(m2), *FAST)
+    res = forked_cli("trace", "--preset", "mamba2-tiny", "--out", str(m2), *FAST)
     assert res.returncode == 0, res.stderr
     return m1, m2
 
@@ -45,10 +46,10 @@ def test_report_terminal_fits_100_columns(runs, config_dir):
         assert expected in out, expected
 
 
-def test_parquet_summary_readable_and_recomputable(runs, tmp_path, config_dir):
+def test_parquet_summary_readable_and_recomputable(runs, tmp_path, config_dir, cli):
     m1, _ = runs
     out = tmp_path / "summary"
-    res = run_cli("report", str(m1), "--parquet", str(out), "--quiet", env=config_dir)
+    res = cli("report", str(m1), "--parquet", str(out), "--quiet", env=config_dir)
     assert res.returncode == 0, res.stderr
     assert "wrote 7 summary tables" in res.stdout
     for name in ("summary_components", "summary_layers", "summary_points", "summary_scaling", "summary_crossover",
@@ -89,10 +90,10 @@ def test_parquet_summary_readable_and_recomputable(runs, tmp_path, config_dir):
     np.testing.assert_allclose(pts.wall_ms, raw.original_ms_median, rtol=1e-12)
 
 
-def test_html_report_is_self_contained(runs, tmp_path, config_dir):
+def test_html_report_is_self_contained(runs, tmp_path, config_dir, cli):
     m1, _ = runs
     page = tmp_path / "report.html"
-    res = run_cli("report", str(m1), "--html", str(page), "--quiet", env=config_dir)
+    res = cli("report", str(m1), "--html", str(page), "--quiet", env=config_dir)
     assert res.returncode == 0, res.stderr
     text = page.read_text()
     assert text.count("<svg") == 4 and text.count('data-plot="') == 4
@@ -124,15 +125,15 @@ def test_compare_mamba1_vs_mamba2(runs, tmp_path, config_dir):
     (["report", "RUN", "--peaks", "/nonexistent.json"], "--peaks /nonexistent.json does not exist"),
     (["report", "RUN", "--parquet", "RUN", "--quiet"], "is a run directory"),
 ])
-def test_errors_are_one_line(runs, tmp_path, args, expect):
+def test_errors_are_one_line(runs, tmp_path, args, expect, cli):
     m1, _ = runs
-    res = run_cli(*[str(m1) if a == "RUN" else a for a in args], cwd=tmp_path)
+    res = cli(*[str(m1) if a == "RUN" else a for a in args], cwd=tmp_path)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
 
 
-def test_calibrate_stores_peaks_the_report_uses(runs, tmp_path, config_dir):
+def test_calibrate_stores_peaks_the_report_uses(runs, tmp_path, config_dir, cli):
     m1, _ = runs
     peaks_file = tmp_path / "peaks.json"
     res = run_cli("calibrate", "--quick", "--out", str(peaks_file), env=config_dir)
@@ -142,13 +143,15 @@ def test_calibrate_stores_peaks_the_report_uses(runs, tmp_path, config_dir):
     stored = json.loads((tmp_path / "config" / "peaks.json").read_text())["devices"]
     assert data["name"] in stored and stored[data["name"]]["gb_per_s"] == data["gb_per_s"]
     out = tmp_path / "s"
-    res = run_cli("report", str(m1), "--parquet", str(out), "--quiet", env=config_dir)
+    res = cli("report", str(m1), "--parquet", str(out), "--quiet", env=config_dir)
     assert res.returncode == 0, res.stderr
     run = pd.read_parquet(out / "summary_run.parquet").iloc[0]
     assert "calibrated" in run.peaks_source and run.peak_gb_per_s == pytest.approx(data["gb_per_s"])
     comps = pd.read_parquet(out / "summary_components.parquet")
     assert set(comps.verdict) <= {"memory-bound", "compute-bound", "unknown"} and comps.roof_pct.notna().any()
-    res = run_cli("report", str(m1), "--parquet", str(out), "--quiet", "--no-calibration", env=config_dir)
+    res = cli("report", str(m1), "--parquet", str(out), "--quiet", "--no-calibration", env=config_dir)
+    assert res.returncode == 0, res.stderr
     assert pd.read_parquet(out / "summary_run.parquet").iloc[0].peaks_source == "none"
-    res = run_cli("report", str(m1), "--parquet", str(out), "--quiet", "--peaks", str(peaks_file), env=config_dir)
+    res = cli("report", str(m1), "--parquet", str(out), "--quiet", "--peaks", str(peaks_file), env=config_dir)
+    assert res.returncode == 0, res.stderr
     assert pd.read_parquet(out / "summary_run.parquet").iloc[0].peaks_source.startswith(data["name"] + " (file")

@@ -28,18 +28,23 @@ def test_adjacent_components_share_boundaries():
     mixer = Window(0, MIXER)
     comps = [Window(0, c) for c in ("in_proj", "conv1d", "ssm_scan", "out_proj")]
     timer.enter(Window(0, "block"))
+    before = [time.perf_counter_ns()]  # a component's span starts at the previous boundary (the mixer's entry)
     timer.enter(mixer)
+    after = []
     for w in comps:
         timer.enter(w)
         time.sleep(0.002)
+        before.append(time.perf_counter_ns())
         timer.exit(w)
+        after.append(time.perf_counter_ns())
     timer.exit(mixer)
     timer.exit(Window(0, "block"))
     # block enter/exit (2) + mixer enter (1) + one per component end (4): not 2 per window (12)
     assert clock.marks == 7
     spans = timer.spans()
-    for w in comps:
-        assert 1.5 <= spans[w] <= 50
+    for i, w in enumerate(comps):
+        # at least its sleep; at most what a clock read outside its two boundaries saw (however busy the machine)
+        assert 1.5 <= spans[w] <= (after[i] - before[i]) / 1e6, (w, spans[w])
     assert spans[mixer] >= sum(spans[w] for w in comps) - 1e-6
     assert spans[Window(0, "block")] >= spans[mixer]
 
@@ -59,5 +64,7 @@ def test_component_walls_add_up_to_the_forward():
 
 
 def test_forward_timer_measures_host_time():
+    t0 = time.perf_counter_ns()
     ms, host, out = ForwardTimer(torch.device("cpu")).time(lambda: time.sleep(0.01) or 7)
-    assert out == 7 and 9 <= ms <= 100 and 9 <= host <= 100
+    outside = (time.perf_counter_ns() - t0) / 1e6  # bounds both from above, however busy the machine
+    assert out == 7 and 9 <= ms <= outside and 9 <= host <= outside, (ms, host, outside)

@@ -1,4 +1,5 @@
-"""`mambaprof trace` end to end, as a user runs it: tables, totals, errors, OOM, Ctrl-C."""
+"""`mambaprof trace` end to end, as a user runs it: tables, totals, errors, OOM, Ctrl-C. The default trace and
+`env` run as real `python -m mambaprof` subprocesses (`real_cli`); the others fork from a warm process (`cli`)."""
 
 import json
 import textwrap
@@ -26,9 +27,9 @@ TINY_HF = """
 """
 
 
-def test_default_trace_end_to_end(tmp_path, cli):
+def test_default_trace_end_to_end(tmp_path, real_cli):
     out = tmp_path / "run"
-    res = cli("trace", "--out", str(out), "--seqlens", "16,32", *FAST)
+    res = real_cli("trace", "--out", str(out), "--seqlens", "16,32", *FAST)
     assert res.returncode == 0, res.stderr
     assert "status complete" in res.stdout
     points = read_table(out, "points").to_pandas()
@@ -71,6 +72,8 @@ def test_default_trace_end_to_end(tmp_path, cli):
     # wall spans of the components are each positive and no larger than the split forward
     split = points.set_index("point_id").split_ms_median
     ok = comps.dropna(subset=["wall_ms_median"])
+    for pid in (0, 1):  # split mode: each point has wall spans in every one of the 4 layers
+        assert set(ok[(ok.point_id == pid) & (ok.layer >= 0)].layer) == {0, 1, 2, 3}, pid
     assert (ok.wall_ms_median >= 0).all()
     assert (ok.groupby("point_id").wall_ms_median.max() <= split * 1.5).all()
     assert (comps.dropna(subset=["flops"]).flops >= 0).all()
@@ -108,14 +111,14 @@ def test_hybrid_attention_and_mlp_layers_are_components(tmp_path, cli):
     assert read_run_record(out)["model_family"] == "mixed"
 
 
-def test_env_command(cli):
+def test_env_command(real_cli):
     import platform
     import sys
 
     import torch
     import transformers
 
-    res = cli("env", "--json")
+    res = real_cli("env", "--json")
     assert res.returncode == 0, res.stderr
     env = json.loads(res.stdout)  # the whole output is one JSON object
     assert env["torch_version"] == torch.__version__

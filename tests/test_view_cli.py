@@ -1,5 +1,5 @@
 """`mambaprof view`: TensorBoard with the PyTorch profiler plugin, started on a free loopback port, lists
-the run's trace; SIGTERM stops it. Bounded in time."""
+the run's trace; SIGTERM stops it. A TensorBoard that never answers is the test's pytest-timeout."""
 
 import json
 import os
@@ -11,19 +11,17 @@ import time
 import urllib.request
 
 import pytest
-from support.cli import run_cli
 
 from mambaprof.cli.view import free_port
 from mambaprof.storage.rundir import read_run_record
 
 pytest.importorskip("torch_tb_profiler")
-START_LIMIT_S = 150
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, forked_cli):
     out = tmp_path_factory.mktemp("view") / "run"
-    res = run_cli("trace", "--out", str(out), "--seqlens", "16", "--repeats", "1", "--warmup", "0",
+    res = forked_cli("trace", "--out", str(out), "--seqlens", "16", "--repeats", "1", "--warmup", "0",
                   "--profile-repeats", "1", "--quiet")
     assert res.returncode == 0, res.stderr
     return out
@@ -46,9 +44,8 @@ def test_view_serves_the_run_on_loopback_and_stops(tiny_run):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "KINETO_LOG_LEVEL": "5"})
     try:
-        deadline = time.monotonic() + START_LIMIT_S
         runs = None
-        while time.monotonic() < deadline:
+        while True:  # until the plugin lists a run (a TensorBoard that never does: the pytest-timeout)
             assert proc.poll() is None, proc.communicate()
             try:
                 answer = _plugin_runs(port)
@@ -58,7 +55,7 @@ def test_view_serves_the_run_on_loopback_and_stops(tiny_run):
                 runs = answer["runs"]
                 break
             time.sleep(1)
-        assert runs == [read_run_record(tiny_run)["run_id"]], f"plugin listed {runs} within {START_LIMIT_S} s"
+        assert runs == [read_run_record(tiny_run)["run_id"]], f"plugin listed {runs}"
         # loopback only: another address of this host does not answer
         try:
             other = socket.gethostbyname(socket.gethostname())
@@ -67,23 +64,23 @@ def test_view_serves_the_run_on_loopback_and_stops(tiny_run):
         if not other.startswith("127."):
             assert not _accepts(other, port)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, stderr = proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=10)
+            proc.communicate()
     assert proc.returncode == 0, stderr
     assert f"http://127.0.0.1:{port}/#pytorch_profiler" in stdout and "stopped TensorBoard" in stdout
     assert not _accepts("127.0.0.1", port)  # TensorBoard went with it
 
 
-def test_view_errors(tiny_run, tmp_path):
-    res = run_cli("view", str(tmp_path))
+def test_view_errors(tiny_run, tmp_path, cli):
+    res = cli("view", str(tmp_path))
     assert res.returncode == 2 and "has no TensorBoard trace" in res.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = run_cli("view", str(tiny_run), "--port", str(port))
+        res = cli("view", str(tiny_run), "--port", str(port))
     assert res.returncode == 2 and f"--port {port} is already in use" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from support.cli import run_process
 
 from mambaprof.reports.ranks import communication_share
 from mambaprof.storage.rundir import read_table
@@ -28,8 +29,7 @@ FAST = ["--repeats", "5", "--warmup", "2", "--profile-repeats", "2", "--quiet", 
 def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
            "--rdzv-endpoint", "127.0.0.1:0", "--local-addr", "127.0.0.1", "-m", "mambaprof", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, **NO_MULTICAST, "KINETO_LOG_LEVEL": "5", **(env or {})})
+    return run_process(cmd, cwd=REPO, env={**os.environ, **NO_MULTICAST, "KINETO_LOG_LEVEL": "5", **(env or {})})
 
 
 def test_each_rank_traces_on_its_own_gpu(tmp_path):

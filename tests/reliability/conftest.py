@@ -6,12 +6,32 @@ line per category, e.g. `reliability bad-input: 24 tried, 24 passed`.
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 
 import pytest
+from support.cli import kill_group
 
 _TRIED: Counter[str] = Counter()
 _PASSED: Counter[str] = Counter()
+
+
+@pytest.fixture
+def spawn():
+    """Start a command in its own process group (text pipes), for a test that signals it; whatever is still running
+    at teardown (the test failed or timed out) is stopped with its group."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(cmd: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            kill_group(proc)
 
 
 def pytest_configure(config: pytest.Config) -> None:

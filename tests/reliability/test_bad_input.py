@@ -23,7 +23,7 @@ MODEL_FILES = {
     "build-returns-int": ("def build_model():\n    return 3\n", "gave int, not a torch.nn.Module"),
     "model-is-string": ("model = 'mamba'\n", "`model` in model.py gave str, not a torch.nn.Module"),
     "no-mamba": ("import torch\ndef build_model():\n    return torch.nn.Linear(4, 4)\n",
-                 "no supported Mamba mixer (supported mixer classes:"),
+                 "Linear has no Mamba mixer and no attention layer mambaprof can find (supported mixer classes:"),
 }
 
 

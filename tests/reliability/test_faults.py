@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import resource
 import signal
-import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
 import pytest
 import torch
+from support.cli import run_process
 from support.hardware_fakes import FakeDevice
 from support.reliability import FAST, TINY_HF, write
 
@@ -84,28 +85,25 @@ def test_every_point_failing_is_a_failed_run(tmp_path, cli):
     assert "Traceback" not in res.stderr
 
 
-def _start(out, seqlens="16,32,64,128,256,512,1024,2048"):
-    return subprocess.Popen([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", seqlens,
-                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(spawn, out, seqlens="16,32,64,128,256,512,1024,2048"):
+    return spawn([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", seqlens, *FAST])
 
 
-def _wait_for_points(out, n=1, timeout=300):
-    deadline = time.time() + timeout
+def _wait_for_points(proc, out, n=1):
+    """Wait until `n` points are on disk; the run must still be going then (a hang is the pytest-timeout)."""
     folder = out / "points"
-    while time.time() < deadline:
-        if folder.is_dir() and len(list(folder.glob("part-*.parquet"))) >= n:
-            return
+    while not (folder.is_dir() and len(list(folder.glob("part-*.parquet"))) >= n):
+        assert proc.poll() is None, (f"the run ended before {n} point(s) finished", proc.communicate())
         time.sleep(0.1)
-    raise AssertionError("no point finished in time")
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_keeps_finished_points(tmp_path, sig, code):
+def test_interrupt_keeps_finished_points(tmp_path, spawn, sig, code):
     out = tmp_path / "run"
-    proc = _start(out)
-    _wait_for_points(out)
+    proc = _start(spawn, out)
+    _wait_for_points(proc, out)
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate()
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     run = read_run_record(out)
@@ -115,29 +113,29 @@ def test_interrupt_keeps_finished_points(tmp_path, sig, code):
     assert 1 <= len(points) < 8 and (points.status == "ok").all()
 
 
-def test_repeated_sigterm_still_closes_the_run(tmp_path):
+def test_repeated_sigterm_still_closes_the_run(tmp_path, spawn):
     # `timeout` signals the process and then its process group: the run gets SIGTERM twice (or more),
     # and the later ones arrive while the run record is being written; they must not cut that short
     out = tmp_path / "run"
-    proc = _start(out)
-    _wait_for_points(out)
+    proc = _start(spawn, out)
+    _wait_for_points(proc, out)
     for pause in (0.0, 0.02, 0.1, 0.3):
         time.sleep(pause)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate()
     assert proc.returncode == 143, stderr
     run = read_run_record(out)
     assert run["status"] == "incomplete" and "interrupted by SIGTERM" in run["status_reason"], run
     assert (_finished_points_are_whole(out).status == "ok").all()
 
 
-def test_sigkill_between_points_reads_as_incomplete(tmp_path):
+def test_sigkill_between_points_reads_as_incomplete(tmp_path, spawn):
     out = tmp_path / "run"
-    proc = _start(out)
-    _wait_for_points(out, n=2)
+    proc = _start(spawn, out)
+    _wait_for_points(proc, out, n=2)
     proc.kill()
-    proc.communicate(timeout=60)
+    proc.communicate()
     run = read_run_record(out)
     assert run["status"] == "running"  # the process could not say anything...
     status, reason = run_state(run)  # ...but readers can tell
@@ -149,14 +147,14 @@ def test_sigkill_between_points_reads_as_incomplete(tmp_path):
 
 def test_disk_full_stops_cleanly(tmp_path):
     out = tmp_path / "run"
-    limit = 600_000  # bytes: small points fit, a large point's kernel table does not
+    limit = 600_000  # bytes: point 0's tables fit (kernels ~80 kB at L=16), point 1's kernels (~870 kB at L=256) not
 
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,2048",
-                           "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet", "--no-tb"],
-                          capture_output=True, text=True, preexec_fn=cap, timeout=600)
+    proc = run_process([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,256",
+                        "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet", "--no-tb"],
+                       preexec_fn=cap)
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stderr
     line = [x for x in proc.stderr.splitlines() if x.strip()][-1]
@@ -171,8 +169,22 @@ def test_disk_full_stops_cleanly(tmp_path):
 
 def test_run_goes_on_when_nvml_dies_mid_run(tmp_path):
     """A whole trace with a sampler whose GPU is lost after a few samples: complete, samples kept, reason written."""
-    dev = FakeDevice(lose_after=3)
+    point0 = threading.Event()
+
+    class LostDuringPoint0(FakeDevice):
+        def power_mw(self) -> int:
+            point0.wait()  # the sampler's reads start once point 0 began (not a race with the sweep's setup)
+            return super().power_mw()
+
+    dev = LostDuringPoint0(lose_after=3)
     collector = NvmlRunCollector(NvmlSampler(dev, interval_ms=2.0))
+    begin_point = collector.begin_point
+
+    def begin_point_and_open(point_id: int) -> None:
+        begin_point(point_id)
+        point0.set()
+
+    collector.begin_point = begin_point_and_open
     config = TraceConfig(seqlens=[16, 32], batches=[1], device=torch.device("cpu"), dtype=torch.float32,
                          repeats=2, warmup=1, profile_repeats=0, tensorboard=False)
     outcome = trace(ModelSource(), config, tmp_path / "run", run_collectors=[collector])

@@ -17,12 +17,10 @@ pytestmark = pytest.mark.reliability("run-dirs")
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    from support.cli import run_cli
-
+def good_run(tmp_path_factory, forked_cli):
     base = tmp_path_factory.mktemp("good")
     model = write(base, TINY_HF)
-    res = run_cli("trace", str(model), "--out", str(base / "run"), "--seqlens", "16,32", *FAST)
+    res = forked_cli("trace", str(model), "--out", str(base / "run"), "--seqlens", "16,32", *FAST)
     assert res.returncode == 0, res.stderr
     return base / "run"
 
@@ -40,8 +38,8 @@ def _validate(cli, run, *extra):
     return res
 
 
-def test_an_intact_run_is_ok(cli, run):
-    res = _validate(cli, run, "--strict")
+def test_an_intact_run_is_ok(real_cli, run):
+    res = _validate(real_cli, run, "--strict")  # `validate` as a real `python -m mambaprof` subprocess
     assert res.returncode == 0 and res.stdout.strip() == f"{run}: ok", res.stdout
 
 

@@ -106,3 +106,41 @@ class FakeDevice(GPUDevice):
 
     def close(self) -> None:
         self.closed = True
+
+
+class SteppedStop:
+    """Stands in for an NvmlSampler's stop event so that its real sampling loop runs on a FakeClock: each
+    `wait(s)` moves the clock on by s (no real sleeping), and the loop ends once the clock has run `seconds`.
+    Sample counts and spacings are then exact, however busy the machine is."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock = clock
+        self.until_ns = clock.now + int(seconds * 1e9)
+        self._set = False
+
+    def clear(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set or self.clock.now >= self.until_ns
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            self.clock.now += max(int((timeout or 0.0) * 1e9), 0)
+        return self.is_set()
+
+
+def run_sampler_for(sampler: object, seconds: float) -> None:
+    """Run an NvmlSampler (built with `clock=` a FakeClock) for `seconds` of that clock: its thread and its
+    sampling loop as they are, the waits between samples made by the clock."""
+    clock = sampler.clock  # type: ignore[attr-defined]
+    assert isinstance(clock, FakeClock), "build the sampler with clock=FakeClock()"
+    sampler._stop = SteppedStop(clock, seconds)  # type: ignore[attr-defined]
+    sampler.start()  # type: ignore[attr-defined]
+    thread = sampler._thread  # type: ignore[attr-defined]
+    if thread is not None:
+        thread.join()  # the loop ends by itself once the clock has run `seconds` (or NVML failed)
+    sampler.stop()  # type: ignore[attr-defined]
