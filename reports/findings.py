@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mambaprof.paired import OUTSIDE, UNDECIDED, WITHIN, interval_verdict
-from mambaprof.reports.fmt import mib, rate
+from mambaprof.reports import pruning
+from mambaprof.reports.fmt import mib, num, rate
+from mambaprof.reports.fmt import ms as fmt_ms
 from mambaprof.reports.load import FAMILY_LABELS
 from mambaprof.reports.peaks import DevicePeaks
 from mambaprof.reports.roofline import ABOVE_ROOF_PCT, roofline_note
 from mambaprof.reports.scaling import GROUP_PROJECTIONS, Crossover
+
+if TYPE_CHECKING:
+    from mambaprof.reports.run_analysis import RunAnalysis
 
 COMPONENT_LABELS = {"ssm_scan": "SSM scan", "ssm_params": "SSM params", "in_proj": "in_proj",
                     "out_proj": "out_proj", "conv1d": "conv1d", "gating": "gating", "norm": "norm",
@@ -354,4 +359,61 @@ def hardware_findings(points: pd.DataFrame, components: pd.DataFrame) -> list[Fi
                 "of any component.")
         out.append(Finding("dram", text, float(worst.bytes_measured_over_min), "x", family, int(batch), int(seqlen),
                            worst.component))
+    return out
+
+
+def pruning_findings(analysis: RunAnalysis) -> list[Finding]:
+    """The what-if's headline sentences: best prefill speedup, smallest decode cache, the score verdict per
+    ratio, and what pruning does to the SSM scan vs the whole block (per variant)."""
+    pr = analysis.pruning
+    rows = pruning.at_seqlen(pr.table)
+    out: list[Finding] = []
+    pruned = rows[rows.variant_id > 0]
+    if pruned.empty:
+        return out
+    length, batch = int(rows.seqlen.iloc[0]), int(rows.batch.iloc[0])
+    fast = pruned.dropna(subset=["prefill_speedup"])
+    if not fast.empty:
+        r = fast.loc[fast.prefill_speedup.idxmax()]
+        head = (f"Fastest pruned variant at {length} tokens (batch {batch})" if r.prefill_speedup > 1 else
+                f"No pruned variant is faster than the unpruned model at {length} tokens (batch {batch}); the "
+                "fastest")
+        out.append(Finding("pruning_speed", f"{head}: {pruning.variant_name(r.score, r.ratio, 1)} (N' "
+                           f"{r.d_state_kept_mean:.3g} of {int(r.d_state_original)}), {r.prefill_speedup:.2f}x "
+                           "the unpruned prefill throughput, decode cache "
+                           f"{num(r.cache_bytes_delta_pct, '+.0f', '%')}, "
+                           f"perplexity {num(r.perplexity_delta_pct, '+.2f', '%')}.", float(r.prefill_speedup), "x",
+                           seqlen=length, batch=batch))
+    small = pruned.dropna(subset=["cache_bytes_delta_pct"])
+    if not small.empty:
+        r = small.loc[small.cache_bytes_delta_pct.idxmin()]
+        out.append(Finding("pruning_memory", f"Smallest decode cache: {pruning.variant_name(r.score, r.ratio, 1)}, "
+                           f"{r.cache_bytes_delta_pct:+.0f}% vs unpruned (SSM state "
+                           f"{num(r.ssm_state_bytes_delta_pct, '+.0f', '%')}), perplexity "
+                           f"{num(r.perplexity_delta_pct, '+.2f', '%')}.", float(r.cache_bytes_delta_pct), "%",
+                           batch=batch))
+    caveat = (" (but see the caveat: this model has not learned enough for it to mean anything)"
+              if pr.perplexity_means_nothing else "")
+    for ratio, row in pruning.score_winners(pr.table).iterrows():
+        if row.verdict == "tie":
+            text = (f"At ratio {ratio:g}, the scores tie on perplexity: {row.winner[5:]} are within noise "
+                    f"(runner-up {row.runner_up} {row.margin_pct:+.2f}% vs {row.best}, noise {row.noise_pct:.2f}%)")
+        else:
+            text = (f"At ratio {ratio:g}, {row.best} wins on perplexity ({row[row.best]:.4g}; runner-up "
+                    f"{row.runner_up} {row.margin_pct:+.2f}%, above the {row.noise_pct:.2f}% noise)")
+        out.append(Finding("pruning_score", text + caveat + ".", float(row.margin_pct), "%"))
+    timed = pruning.timed_variants(analysis)
+    if 0 in timed and len(timed) > 1:
+        ref = pruning.variant_block_times(timed[0])
+        vid = max((v for v in timed if v), key=lambda v: (pr.table[pr.table.variant_id == v].ratio.max(), -v))
+        t = pruning.variant_block_times(timed[vid])
+        d_scan = pruning.delta_pct(t.get("ssm_scan"), ref.get("ssm_scan"))
+        d_block = pruning.delta_pct(t.get("block"), ref.get("block"))
+        if d_block is not None:
+            seqlen = int(timed[vid].points.seqlen.iloc[0])
+            scan = (f"its SSM scan takes {fmt_ms(t.get('ssm_scan'))} ms vs {fmt_ms(ref.get('ssm_scan'))} ms unpruned "
+                    f"({d_scan:+.0f}%), " if d_scan is not None else "")
+            out.append(Finding("pruning_components", f"At {seqlen} tokens, {timed[vid].data.variant}: {scan}the Mamba "
+                               f"blocks {d_block:+.0f}% ({analysis.basis} time; each variant measured on its own).",
+                               d_block, "%", seqlen=seqlen, component="ssm_scan"))
     return out

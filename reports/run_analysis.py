@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import attribution, comparison, findings, pruning, regime, roofline, scaling
+from mambaprof.reports import attribution, comparison, findings, regime, roofline, scaling
 from mambaprof.reports.calibration import load_calibration
 from mambaprof.reports.findings import Finding
 from mambaprof.reports.load import RunData, load_run
@@ -150,7 +150,7 @@ class RunAnalysis:
 
     def pruning_findings(self) -> list[Finding]:
         """Prune runs: the what-if's sentences (speed, memory, score verdicts, per-variant components)."""
-        return pruning.findings(self) if self.pruning is not None else []
+        return findings.pruning_findings(self) if self.pruning is not None else []
 
     @cached_property
     def crossovers(self) -> list[scaling.Crossover]:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mambaprof.reports import pruning
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
-from mambaprof.reports.fmt import ms, num, pct, rate, ratio, si
+from mambaprof.reports.fmt import mib, ms, num, pct, rate, ratio, si
 from mambaprof.reports.scaling import GROUP_BLOCK, GROUP_PROJECTIONS, Crossover
 from mambaprof.storage.rundir import run_state
 from mambaprof.taxonomy import component_order
+
+if TYPE_CHECKING:
+    from mambaprof.reports.run_analysis import RunAnalysis
 
 
 @dataclass
@@ -239,3 +243,133 @@ def run_facts(analysis: Any) -> list[tuple[str, str]]:
         ("peaks", analysis.peaks_source),
         ("hardware tables", ", ".join(analysis.optional_tables) or "none"),
     ]
+
+# ---- pruning what-if (a `mambaprof prune` run; the analysis is `pruning`) -------------------------------
+
+#: short column headers of the per-variant component table (it must fit 100 columns)
+PRUNING_SHORT = {"ssm_params": "params", "ssm_scan": "scan", "residual": "resid"}
+
+
+def pruning_summary_view(df: pd.DataFrame, seqlen: int | None = None) -> View:
+    """One row per variant at one sequence length: state size, speed, memory, accuracy (fits 100 columns)."""
+    rows = pruning.at_seqlen(df, seqlen)
+    length = int(rows.seqlen.iloc[0]) if len(rows) else 0
+    batch = int(rows.batch.iloc[0]) if len(rows) else 0
+    base = rows[rows.variant_id == 0]
+    cache = base.cache_bytes.iloc[0] if len(base) else None
+    cache_text = f" · unpruned decode cache {mib(cache, digits=3)}"
+    split = f" · {rows.per_layer.iloc[0]} per layer" if len(rows) else ""
+    peak = bool(rows.peak_memory_delta_pct.notna().any()) if len(rows) else False  # measured on GPU only
+    view = View(f"pruning what-if · prefill b={batch} L={length}{split}{cache_text} · deltas vs unpruned",
+                ["variant", "N'", "tok/s", "speed", "dec ms", *(["Δpeak"] if peak else []), "Δcache", "ppl", "Δppl",
+                 "copy", "recall"])
+    for r in rows.itertuples():
+        view.rows.append([
+            pruning.variant_name(r.score, r.ratio, r.variant_id), num(r.d_state_kept_mean, ".3g"),
+            si(r.prefill_tokens_per_s, sep=""), num(r.prefill_speedup, ".2f", "x"), num(r.decode_ms_per_token, ".3g"),
+            *([num(r.peak_memory_delta_pct, "+.1f", "%")] if peak else []),
+            num(r.cache_bytes_delta_pct, "+.0f", "%"), num(r.perplexity, ".4g"),
+            num(r.perplexity_delta_pct, "+.2f", "%"),
+            num(r.selective_copy_acc_pct, ".0f", "%"), num(r.assoc_recall_acc_pct, ".0f", "%")])
+    view.caption = ("N': mean kept d_state; speed: prefill throughput vs unpruned (timed interleaved); dec ms: "
+                    "decode latency per token; " + ("Δpeak: prefill peak memory (weights + activations); "
+                                                     if peak else "") +
+                    "copy/recall: synthetic task accuracy (chance 6%/10%).")
+    return view
+
+
+def pruning_throughput_view(df: pd.DataFrame) -> View | None:
+    """Prefill tokens/s and speedup per variant (rows) and sequence length (columns); None for one length."""
+    seqlens = sorted(int(s) for s in df.seqlen.unique())
+    if len(seqlens) < 2:
+        return None
+    batch = int(df.batch.iloc[0])
+    view = View(f"prefill throughput by sequence length (batch {batch}): tokens/s (speedup vs unpruned)",
+                ["variant", *[f"L={s}" for s in seqlens]])
+    for vid, grp in df.groupby("variant_id", sort=True):
+        by = grp.set_index("seqlen")
+        first = grp.iloc[0]
+        cells = [f"{si(by.prefill_tokens_per_s.get(s), sep='')} ({num(by.prefill_speedup.get(s), '.2f', 'x')})"
+                 for s in seqlens]
+        view.rows.append([pruning.variant_name(first.score, first.ratio, int(vid)), *cells])
+    return view
+
+
+def pruning_winners_view(df: pd.DataFrame) -> View | None:
+    """`score_winners` as a table (None when no ratio has two scores)."""
+    pivot = pruning.score_winners(df)
+    if pivot.empty:
+        return None
+    scores = [c for c in pivot.columns if c not in pruning.WINNER_COLUMNS]
+    view = View("perplexity by score at equal ratio (lower wins)",
+                ["ratio", *scores, "winner", "runner-up", "noise"])
+    for at_ratio, row in pivot.iterrows():
+        view.rows.append([f"{at_ratio:g}", *[num(row[s], ".4g") for s in scores], str(row["winner"]),
+                          f"{row['runner_up']} {row['margin_pct']:+.2f}%", f"{row['noise_pct']:.2f}%"])
+    view.caption = ("tie: the runner-up's perplexity is within noise of the best "
+                    f"({pruning.TIE_SIGMAS:g} standard errors of their paired per-window NLL difference, at least "
+                    f"{pruning.TIE_FLOOR_PCT:g}%).")
+    return view
+
+
+def pruning_component_view(analysis: RunAnalysis) -> View | None:
+    """Per timed variant (rows): each block component's time, the blocks' total and its change vs unpruned,
+    every number from that variant's own measurement (never summed across variants)."""
+    timed = pruning.timed_variants(analysis)
+    if not timed:
+        return None
+    times = {vid: pruning.variant_block_times(v) for vid, v in timed.items()}
+    comps = [c for c in sorted({c for t in times.values() for c in t.index if c != "block"}, key=component_order)]
+    ref = times.get(0)
+    first = next(iter(timed.values()))
+    seqlen, batch = int(first.points.seqlen.iloc[0]), int(first.points.batch.iloc[0])
+    view = View(f"per-variant {analysis.basis} ms at L={seqlen}, batch {batch} (summed over the Mamba layers; "
+                "each variant measured on its own)",
+                ["variant", *[PRUNING_SHORT.get(c, label(c)) for c in comps], "block", "Δblock", "Δscan"])
+    for vid, t in times.items():
+        d_block = pruning.delta_pct(t.get("block"), ref.get("block") if ref is not None else None)
+        d_scan = pruning.delta_pct(t.get("ssm_scan"), ref.get("ssm_scan") if ref is not None else None)
+        view.rows.append([timed[vid].data.variant or str(vid), *[ms(t.get(c)) for c in comps], ms(t.get("block")),
+                          num(d_block, "+.0f", "%"), num(d_scan, "+.0f", "%")])
+    shared = [f"{', '.join(names)}" for names in analysis.pruning.timing_groups.values() if len(names) > 1]
+    short = ", ".join(f"{v}: {label(k)}" for k, v in PRUNING_SHORT.items() if k in comps)
+    view.caption = f"Δ: vs unpruned{'; ' + short if short else ''}." + (
+        f" Same state sizes per layer, measured once: {'; '.join(shared)}." if shared else "")
+    return view
+
+
+def pruning_points_view(analysis: RunAnalysis) -> View | None:
+    """Per timed variant: its component-split point's wall and kernel ms, regime, tokens/s and fidelity."""
+    timed = pruning.timed_variants(analysis)
+    if not timed:
+        return None
+    view = View("per-variant points (the component-split measurement of each variant)",
+                ["variant", "seqlen", "wall ms", "kernel ms", "idle %", "regime", "tok/s", "split %", "check"])
+    for v in timed.values():
+        for r in v.points.itertuples():
+            view.rows.append([v.data.variant or "-", str(r.seqlen), ms(r.wall_ms), ms(r.kernel_ms), pct(r.idle_pct),
+                              str(r.regime or "-"), num(r.tokens_per_s, ",.0f"), num(r.split_vs_original_pct, "+.1f"),
+                              str(r.output_check or "-")])
+    view.caption = "split %: cost of the component-split forward vs the variant's own forward; check: outputs match."
+    return view
+
+
+def pruning_facts(analysis: RunAnalysis) -> list[tuple[str, str]]:
+    """(name, value) pairs describing a prune run (the run facts, with the what-if instead of the sweep)."""
+    pr = analysis.pruning
+    df = pr.table
+    config: dict[str, Any] = {}
+    try:
+        config = json.loads(analysis.record.get("config_json") or "{}")
+    except (TypeError, ValueError):
+        pass
+    scores = ", ".join(s for s in dict.fromkeys(df.score) if s != "none") or "-"
+    ratios = ", ".join(f"{r:g}" for r in sorted(set(df.ratio)))
+    seqlens = ", ".join(str(s) for s in sorted(set(df.seqlen)))
+    rows = [(k, v) for k, v in run_facts(analysis) if k != "sweep"]
+    whatif = (f"ratios {ratios}; scores {scores}; {df.per_layer.iloc[0] if len(df) else '-'} per layer; prefill "
+              f"seqlens {seqlens}, batch {int(df.batch.iloc[0]) if len(df) else '-'}; "
+              f"{df.variant_id.nunique()} variants; recovery steps {config.get('recover_steps', 0)}; "
+              f"eval {int(df.eval_tokens.max()) if df.eval_tokens.notna().any() else '-'} tokens")
+    rows.insert(2, ("what-if", whatif))
+    return rows
