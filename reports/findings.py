@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mambaprof.paired import OUTSIDE, UNDECIDED, WITHIN, interval_verdict
-from mambaprof.reports import pruning
+from mambaprof.reports import noise, pruning
 from mambaprof.reports.fmt import mib, num, rate
 from mambaprof.reports.fmt import ms as fmt_ms
 from mambaprof.reports.load import FAMILY_LABELS
@@ -28,6 +28,7 @@ COMPONENT_LABELS = {"ssm_scan": "SSM scan", "ssm_params": "SSM params", "in_proj
                     "out_proj": "out_proj", "conv1d": "conv1d", "gating": "gating", "norm": "norm",
                     "residual": "residual", "embedding": "embedding", "lm_head": "lm_head",
                     "communication": "communication", "other": "other", "block": "block",
+                    "forward": "forward (all components)", "model norm": "final norm (model)",
                     GROUP_PROJECTIONS: "projections"}
 #: A point whose split forward costs more than this (%) over the original is outside the fidelity budget.
 FIDELITY_BUDGET_PCT = 5.0
@@ -77,15 +78,30 @@ def _pct(value: float) -> str:
 
 
 def _exponent(scaling: pd.DataFrame, family: str, batch: int, component: str) -> float | None:
+    """The fitted exponent of one component, None when there is none or its fit is flagged (summary_scaling
+    `fit_flag`: negative, carried by one point, or over two lengths only)."""
     row = scaling[(scaling.family == family) & (scaling.batch == batch) & (scaling.component == component)]
     if row.empty or pd.isna(row.exponent.iloc[0]):
+        return None
+    if "fit_flag" in row and isinstance(row.fit_flag.iloc[0], str):
         return None
     return float(row.exponent.iloc[0])
 
 
-def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str) -> list[Finding]:
+def _untrusted(scaling: pd.DataFrame, family: str, batch: int, component: str) -> str:
+    """`, no exponent stated (...)` when the component's fit is flagged, else ``."""
+    row = scaling[(scaling.family == family) & (scaling.batch == batch) & (scaling.component == component)]
+    if row.empty or "fit_flag" not in row or not isinstance(row.fit_flag.iloc[0], str):
+        return ""
+    return f", no exponent stated (the fit {row.fit_flag.iloc[0]})"
+
+
+def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str,
+                   share_noise: pd.DataFrame | None = None) -> list[Finding]:
     """Per block family and batch, at the longest length: the SSM scan's share of block time with its
-    exponent, and the dominant component when that is not the scan."""
+    exponent (where the fit is trusted), and the dominant component when that is not the scan; with
+    `share_noise` (noise.share_noise), each sentence states the noise it rests on and says when that noise is
+    large enough to change the share or the ranking."""
     out: list[Finding] = []
     block = components[components.share_of_block_pct.notna()]
     for (family, batch), grp in block.groupby(["family", "batch"]):
@@ -100,7 +116,12 @@ def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str) 
                 continue
             share = float(per_comp[component])
             exp = _exponent(scaling, family, int(batch), component)
-            tail = f", exponent {exp:.2f}" if exp is not None else ""
+            tail = f", exponent {exp:.2f}" if exp is not None else _untrusted(scaling, family, int(batch), component)
+            if share_noise is not None:
+                rows = share_noise[(share_noise.family == family) & (share_noise.batch == batch)
+                                   & (share_noise.seqlen == seqlen)]
+                rows = rows[rows.point_id == rows.point_id.iloc[0]] if len(rows) else rows
+                tail += noise.noise_clause(rows, component, share, per_comp.index[0], basis, label)
             head = f"{label(component)}:" if kind == "scan" else f"Largest component: {label(component)},"
             out.append(Finding(kind, f"{head} {_pct(share)} {where}{tail}.", share, "%",
                                family, int(batch), seqlen, component))
@@ -118,6 +139,11 @@ def crossover_findings(crossovers: list[Crossover], scaling: pd.DataFrame) -> li
             text = f"{head} overtakes the projections (in_proj + SSM params + out_proj) at {tokens(c.seqlen)} tokens."
         elif c.status == "always":
             text = f"{head} takes longer than the projections at every measured length ({span} tokens)."
+        elif c.status == "extrapolated" and (_untrusted(scaling, c.family, c.batch, "ssm_scan")
+                                             or _untrusted(scaling, c.family, c.batch, GROUP_PROJECTIONS)):
+            why = (_untrusted(scaling, c.family, c.batch, "ssm_scan")
+                   or _untrusted(scaling, c.family, c.batch, GROUP_PROJECTIONS)).split("(", 1)[1].rstrip(")")
+            text = (f"{head} stays below the projections over {span} tokens; no crossover is extrapolated: {why}.")
         elif c.status == "extrapolated" and c.seqlen_max and c.seqlen > TRUSTED_EXTRAPOLATION * c.seqlen_max:
             es = _exponent(scaling, c.family, c.batch, "ssm_scan")
             ep = _exponent(scaling, c.family, c.batch, GROUP_PROJECTIONS)
@@ -319,6 +345,15 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
                    "which a launch-bound forward shows in full)")
     worst = float(values.loc[values.abs().idxmax()])
     return [Finding("fidelity", f"{check}; {cost}{budget}{markers}.", worst, "%")]
+
+
+def host_findings(points: pd.DataFrame) -> list[Finding]:
+    """One finding when the run's own repeats show a loaded host (noise.host_load), stating the spread."""
+    load = noise.host_load(points)
+    if not load.loaded:
+        return []
+    spread = points.original_spread_pct.astype(float)
+    return [Finding("host", f"Host {load.text}.", float(spread.max()), "%")]
 
 
 def status_findings(points: pd.DataFrame) -> list[Finding]:

@@ -178,7 +178,9 @@ def scaling_lines(series: pd.DataFrame, scaling: pd.DataFrame, crossovers: list[
     panels = _panels(series)
     fig, axes = _grid(len(panels))
     for ax, (family, batch, grp) in zip(axes, panels, strict=False):
-        fits = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component").exponent
+        panel = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component")
+        fits = panel.exponent
+        flagged = panel.fit_flag.map(lambda f: isinstance(f, str)) if "fit_flag" in panel else {}
         names = sorted(grp.component.unique(), key=lambda c: (c == GROUP_PROJECTIONS, component_order(c)))
         for comp in names:
             if comp == "block":
@@ -188,7 +190,8 @@ def scaling_lines(series: pd.DataFrame, scaling: pd.DataFrame, crossovers: list[
             if line.empty:
                 continue
             exp = fits.get(comp)
-            tag = f"{label(comp)} ({exp:.2f})" if exp is not None and pd.notna(exp) else label(comp)
+            mark = "?" if flagged.get(comp, False) else ""  # an untrusted fit (see views.UNTRUSTED_CAPTION)
+            tag = f"{label(comp)} ({exp:.2f}{mark})" if exp is not None and pd.notna(exp) else label(comp)
             style = "--" if comp == GROUP_PROJECTIONS else "-"
             line = line.groupby("seqlen", as_index=False).time_ms.mean()  # ranks / repeated sweeps: one value
             marker = "o" if len(line) <= MAX_BARS else None

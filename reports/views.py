@@ -35,7 +35,8 @@ class View:
 
 
 def _bytes(value: Any) -> str:
-    return si(value, "B")
+    """Memory held (peaks, decode cache) in MiB, as the findings state it (one unit per quantity)."""
+    return mib(value)
 
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
@@ -76,15 +77,32 @@ def share_matrix(components: pd.DataFrame, scaling: pd.DataFrame, family: str, b
     """Share of block time per component (rows) and sequence length (columns), with the fitted exponent."""
     grp = components[(components.family == family) & (components.batch == batch)]
     seqlens = sorted(grp.seqlen.unique())
-    fits = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component").exponent
+    fits = exponent_cells(scaling[(scaling.family == family) & (scaling.batch == batch)])
     view = View(f"{family_label(family)}, batch {batch}: % of block {basis} time by sequence length",
                 ["component", *[str(s) for s in seqlens], "exponent"])
     for comp in sorted(grp.component.unique(), key=component_order):
         shares = grp[grp.component == comp].groupby("seqlen").share_of_block_pct.mean().reindex(seqlens)
-        view.rows.append([label(comp), *[pct(v) for v in shares], num(fits.get(comp), ".2f")])
+        view.rows.append([label(comp), *[pct(v) for v in shares], fits.get(comp, "-")])
     totals = grp.groupby("seqlen").time_ms.sum().reindex(seqlens)
-    view.rows.append([f"block {basis} ms", *[ms(v) for v in totals], num(fits.get(GROUP_BLOCK), ".2f")])
+    view.rows.append([f"block {basis} ms", *[ms(v) for v in totals], fits.get(GROUP_BLOCK, "-")])
+    if any(c.endswith(UNTRUSTED_MARK) for c in fits.values()):
+        view.caption = UNTRUSTED_CAPTION
     return view
+
+
+#: appended to an exponent whose fit is flagged (summary_scaling.fit_flag); such exponents are no finding
+UNTRUSTED_MARK = "?"
+UNTRUSTED_CAPTION = ("?: exponent not stated as a finding: its fit is negative, rests on two lengths, or is carried "
+                     "by one point (summary_scaling.fit_flag; exponent_theil_sen is the robust fit).")
+
+
+def exponent_cells(fits: pd.DataFrame) -> dict[str, str]:
+    """Component -> its exponent as a table cell (`1.02`, `-1.12?` where the fit is flagged)."""
+    out = {}
+    for r in fits.itertuples():
+        flagged = isinstance(getattr(r, "fit_flag", None), str)
+        out[r.component] = num(r.exponent, ".2f") + (UNTRUSTED_MARK if flagged and pd.notna(r.exponent) else "")
+    return out
 
 
 def points_view(points: pd.DataFrame, on_gpu: bool) -> View:
@@ -123,8 +141,10 @@ def scaling_view(scaling: pd.DataFrame, crossovers: list[Crossover], basis: str)
         cells = []
         for f, b in keys:
             row = scaling[(scaling.family == f) & (scaling.batch == b) & (scaling.component == comp)]
-            cells.append(num(row.exponent.iloc[0], ".2f") if len(row) else "-")
+            cells.append(exponent_cells(row).get(comp, "-"))
         view.rows.append([label(comp), *cells])
+    if any(c.endswith(UNTRUSTED_MARK) for row in view.rows for c in row[1:]):
+        view.caption = UNTRUSTED_CAPTION
     cross = []
     for f, b in keys:
         c = next((c for c in crossovers if c.family == f and c.batch == b), None)
@@ -178,8 +198,9 @@ def comparison_view(aligned: pd.DataFrame, batch: int, seqlen: int, label_a: str
 
 def compare_points_view(points: pd.DataFrame, label_a: str, label_b: str) -> View:
     """Both runs per point: wall ms, tokens/s, regime and the wall/kernel ratios."""
-    view = View("Whole forward per point", ["batch", "seqlen", "A wall ms", "B wall ms", "B/A wall", "B/A kernel",
-                                            "A tok/s", "B tok/s", "A regime", "B regime"], keys=2)
+    view = View("Wall time of the original forward per point (timed on its own, not the sum of components)",
+                ["batch", "seqlen", "A wall ms", "B wall ms", "B/A wall", "B/A kernel", "A tok/s", "B tok/s",
+                 "A regime", "B regime"], keys=2)
     view.caption = f"A = {label_a}, B = {label_b}."
     for _, r in points.iterrows():
         view.rows.append([str(r.batch), str(r.seqlen), ms(r.a_wall_ms), ms(r.b_wall_ms), ratio(r.wall_ratio),
@@ -240,6 +261,7 @@ def run_facts(analysis: Any) -> list[tuple[str, str]]:
         *([("Triton autotune", autotune)] if autotune else []),
         ("run", f"{analysis.data.run_id} ({run_state(rec)[0]}), {analysis.run_dir}"),
         ("time basis", f"{analysis.basis} ({BASIS_WORDS.get(analysis.basis, analysis.basis)})"),
+        ("host load", analysis.host_load.text),
         ("peaks", analysis.peaks_source),
         ("hardware tables", ", ".join(analysis.optional_tables) or "none"),
     ]
@@ -257,7 +279,7 @@ def pruning_summary_view(df: pd.DataFrame, seqlen: int | None = None) -> View:
     batch = int(rows.batch.iloc[0]) if len(rows) else 0
     base = rows[rows.variant_id == 0]
     cache = base.cache_bytes.iloc[0] if len(base) else None
-    cache_text = f" · unpruned decode cache {mib(cache, digits=3)}"
+    cache_text = f" · unpruned decode cache {_bytes(cache)}"
     split = f" · {rows.per_layer.iloc[0]} per layer" if len(rows) else ""
     peak = bool(rows.peak_memory_delta_pct.notna().any()) if len(rows) else False  # measured on GPU only
     view = View(f"pruning what-if · prefill b={batch} L={length}{split}{cache_text} · deltas vs unpruned",

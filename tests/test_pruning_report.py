@@ -214,7 +214,10 @@ def test_caveat_cases():
     text = accuracy_caveat(12.0, learned, answers, random_weights=True)
     assert "random weights" in text and "accuracy deltas (perplexity and task accuracy)" in text
     text = accuracy_caveat(300.0, learned, answers)
-    assert "perplexity deltas to mean anything" in text and "300 per byte is at chance" in text
+    assert "perplexity deltas to mean anything" in text
+    assert "300 per byte is worse than a uniform guess over the 256 byte values (which scores 256" in text
+    assert "near that of a uniform guess" in accuracy_caveat(200.0, learned, answers)
+    assert "is that of a uniform guess" in accuracy_caveat(256.4, learned, answers)
     tasks = accuracy_caveat(12.0, {"selective_copy": 7.0, "assoc_recall": 40.0}, answers)
     assert "the deltas of selective copying" in tasks and "perplexity deltas stand" in tasks
     both = accuracy_caveat(250.0, {"selective_copy": 6.0, "assoc_recall": 10.5}, answers)

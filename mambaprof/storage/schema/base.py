@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 #: Bump on any change to a table or column. Readers refuse runs with a newer version.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TABLES: dict[str, Table] = {}
 
