@@ -144,6 +144,11 @@ def hta_breakdown(folder: Path) -> list[str]:
     return lines
 
 
+def hta_available() -> bool:
+    """True when HolisticTraceAnalysis (module `hta`) is importable."""
+    return importlib.util.find_spec("hta") is not None
+
+
 def print_viewers(tb: Path, hta_dir: Path | None) -> None:
     """Print each point's trace files, how to open them in Perfetto, and (hta importable) HTA's breakdowns."""
     points = point_traces(tb)
@@ -153,7 +158,7 @@ def print_viewers(tb: Path, hta_dir: Path | None) -> None:
             typer.echo(f"  {point}: {path}")
     typer.echo(f"Perfetto: open {PERFETTO} and drop a file on it (read in the browser, nothing uploaded); "
                "chrome://tracing opens the same files.")
-    if importlib.util.find_spec("hta") is None:
+    if not hta_available():
         typer.echo("HTA: not installed (pip install HolisticTraceAnalysis for each point's kernel and temporal "
                    "breakdown).")
         return
