@@ -98,8 +98,10 @@ class RunAnalysis:
 
     @property
     def warnings(self) -> list[str]:
-        """What validation and loading noticed (incomplete run, failed output checks, unreadable tables)."""
-        return list(self.data.warnings)
+        """What validation and loading noticed (incomplete run, failed output checks, unreadable tables), and a
+        loaded host (judged from the run's own repeats: its times and shares carry another process's noise)."""
+        load = self.host_load if not self.points.empty else None
+        return list(self.data.warnings) + ([f"host {load.text}"] if load is not None and load.loaded else [])
 
     @property
     def peaks_source(self) -> str:

@@ -53,7 +53,7 @@ def test_clean_run_states_its_noise_and_no_warning(tmp_path):
     scan = _finding(a, "scan")
     assert "noise: the forward's repeats spread 4%" in scan.text and "the markers cost +2%" in scan.text
     assert "holds within 5 points on medians" in scan.text and not noise.is_unstable(scan.text)
-    assert not any(f.kind == "host" for f in a.findings())
+    assert not any(f.kind == "host" for f in a.findings()) and not any("LOADED" in w for w in a.warnings)
     assert a.host_load.loaded is False
     assert dict(views.run_facts(a))["host load"].startswith("quiet: the original forward's repeats spread 4%")
     frames = a.summary_frames()
@@ -86,6 +86,7 @@ def test_noisy_point_on_a_loaded_host_carries_the_warning(tmp_path):
     assert host.text.startswith("Host LOADED: the original forward's repeats spread 4-1560%")
     assert host.value == pytest.approx(1560.0)
     assert dict(views.run_facts(a))["host load"].startswith("LOADED")
+    assert any(w.startswith("host LOADED: the original forward's repeats spread") for w in a.warnings)
     frames = a.summary_frames()
     assert frames["summary_run"].host_loaded.iloc[0]
     pts = frames["summary_points"].set_index("seqlen")
