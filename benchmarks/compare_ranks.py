@@ -5,7 +5,8 @@
 Per point (matched on batch, seqlen): original/split forward medians, forward kernel time, and each
 component's kernel time summed over layers, as N-rank / 1-rank ratios; then the sweep's wall time
 both ways (the commands' own wall time when given, else the run records' start-to-finish) and the
-span of the points (first point start to last point finish: the part sharding divides).
+span of the points (first point start to last point finish: the part sharding divides). The JSON carries
+benchmarks/provenance.py's stamp ("provenance").
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import json
 import statistics
 import sys
+
+from provenance import stamp
 
 from mambaprof.storage.rundir import read_run_record, read_table
 
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(args.one_rank, args.n_rank, args.wall_1, args.wall_n)
     print(markdown(result))
     if args.json:
+        result = {"provenance": stamp(argv=None if argv is None else ["benchmarks/compare_ranks.py", *argv]),
+                  **result}
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=str)
     return 0 if result["points_compared"] else 1

@@ -8,7 +8,8 @@ Writes, under --out:
   summary/<label>/             the summary Parquet tables of each run (+ README.md of their columns)
   raw/<label>/                 the raw tables the summary is computed from (runs, points, components, and
                                kernels when under --max-kernels-mb), for tests/test_report_example.py
-  manifest.json, README.md     what was generated from what, and how to regenerate it
+  manifest.json, README.md     what was generated from what, and how to regenerate it (the manifest's
+                               "provenance" is benchmarks/provenance.py's stamp of this machine and code)
 
 Fails (exit 1) when the browser reports a console error, an exception or a fetch, or when no Chromium
 is found (pass --no-screenshot to skip the screenshots knowingly). Reads runs only; never re-runs a model.
@@ -20,8 +21,9 @@ import argparse
 import json
 import shutil
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import stamp
 
 from mambaprof.reports.render_html import render_comparison, render_report, write_html
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(labels)) != len(labels):
         labels = [f"{a.label}-{a.run_dir.name}" for a in analyses]
     command = " ".join(["python", "benchmarks/make_report_example.py", *map(str, argv or sys.argv[1:])])
-    manifest: dict = {"generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      "command": command, "runs": [], "files": []}
+    prov = stamp("cpu", argv=["benchmarks/make_report_example.py", *map(str, argv or sys.argv[1:])])
+    manifest: dict = {"generated_at": prov["date_utc"], "command": command, "provenance": prov, "runs": [],
+                      "files": []}
     problems: list[str] = []
     for analysis, label in zip(analyses, labels, strict=True):
         write_summary(analysis, out / "summary" / label)

@@ -1,11 +1,18 @@
 """Markdown tables of fidelity and attribution from trace run directories (raw numbers).
 
+Per run: the record's device and versions, then per point the original and split forward medians (ms), the
+split's cost in %, kernel ms per forward, the share attributed to a named component and the output check;
+then kernel / wall ms per component. The first line is an HTML comment (invisible in the rendered page) with
+benchmarks/provenance.py's stamp of this summary.
+
     python benchmarks/summarize_fidelity.py RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
 
 import sys
+
+from provenance import line, stamp
 
 from mambaprof.storage.rundir import read_run_record, read_table
 
@@ -53,5 +60,15 @@ def summarize(run_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def main(argv: list[str]) -> int:
+    """Print the tables of every run directory in `argv`; 2 with a usage line when none is given."""
+    if not argv or argv[0].startswith("-"):
+        print("usage: python benchmarks/summarize_fidelity.py RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        return 2
+    print(f"<!-- provenance: {line(stamp())} -->\n")
+    print("\n".join(summarize(d) for d in argv))
+    return 0
+
+
 if __name__ == "__main__":
-    print("\n".join(summarize(d) for d in sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

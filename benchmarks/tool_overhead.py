@@ -28,6 +28,8 @@ the first kernel's start to the last one's end, and the GPU idle time inside tha
 kernel names whose summed time differs most. That says whether a split costs kernel time (a
 different or slower kernel) or idle time (the GPU waiting for the host).
 
+The JSON carries benchmarks/provenance.py's stamp ("provenance").
+
     python benchmarks/tool_overhead.py --preset mamba-1.4b --backend mamba_ssm --batch 8 --seqlen 4096 \
         --out tool_overhead.json
 """
@@ -44,12 +46,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from provenance import stamp
 
 from mambaprof.collectors.gpu_device import open_device
 from mambaprof.collectors.markers import Probe, RangeListener
 from mambaprof.collectors.nvml import NvmlSampler
 from mambaprof.collectors.timing import ForwardTimer, WindowTimer
-from mambaprof.env import collect_env
 from mambaprof.model.inputs import make_call
 from mambaprof.model.loading import load_preset, resolve_device, resolve_dtype
 from mambaprof.model.structure import discover
@@ -191,8 +193,9 @@ def main() -> None:
             kernels = kernel_comparison({"plain": original, "split": split_bare}, dev)
         except Exception as exc:  # noqa: BLE001 - the timings above must still be written
             kernels = {"error": f"{type(exc).__name__}: {exc}"}
+    prov = stamp(str(dev))
     result = {
-        "config": vars(a), "device": str(dev), "device_name": collect_env(str(dev)).device_name,
+        "config": vars(a), "provenance": prov, "device": str(dev), "device_name": prov["device_name"],
         "torch": torch.__version__, "n_mixers": len(structure.mixers),
         "sampler_state": sampler.state, "sampler_reason": sampler.reason, "samples_taken": samples,
         "median": med, "overhead": overhead, "orders": orders,

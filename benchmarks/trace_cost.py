@@ -9,6 +9,8 @@ model load and the whole command. Two sweeps:
 - layers: the same shape with `--layers` layer counts (benchmarks/layers_model.py), one point each
   (`--layers-batch`, `--layers-seqlen`).
 
+The JSON carries benchmarks/provenance.py's stamp ("provenance").
+
     python benchmarks/trace_cost.py --preset mamba-1.4b --out trace_cost.json
 """
 
@@ -21,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from provenance import stamp
 
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.model.loading import resolve_device, resolve_dtype
@@ -92,7 +96,7 @@ def main() -> None:
         return TraceConfig(seqlens=seqlens, batches=batches, device=dev, dtype=dtype, repeats=a.repeats,
                            warmup=a.warmup, profile_repeats=a.profile_repeats, tensorboard=False)
 
-    result: dict[str, Any] = {"config": vars(a), "device": str(dev)}
+    result: dict[str, Any] = {"config": vars(a), "device": str(dev), "provenance": stamp(str(dev))}
     with tempfile.TemporaryDirectory() as tmp:
         seq = timed_trace(ModelSource(preset=a.preset, backend=a.backend),
                           config([int(s) for s in a.seqlens.split(",")], [int(b) for b in a.batch.split(",")]),

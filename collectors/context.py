@@ -40,6 +40,10 @@ class PointSpec:
     mode: str  # split | as-is
     trace_dir: Path | None = None
     point_seconds: float | None = None  # time cap of the timed passes (see TraceConfig.point_seconds)
+    #: Under ranks that run this point together (--no-shard): the MAX of a number over those ranks (a
+    #: collective every one of them calls at the same place), so that every decision that changes how many
+    #: forwards run is the same on all of them; None: a single process decides alone.
+    agree_max: Callable[[float], float] | None = None
 
 
 @dataclass

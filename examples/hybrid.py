@@ -2,7 +2,8 @@
 
     mambaprof trace examples/hybrid.py --seqlens 64,128
 
-The Mamba mixers are profiled component by component; the attention/MLP layers land in `other`.
+The Mamba mixers are profiled component by component; the attention and MLP layers are found by structure and
+reported as `attention` and `mlp`.
 It takes hidden states rather than token ids, so it defines make_inputs.
 """
 

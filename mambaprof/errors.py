@@ -53,6 +53,20 @@ class RunDirectoryError(MambaprofError):
     """A run directory is missing, incomplete, corrupted or from a newer schema."""
 
 
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the command stops (exit 128 + the signal's number) after recording how it
+    ended. A BaseException, so that no `except Exception` of a model's or library's code swallows it."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number: 130 for SIGINT, 143 for SIGTERM (what a shell reports)."""
+        return 128 + {"SIGINT": 2, "SIGTERM": 15, "SIGHUP": 1}.get(self.signame, 2)
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`."""
     if isinstance(exc, MambaprofError):

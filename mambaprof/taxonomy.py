@@ -13,7 +13,7 @@ class Component:
     """One row of the taxonomy.
 
     name: the identifier used in every table (`components.component`, `kernels.component`).
-    scope: `mixer` (inside a Mamba mixer), `block` (inside a block, outside the mixer) or
+    scope: `mixer` (inside a Mamba mixer), `block` (inside a layer, outside the mixer) or
         `model` (outside the blocks).
     description: what it covers, in words for people outside the team.
     mamba1 / mamba2: what the component is in each family ("" where it does not exist).
@@ -58,13 +58,20 @@ COMPONENTS: tuple[Component, ...] = (
               "block pre-norm", "block pre-norm"),
     Component("residual", "block", "Residual add and dtype casts of the block, outside norm and mixer.",
               "h + mixer(norm(h))", "h + mixer(norm(h))"),
+    Component("attention", "block",
+              "Attention of hybrid and Transformer layers: QKV and output projections with the attention kernel "
+              "(SDPA, flash or eager), rotary embedding and KV layout ops inside the attention module.", "", ""),
+    Component("mlp", "block", "Dense feed-forward of a layer (gate/up/down or fc1/fc2 projections and activation).",
+              "", ""),
+    Component("moe", "block", "Mixture of experts: router and experts of a layer.", "", ""),
     Component("embedding", "model", "Token embedding lookup.", "", ""),
     Component("lm_head", "model", "Output projection to the vocabulary.", "", ""),
     Component("communication", "model",
               "Collective and point-to-point communication kernels (NCCL) of models that run across ranks.",
               "", ""),
     Component("other", "model",
-              "Everything else in the forward: non-Mamba layers of hybrids (attention, MLP), glue ops.",
+              "Everything else in the forward: modules of a layer that are none of the above (e.g. Zamba2's "
+              "adapter linear), glue ops between layers, rotary tables.",
               "", ""),
 )
 
@@ -86,3 +93,13 @@ def validate_component(name: str) -> str:
     if name not in BY_NAME:
         raise ValueError(f"unknown component {name!r}; the taxonomy has {', '.join(COMPONENT_NAMES)}")
     return name
+
+
+#: Layer kinds (the `layer_kind` column): a layer's kinds joined by `+` in this order.
+LAYER_KINDS: tuple[str, ...] = ("mamba1", "mamba2", "attention", "mlp", "moe")
+
+#: Which layer kind a component's time counts toward in the hybrid view (mixer components: the layer's family).
+COMPONENT_KIND: dict[str, str] = {
+    "attention": "attention", "mlp": "mlp", "moe": "moe",
+    **{c.name: "mamba" for c in COMPONENTS if c.scope == "mixer"},
+}

@@ -2,7 +2,7 @@
 profiled step, the communication share, and how the sweep's work was spread over the ranks.
 
 Plain functions over DataFrames of a run's tables (`mambaprof.storage.rundir.read_table(run, name).to_pandas()`,
-which reads every `rank=K` partition as one table); nothing here reads files, runs a model or renders.
+which reads every `rank-K` partition as one table); nothing here reads files, runs a model or renders.
 Times per forward are kernel-time *means* over the profiled forwards (means add up: a rank's components
 sum to its forward's mean kernel time); communication only has kernel time (no marker spans it).
 """

@@ -19,6 +19,8 @@ import pandas as pd
 import mambaprof
 from mambaprof.reports import plots, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
+from mambaprof.reports.decode import DecodeAnalysis, decode_views
+from mambaprof.reports.decode import run_facts as decode_facts
 from mambaprof.reports.findings import FIDELITY_BUDGET_PCT
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.reports.study import StudyAnalysis
@@ -270,3 +272,13 @@ def write_html(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def render_decode_report(analysis: DecodeAnalysis) -> str:
+    """The HTML report of a decode run: facts, warnings, findings, the decode tables."""
+    title = f"mambaprof decode report: {analysis.record.get('model_ref')}"
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in decode_facts(analysis))
+    body = (f"<h1>{_e(title)}</h1><table class=\"facts\">{rows}</table>"
+            + _list(analysis.warnings, "warnings") + "<h2>Findings</h2>" + _list(analysis.sentences(), "findings")
+            + "<h2>Decode</h2>" + "".join(table_html(v) for v in decode_views(analysis)))
+    return _page(title, body)

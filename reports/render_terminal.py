@@ -8,8 +8,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mambaprof.reports import pruning, views
+from mambaprof.reports import hybrids, pruning, views
 from mambaprof.reports.attribution import BLOCK_FAMILIES
+from mambaprof.reports.decode import DecodeAnalysis, decode_views
+from mambaprof.reports.decode import run_facts as decode_facts
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 
 
@@ -123,6 +125,9 @@ def print_report(analysis: RunAnalysis, console: Console, per_layer: bool = Fals
     console.print(rich_table(views.points_view(analysis.points, analysis.data.on_gpu), console))
     console.print()
     console.print(rich_table(views.scaling_view(analysis.scaling, analysis.crossovers, analysis.basis), console))
+    hybrid = hybrids.maybe_view(analysis.run_dir, analysis.basis)
+    if hybrid is not None:
+        _bullets(console, "Hybrid view (layer kinds)", hybrids.format_view(hybrid))
     if per_layer:
         for batch in sorted(analysis.layers.batch.unique()):
             seqlen = int(analysis.layers[analysis.layers.batch == batch].seqlen.max())
@@ -177,3 +182,14 @@ def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: boo
         if view is not None:
             console.print(rich_table(view, console))
             console.print()
+
+
+def print_decode_report(analysis: DecodeAnalysis, console: Console) -> None:
+    """A decode run's report: facts, warnings, findings, the decode tables."""
+    console.rule(f"[bold]mambaprof decode report: {analysis.record.get('model_ref')}")
+    _facts(console, decode_facts(analysis))
+    _bullets(console, "Warnings", analysis.warnings, style="yellow")
+    _bullets(console, "Findings", analysis.sentences())
+    for view in decode_views(analysis):
+        console.print(rich_table(view, console))
+        console.print()

@@ -20,7 +20,7 @@ import pyarrow as pa
 from mambaprof.errors import RunDirectoryError
 from mambaprof.reports import pruning
 from mambaprof.reports.run_analysis import RunAnalysis
-from mambaprof.storage.rundir import write_parquet_atomic
+from mambaprof.storage.rundir import MARKER, write_parquet_atomic
 from mambaprof.storage.schema import TABLES, get_table
 
 #: the summary tables of one run's attribution (a prune run's `summary_pruning` is written on its own)
@@ -52,7 +52,7 @@ def readme(tables: tuple[str, ...] = SUMMARY_TABLES, intro: tuple[str, ...] = ()
 
 def check_summary_dir(out_dir: Path) -> None:
     """Raise a one-line error when `out_dir` cannot take summary tables (it is a run directory)."""
-    if (Path(out_dir) / "runs").is_dir():
+    if (Path(out_dir) / MARKER).is_file():  # a run mambaprof marked as its own (a user's runs/ folder is not one)
         raise RunDirectoryError(f"--parquet {out_dir} is a run directory",
                                 "write summaries to a folder of their own, e.g. --parquet summary/")
 

@@ -125,6 +125,7 @@ def validate_run(run_dir: Path | str) -> Validation:
                        f"it does not match schema version {SCHEMA_VERSION}; trace again with this mambaprof")
             frames.pop(table)
     _check_other_files(result, run_dir)
+    _check_run_ids(result, run_dir, record)
     points = frames.get("points")
     if points is not None and not _any_ok(points):
         statuses = ", ".join(f"{s}: {n}" for s, n in points.status.value_counts().items()) or "no points"
@@ -154,13 +155,14 @@ def _check_counts(result: Validation, run_dir: Path, record: dict[str, Any], poi
 
 
 def _check_other_files(result: Validation, run_dir: Path) -> None:
-    """Every Parquet file of the tables a report does not read whole (kernels, hardware tables, pruning):
-    its footer must open and its schema version must not be newer. Footers only, so a million-row kernels
-    table costs milliseconds. A bad file there is a warning: the report reads past it, that table's readers
-    will not."""
+    """Every Parquet file of every table folder: its footer must open (checked here for the tables a report
+    does not read whole: kernels, hardware tables, pruning), it must be a part mambaprof wrote for that table
+    (its schema metadata names the table: a foreign Parquet file dropped into a table folder is an error,
+    the report could not read the table) and its schema version must not be newer. Footers only, so a
+    million-row kernels table costs milliseconds. A damaged file of a table the report reads past is a warning."""
     for table in TABLES:
         folder = run_dir / table
-        if table in REQUIRED or table == RUN_TABLE or not folder.is_dir():
+        if not folder.is_dir():
             continue
         for part in sorted(folder.rglob("*.parquet")):
             if any(piece.startswith((".", "_")) for piece in part.relative_to(folder).parts):
@@ -169,13 +171,44 @@ def _check_other_files(result: Validation, run_dir: Path) -> None:
             try:
                 meta = pq.ParquetFile(part).schema_arrow.metadata
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-                result.add("warning", where, f"is truncated or corrupted ({type(exc).__name__}); the `{table}` "
-                           "table cannot be read whole", "copy the run again, or delete this part to read the rest")
+                if table not in REQUIRED and table != RUN_TABLE:  # those are read whole above: already reported
+                    result.add("warning", where, f"is truncated or corrupted ({type(exc).__name__}); the `{table}` "
+                               "table cannot be read whole", "copy the run again, or delete this part to read the rest")
                 continue
             version = newer_version(meta)
             if version is not None:
                 result.add("error", where, f"written with schema version {version}, newer than this "
                            f"mambaprof's {SCHEMA_VERSION}", "upgrade mambaprof to read it")
+                continue
+            written_for = (meta or {}).get(b"mambaprof.table")
+            if written_for != table.encode():
+                what = ("a part of table " + written_for.decode(errors="replace")) if written_for else \
+                    "not a file mambaprof wrote (no mambaprof schema metadata)"
+                result.add("error", where, f"is {what}, in the `{table}` table's folder",
+                           "move it out of the run directory: every file in a table folder is read as that table")
+
+
+def _check_run_ids(result: Validation, run_dir: Path, record: dict[str, Any]) -> None:
+    """Every row of every table must carry the run record's run id: rows of other run ids mean two runs were
+    written into one folder (e.g. a second trace --force over one still running), which no report can tell
+    apart."""
+    own = record.get("run_id")
+    if own is None:
+        return
+    others: dict[str, set[str]] = {}
+    for table in TABLES:
+        if table == RUN_TABLE or not (run_dir / table).is_dir() or "run_id" not in get_table(table).column_names:
+            continue
+        try:
+            ids = set(read_table(run_dir, table, columns=["run_id"]).column("run_id").to_pylist())
+        except Exception:  # noqa: BLE001 - an unreadable table is reported elsewhere
+            continue
+        for rid in ids - {own}:
+            others.setdefault(str(rid), set()).add(table)
+    if others:
+        listed = ", ".join(f"{rid} (in {', '.join(sorted(tables))})" for rid, tables in sorted(others.items()))
+        result.add("error", str(run_dir), f"holds rows of {len(others) + 1} runs: the record's {own} and {listed}",
+                   "two runs were written into one folder; trace again into a new --out")
 
 
 def _any_ok(points: pd.DataFrame) -> bool:

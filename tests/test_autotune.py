@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import tiny_mamba
-from synthetic_runs import make_run
+from support.models import tiny_mamba
+from support.synthetic_runs import make_run
 
 from mambaprof.model.loading import LoadedModel
 from mambaprof.model.structure import discover

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_mamba, tiny_mamba2
+from support.models import tiny_mamba, tiny_mamba2
 from torch.utils.flop_counter import FlopCounterMode
 
 from mambaprof.collectors.markers import Probe

@@ -33,7 +33,7 @@ def test_detect_reads_torchrun_environment():
     assert D.detect({}) is None
     info = D.detect(ENV)
     assert info == D.RankInfo(rank=1, world_size=2, local_rank=1, local_world_size=2, attempt=0)
-    assert info.partition == "rank=1" and info.identity() == {"rank": 1, "world_size": 2}
+    assert info.partition == "rank-1" and info.identity() == {"rank": 1, "world_size": 2}
     with pytest.raises(D.DistributedError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
         D.detect({**ENV, "RANK": "2"})
     with pytest.raises(D.DistributedError, match="'x' is not a whole number"):
@@ -165,7 +165,7 @@ def _write_two_ranks(out: Path) -> str:
             w.write_rows("components", [{**ROW, "run_id": w.run_id, **info.identity(), "point_id": s // 16,
                                          "seqlen": s, "kernel_ms_median": s / 10}], point_id=s // 16)
         w.write_rank_row("complete", None, None, None, {"ok": len(seqlens), "oom": 0, "error": 0})
-        assert w.tb_dir == out / "tb" / f"rank={rank}"
+        assert w.tb_dir == out / "tb" / f"rank-{rank}"
     return first.run_id
 
 
@@ -173,21 +173,31 @@ def test_partitions_read_as_one_table_by_pyarrow_and_duckdb(tmp_path):
     out = tmp_path / "run"
     run_id = _write_two_ranks(out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
-        "components/rank=0/part-00004.parquet", "components/rank=1/part-00001.parquet",
-        "components/rank=1/part-00002.parquet", "ranks/rank=0/part-run.parquet", "ranks/rank=1/part-run.parquet",
+        "components/rank-0/part-00004.parquet", "components/rank-1/part-00001.parquet",
+        "components/rank-1/part-00002.parquet", "ranks/rank-0/part-run.parquet", "ranks/rank-1/part-run.parquet",
         "runs/part-run.parquet"]
     comps = read_table(out, "components").to_pandas().sort_values("seqlen")
     assert list(comps.seqlen) == [16, 32, 64] and list(comps["rank"]) == [1, 1, 0]
     assert (comps.world_size == 2).all() and (comps.run_id == run_id).all()
-    # every file's own rank column agrees with its rank=K folder
+    # every file's own rank column agrees with its rank-K folder
     for path in (out / "components").rglob("*.parquet"):
-        assert set(pq.read_table(path).column("rank").to_pylist()) == {int(path.parent.name.split("=")[1])}
+        assert set(pq.read_table(path).column("rank").to_pylist()) == {int(path.parent.name.split("-")[1])}
     assert read_run_record(out)["world_size"] == 2  # the run record is one row, not partitioned
     ranks = read_table(out, "ranks").to_pandas().sort_values("rank")
     assert list(ranks.n_points) == [1, 2] and list(ranks.point_ids.map(list)) == [[4], [1, 2]]
-    got = duckdb.sql(f"SELECT rank, seqlen, kernel_ms_median FROM read_parquet('{out}/components/**/*.parquet', "
-                     "hive_partitioning = true) ORDER BY seqlen").fetchall()
+    got = duckdb.sql(f"SELECT rank, seqlen, kernel_ms_median FROM read_parquet('{out}/components/**/*.parquet') "
+                     "ORDER BY seqlen").fetchall()
     assert got == [(1, 16, 1.6), (1, 32, 3.2), (0, 64, 6.4)]
+
+
+def test_runs_written_with_hive_rank_folders_still_read(tmp_path):
+    """Runs written before the rank-K folders hold rank=K ones: read_table still reads them as one table."""
+    out = tmp_path / "run"
+    _write_two_ranks(out)
+    for folder in [*out.glob("*/rank-*")]:
+        folder.rename(folder.with_name(folder.name.replace("-", "=")))
+    comps = read_table(out, "components").to_pandas().sort_values("seqlen")
+    assert list(comps.seqlen) == [16, 32, 64] and list(comps["rank"]) == [1, 1, 0]
 
 
 def cpu_event(name, start, end, parent=None, thread=1, annotation=False):

@@ -11,7 +11,7 @@ import textwrap
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLES, REPO, run_cli
+from support.cli import EXAMPLES, REPO, run_cli
 
 from mambaprof.reports.ranks import rank_view
 from mambaprof.storage.rundir import read_run_record, read_table
@@ -59,7 +59,7 @@ def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
         frame = t2[name]
         assert set(frame["rank"]) == {0, 1}, name
         assert (frame.world_size == 2).all() and (frame.device == "cpu").all(), name
-        assert {p.name for p in (two / name).iterdir()} == {"rank=0", "rank=1"}, name
+        assert {p.name for p in (two / name).iterdir()} == {"rank-0", "rank-1"}, name
         for path in (two / name).rglob("*.parquet"):  # each file's rank column agrees with its folder
             assert set(pq.read_table(path).column("rank").to_pylist()) == {int(path.parent.name[5:])}
     # the shards partition the points; together they are the 1-rank sweep's points
@@ -82,8 +82,8 @@ def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
     assert list(ranks.point_ids.map(list)) == [[2], [0, 1]] and ranks.sharded.all()
     assert len(set(ranks.pid)) == 2
     # per-rank TensorBoard traces, one per point
-    assert len(list((two / "tb" / "rank=0").rglob("*.pt.trace.json.gz"))) == 1
-    assert len(list((two / "tb" / "rank=1").rglob("*.pt.trace.json.gz"))) == 2
+    assert len(list((two / "tb" / "rank-0").rglob("*.pt.trace.json.gz"))) == 1
+    assert len(list((two / "tb" / "rank-1").rglob("*.pt.trace.json.gz"))) == 2
     load = rank_view(t2["points"], t2["components"], t2["kernels"]).load
     assert load.points.tolist() == [1, 2] and (load.busy_s > 0).all()
 
@@ -184,6 +184,7 @@ def test_existing_out_without_force_stops_every_rank(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "runs").mkdir()
+    (out / "_mambaprof_run").write_text("mambaprof run directory\n")
     proc = torchrun("trace", "--out", str(out), "--seqlens", "16", *FAST)
     assert proc.returncode != 0
     assert f"error: --out {out} already holds a run" in proc.stderr
@@ -203,7 +204,7 @@ def test_study_nproc_shards_every_model_across_the_ranks(tmp_path):
     for model in ("mamba-tiny", "mamba2-tiny"):
         run = out / model
         points = read_table(run, "points").to_pandas()
-        assert {p.name for p in (run / "points").iterdir()} == {"rank=0", "rank=1"}
+        assert {p.name for p in (run / "points").iterdir()} == {"rank-0", "rank-1"}
         assert sorted(points.point_id) == [0, 1, 2] and set(points["rank"]) == {0, 1}
         assert (points.status == "ok").all() and (points.world_size == 2).all()
         record = read_run_record(run)
@@ -225,3 +226,79 @@ def test_study_nproc_refusing_its_out_stops_every_rank_with_an_error_line_each(t
     assert "rank 0 could not prepare the study directory" in res.stderr
     assert "2 of 2 ranks did not succeed" in lines[-1]
     assert sorted(p.name for p in other.iterdir()) == ["ch1.tex"]
+
+
+def test_partitioned_dataset_reads_with_pandas_pyarrow_duckdb_and_polars_as_documented(sweeps):
+    """docs/DISTRIBUTED.md: every reader takes RUN/<table> of a 2-rank run as one table, `rank` a column."""
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    two, _, _ = sweeps
+    for table in ("points", "components"):
+        want = read_table(two, table).to_pandas()
+        key = ["rank", "point_id"] + (["layer", "component"] if table == "components" else [])
+        want = want.sort_values(key).reset_index(drop=True)
+        readers = {
+            "pandas": pd.read_parquet(two / table),
+            "pyarrow.dataset": ds.dataset(two / table, format="parquet", partitioning="hive").to_table().to_pandas(),
+            "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{two / table}/**/*.parquet')").df(),
+            "polars": pl.read_parquet(two / table).to_pandas(),
+        }
+        for name, got in readers.items():
+            got = got.sort_values(key).reset_index(drop=True)
+            assert len(got) == len(want) > 0, (name, table)
+            assert sorted(set(got["rank"].astype(int))) == [0, 1], (name, table)
+            assert got["rank"].astype(int).tolist() == want["rank"].tolist(), (name, table)
+            assert got["point_id"].astype(int).tolist() == want["point_id"].tolist(), (name, table)
+            assert set(want.columns) <= set(got.columns), (name, table)
+
+
+COUNTING_MODEL = """
+import os, random, time
+from pathlib import Path
+import torch.distributed as dist
+import data_parallel as dp
+
+make_inputs = dp.make_inputs
+
+
+class Counting(dp.GatherLogits):
+    calls = 0
+
+    def forward(self, input_ids, use_cache=False):
+        Counting.calls += 1
+        rank = dist.get_rank()
+        Path(os.environ["COUNT_DIR"], f"rank-{rank}").write_text(str(Counting.calls))
+        # rank 1 is slower and noisier: decided per rank, time caps and extra fidelity pairs would differ
+        time.sleep(0.002 + (0.004 * random.random() if rank == 1 else 0.0))
+        return super().forward(input_ids, use_cache)
+
+
+def build_model():
+    model = dp.build_model()
+    model.__class__ = Counting
+    return model
+"""
+
+
+def test_data_parallel_ranks_run_the_same_number_of_forwards(tmp_path):
+    """Under --no-shard every decision that changes how many forwards run is collective: with a time cap and
+    a rank whose timings differ, both ranks call the model (and its all_gather) equally often and finish."""
+    (tmp_path / "counting.py").write_text(COUNTING_MODEL)
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    out = tmp_path / "run"
+    env = {"COUNT_DIR": str(counts), "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")]),
+           "MAMBAPROF_DIST_TIMEOUT_S": "90"}
+    proc = torchrun("trace", str(tmp_path / "counting.py"), "--no-shard", "--out", str(out), "--seqlens", "16,32",
+                    "--repeats", "12", "--warmup", "3", "--profile-repeats", "1", "--point-seconds", "0.05", "--quiet",
+                    env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n = {p.name: int(p.read_text()) for p in counts.iterdir()}
+    assert set(n) == {"rank-0", "rank-1"} and n["rank-0"] == n["rank-1"] > 0, n
+    points = read_table(out, "points").to_pandas().sort_values(["point_id", "rank"])
+    assert (points.status == "ok").all()
+    for _, per_point in points.groupby("point_id"):
+        assert per_point.repeats.nunique() == 1 and per_point.warmup.nunique() == 1
+        assert per_point.fidelity_pairs.nunique() == 1, per_point[["rank", "fidelity_pairs"]]

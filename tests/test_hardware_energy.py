@@ -5,8 +5,8 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_mamba, tiny_mamba2
-from hardware_fakes import FakeClock, FakeDevice
+from support.hardware_fakes import FakeClock, FakeDevice
+from support.models import tiny_mamba, tiny_mamba2
 
 from mambaprof.collectors.context import PointContext, PointSpec
 from mambaprof.collectors.energy import (

@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_mamba
-from hardware_fakes import FakeDevice
+from support.hardware_fakes import FakeDevice
+from support.models import tiny_mamba
 from torch.autograd import DeviceType
 
 from mambaprof.collectors.context import PointContext, PointSpec

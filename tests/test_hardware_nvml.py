@@ -5,7 +5,7 @@ import time
 import pynvml
 import pytest
 import torch
-from hardware_fakes import FakeDevice
+from support.hardware_fakes import FakeDevice
 
 from mambaprof.collectors import gpu_device
 from mambaprof.collectors.gpu_device import NullDevice, NVMLDevice, counter_delta, open_device, throttle_names

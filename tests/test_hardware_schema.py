@@ -5,7 +5,7 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hardware_fakes import FakeClock, FakeDevice
+from support.hardware_fakes import FakeClock, FakeDevice
 
 from mambaprof.collectors.energy import EnergyCollector, EnergyMeter
 from mambaprof.collectors.io import PhaseIO

@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import EXAMPLES, tiny_mamba, tiny_mamba2
+from support.cli import EXAMPLES
+from support.models import tiny_mamba, tiny_mamba2
 from transformers import AutoModelForCausalLM
 
 from mambaprof.errors import BadArgumentError

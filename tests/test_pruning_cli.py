@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import EXAMPLES
+from support.cli import EXAMPLES
 from transformers import AutoModelForCausalLM
 
 from mambaprof.cli import main

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_mamba, tiny_mamba2
+from support.models import tiny_mamba, tiny_mamba2
 
 from mambaprof.model.structure import discover
 from mambaprof.pruning.mixers import mixer_output_from_scan, mixer_views, ssm_inputs

@@ -167,7 +167,7 @@ def test_legacy_run_without_new_columns(run, tmp_path, capsys):
 
 
 def test_report_of_a_run_whose_timing_crashed(tmp_path, monkeypatch, capsys):
-    from conftest import tiny_mamba
+    from support.models import tiny_mamba
 
     from mambaprof.model.loading import LoadedModel
     from mambaprof.storage.rundir import RunWriter

@@ -1,7 +1,7 @@
 """Scores rank states correctly on constructed cases; calibration runs through hooks and leaves none."""
 
 import torch
-from conftest import tiny_mamba, tiny_mamba2
+from support.models import tiny_mamba, tiny_mamba2
 
 from mambaprof.model.structure import discover
 from mambaprof.pruning.calibration import calibrate

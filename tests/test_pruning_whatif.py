@@ -3,7 +3,7 @@ still leaves every evaluated variant's accuracy on disk."""
 
 import pytest
 import torch
-from conftest import tiny_mamba
+from support.models import tiny_mamba
 
 from mambaprof.model.loading import LoadedModel
 from mambaprof.pruning import whatif

@@ -2,7 +2,8 @@
 they were made from.
 
 Everything here is recomputed with pandas/numpy straight from the runs' own Parquet tables
-(docs/examples/raw/<run>/, benchmarks/data/2026-12-02-h200-study/<model>/), independently of
+(docs/examples/raw/<run>/, tests/fixtures/device_runs/2026-12-02-h200-study/<model>/: a copy of the tables
+of benchmarks/data/2026-12-02-h200-study/<model>/), independently of
 mambaprof.reports, and compared with the summary tables beside each report. Regenerate the example with
 benchmarks/make_report_example.py (see docs/examples/README.md), the study's with the command in
 docs/study/README.md.
@@ -18,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 STUDY = ROOT / "docs" / "study"
-STUDY_RAW = ROOT / "benchmarks" / "data" / "2026-12-02-h200-study"
+DEVICE_RUNS = ROOT / "tests" / "fixtures" / "device_runs"  # copies of benchmarks/data/ (tests/fixtures/README.md)
+STUDY_RAW = DEVICE_RUNS / "2026-12-02-h200-study"
 MANIFEST = json.loads((EXAMPLES / "manifest.json").read_text())
 BLOCK = ("mamba1", "mamba2")
 
@@ -69,7 +71,7 @@ def test_component_times_from_raw_tables(label):
 
 #: real runs with their kernel events: the example's own (when small enough to commit) and the H200 device run
 KERNEL_RUNS = [REPORTS[label][0] for label in LABELS if (REPORTS[label][0] / "kernels").is_dir()] + \
-    sorted((ROOT / "benchmarks" / "data").glob("2026-12-02-h200-hardware*/mamba*"))
+    sorted(DEVICE_RUNS.glob("2026-12-02-h200-hardware*/mamba*"))
 
 
 @pytest.mark.parametrize("run", KERNEL_RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")

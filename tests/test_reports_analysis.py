@@ -5,10 +5,8 @@ import math
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import L_MAX, Spec, hardware_tables, make_run
 
 from mambaprof.errors import BadArgumentError, RunDirectoryError
 from mambaprof.reports import peaks as peaks_mod
@@ -16,7 +14,6 @@ from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
 from mambaprof.reports.scaling import find_crossover, fit_power_law
 from mambaprof.reports.validate import validate_run
 
-L_MAX = 16384
 R = L_MAX / 1024  # 16
 # per layer at 16384: linear components sum to 4.5 * R, the scan is R ** 1.5; two layers
 BLOCK_MS = 2 * (4.5 * R + R**1.5)
@@ -197,48 +194,8 @@ def test_incomplete_run_states_unfinished_points(tmp_path):
     assert a.points.set_index("seqlen").loc[16384, "status"] == "oom"
 
 
-def _write_plain(writer, name, frame):
-    """A table as the hardware collectors write it (plain Parquet part; read without its schema here)."""
-    folder = writer.out / name
-    folder.mkdir()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
-
-
-def _hardware_tables(writer, comps):
-    """energy / memory / memory_points / hw_counters / collector_status rows shaped like the hardware
-    collectors' (docs/HARDWARE.md): component energy on one representative layer per family at 700 W."""
-    keys = ["run_id", "rank", "world_size", "point_id", "layer", "component"]
-    mixer = comps[comps.layer >= 0]
-    reps = mixer.groupby("family").layer.min()
-    counts = mixer.groupby("family").layer.nunique()
-    rep_rows = comps[(comps.layer == -1) | comps.apply(lambda r: reps.get(r.family) == r.layer, axis=1)]
-    energy = rep_rows[keys].assign(scope="component", status="resolved", energy_mj=rep_rows.kernel_ms_mean * 0.7,
-                                   layers_represented=rep_rows.family.map(counts).fillna(1).astype(int))
-    energy.loc[energy.component == "gating", "status"] = "unresolved"  # too short a window: no number
-    totals = comps.groupby(["run_id", "rank", "world_size", "point_id", "seqlen", "batch"]).kernel_ms_mean.sum()
-    forward = totals.reset_index().assign(layer=-1, component="forward", scope="forward", status="resolved",
-                                          layers_represented=1)
-    forward["energy_mj"] = forward.kernel_ms_mean * 0.7
-    forward["energy_per_token_j"] = forward.energy_mj / 1000 / (forward.seqlen * forward.batch)
-    _write_plain(writer, "energy", pd.concat([energy, forward[energy.columns.tolist() + ["energy_per_token_j"]]]))
-    hw = pd.concat([comps[keys]] * 2, ignore_index=True)  # two kernels per component window
-    hw = hw.assign(seq=range(len(hw)), dram_read_bytes=1000.0, dram_write_bytes=500.0, dram_bytes=1500.0)
-    _write_plain(writer, "hw_counters", hw)
-    memory = comps[keys].assign(peak_delta_bytes=comps.layer.clip(lower=0) * 1000 + 4096,
-                                cache_state_bytes=(comps.component == "ssm_scan") * 2.0**20)
-    _write_plain(writer, "memory", memory)
-    points = comps[["run_id", "rank", "world_size", "point_id"]].drop_duplicates()
-    _write_plain(writer, "memory_points", points.assign(peak_allocated_bytes=2**30, activation_peak_bytes=2**28,
-                                                        recurrent_state_bytes=2**21, conv_state_bytes=2**20))
-    _write_plain(writer, "collector_status", pd.DataFrame([
-        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "ncu", "point_id": None,
-         "status": "unavailable", "reason": "ncu not found on PATH"},
-        {"run_id": writer.run_id, "rank": 0, "world_size": 1, "collector": "nvml", "point_id": None,
-         "status": "ok", "reason": None}]))
-
-
 def test_hardware_columns_when_present(tmp_path):
-    run = make_run(tmp_path / "run", extra_tables=_hardware_tables)
+    run = make_run(tmp_path / "run", extra_tables=hardware_tables)
     a = RunAnalysis(run, use_calibration=False)
     assert a.optional_tables == ["collector_status", "energy", "hw_counters", "memory", "memory_points"]
     assert "collector ncu: unavailable (ncu not found on PATH)" in a.warnings

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.browser import find_chromium, render_page
-from synthetic_runs import Spec, make_run
-from test_reports_analysis import _hardware_tables
+from support.synthetic_runs import Spec, hardware_tables, make_run
 
 from mambaprof.reports.render_html import render_comparison, render_report, write_html
 from mambaprof.reports.run_analysis import RunAnalysis, RunComparison
@@ -61,7 +60,7 @@ def _check(report, expected_plots):
 
 def test_report_page_renders_in_chromium(chromium, tmp_path):
     run = make_run(tmp_path / "run", Spec(families=("mamba1", "mamba2"), launch_overhead_ms=30.0),
-                   extra_tables=_hardware_tables)
+                   extra_tables=hardware_tables)
     page = write_html(render_report(RunAnalysis(run, use_calibration=False), per_layer=True), tmp_path / "report.html")
     shot = tmp_path / "report.png"
     report = render_page(page, screenshot=shot, chromium=chromium)

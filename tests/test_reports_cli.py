@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 
 from mambaprof.storage.rundir import read_table
 from mambaprof.storage.schema import get_table

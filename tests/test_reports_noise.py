@@ -5,7 +5,7 @@ Synthetic runs with known numbers (tests/synthetic_runs.py), so every expected v
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import Spec, make_run
 
 from mambaprof.reports import noise, views
 from mambaprof.reports.fmt import mib

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_runs import Spec, make_run
+from support.synthetic_runs import Spec, make_run
 
 from mambaprof.reports import plots
 from mambaprof.reports.run_analysis import RunAnalysis
@@ -137,10 +137,10 @@ def test_plot_size_does_not_grow_with_the_number_of_points():
 
 
 def test_synthetic_run_replicates_real_event_rows(tmp_path):
-    """benchmarks/synthetic_run.py: layers and profiled forwards replicated from the committed H200 run, the
-    components re-summed from the kernels, and the result a valid run."""
+    """benchmarks/data_path_scale.py: layers and profiled forwards replicated from the committed H200 run (its copy
+    in tests/fixtures/), the components re-summed from the kernels, and the result a valid run."""
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("synthetic_run", root / "benchmarks" / "synthetic_run.py")
+    spec = importlib.util.spec_from_file_location("data_path_scale", root / "benchmarks" / "data_path_scale.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses look their module up there
     try:
@@ -149,7 +149,8 @@ def test_synthetic_run_replicates_real_event_rows(tmp_path):
         sys.modules.pop(spec.name, None)
     shape = bench.Shape(target_kernels=5000, layers=50, profile_repeats=2, batches=(1, 8), seqlen_min=64,
                         seqlen_max=4096)
-    built = bench.build(bench.DEFAULT_SOURCE, tmp_path / "run", shape)
+    source = root / "tests" / "fixtures" / "device_runs" / "2026-12-02-h200-hardware" / "mamba-1.4b"
+    built = bench.build(source, tmp_path / "run", shape)
     assert built.kernels_per_forward == 15 * 50 + 4  # the H200 forward: 15 kernels per layer, 4 outside
     assert built.rows["kernels"] == built.points * built.kernels_per_point >= 5000
     kernels = read_table(tmp_path / "run", "kernels").to_pandas()

@@ -1,8 +1,7 @@
 """The terminal report at 100 columns: wide tables are split into column groups, never broken cells."""
 
 from rich.console import Console
-from synthetic_runs import make_run
-from test_reports_analysis import L_MAX, _hardware_tables
+from support.synthetic_runs import L_MAX, hardware_tables, make_run
 
 from mambaprof.reports import views
 from mambaprof.reports.render_terminal import column_groups, print_report
@@ -16,7 +15,7 @@ def _report_text(analysis: RunAnalysis, width: int) -> str:
 
 
 def test_every_header_and_number_stays_whole_at_100_columns(tmp_path):
-    analysis = RunAnalysis(make_run(tmp_path / "run", extra_tables=_hardware_tables), use_calibration=False)
+    analysis = RunAnalysis(make_run(tmp_path / "run", extra_tables=hardware_tables), use_calibration=False)
     text = _report_text(analysis, 100)
     lines = text.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 100
@@ -33,7 +32,7 @@ def test_every_header_and_number_stays_whole_at_100_columns(tmp_path):
 
 
 def test_a_table_that_fits_is_not_split(tmp_path):
-    analysis = RunAnalysis(make_run(tmp_path / "run", extra_tables=_hardware_tables), use_calibration=False)
+    analysis = RunAnalysis(make_run(tmp_path / "run", extra_tables=hardware_tables), use_calibration=False)
     view = views.attribution_view(analysis.components, "mamba1", 8, L_MAX, analysis.basis, compact=True)
     assert column_groups(view, Console(width=400)) == [list(range(len(view.headers)))]
     groups = column_groups(view, Console(width=100))

@@ -2,7 +2,7 @@
 
 import json
 
-from reliability.helpers import assert_one_line_error
+from support.reliability import assert_one_line_error
 
 from mambaprof.storage.rundir import read_run_record, read_table
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_mamba
+from support.models import tiny_mamba
 
 from mambaprof.collectors.markers import MIXER, Probe, Window
 from mambaprof.collectors.timing import Clock, ForwardTimer, WindowTimer

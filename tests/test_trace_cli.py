@@ -4,7 +4,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import EXAMPLES
+from support.cli import EXAMPLES
 
 from mambaprof.storage.rundir import read_run_record, read_table
 
@@ -92,21 +92,39 @@ def test_mamba2_file_and_as_is_mode(tmp_path, cli):
     assert read_run_record(out)["mode"] == "as-is"
 
 
-def test_hybrid_other_layers_land_in_other(tmp_path, cli):
+def test_hybrid_attention_and_mlp_layers_are_components(tmp_path, cli):
     out = tmp_path / "run"
     res = cli("trace", str(EXAMPLES / "hybrid.py"), "--out", str(out), "--seqlens", "32", *FAST)
     assert res.returncode == 0, res.stderr
     comps = read_table(out, "components").to_pandas()
-    assert set(comps[comps.layer >= 0].family) == {"mamba1", "mamba2"}
-    other = comps[(comps.layer == -1) & (comps.component == "other")].kernel_ms_median.iloc[0]
-    assert other > 0  # the attention + MLP layers
+    mamba = comps[comps.layer_kind.isin(["mamba1", "mamba2"])]
+    assert set(mamba.family) == {"mamba1", "mamba2"} and set(mamba.layer) == {0, 2}
+    hybrid = comps[comps.layer.isin([1, 3])]
+    assert set(hybrid.layer_kind) == {"attention+mlp"}
+    for layer in (1, 3):  # the attention + MLP layers are measured as such, not left in `other`
+        rows = hybrid[hybrid.layer == layer].set_index("component")
+        assert {"attention", "mlp", "norm", "residual"} <= set(rows.index)
+        assert rows.loc["attention", "kernel_ms_median"] > 0 and rows.loc["mlp", "kernel_ms_median"] > 0
     assert read_run_record(out)["model_family"] == "mixed"
 
 
 def test_env_command(cli):
+    import platform
+    import sys
+
+    import torch
+    import transformers
+
     res = cli("env", "--json")
-    assert res.returncode == 0
-    assert '"torch_version"' in res.stdout and '"nvml_available"' in res.stdout
+    assert res.returncode == 0, res.stderr
+    env = json.loads(res.stdout)  # the whole output is one JSON object
+    assert env["torch_version"] == torch.__version__
+    assert env["transformers_version"] == transformers.__version__
+    assert env["python_version"] == platform.python_version() == ".".join(map(str, sys.version_info[:3]))
+    assert isinstance(env["nvml_available"], bool)
+    assert env["nvml_available"] or env["nvml_reason"]  # unavailable NVML says why
+    assert env["device_count"] == torch.cuda.device_count()
+    assert env["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_point_seconds_caps_timing_but_keeps_three_repeats(tmp_path, cli):

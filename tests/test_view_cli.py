@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 
 from mambaprof.cli.view import free_port
 from mambaprof.storage.rundir import read_run_record

@@ -2,60 +2,84 @@
 
 The top layer: it may import every other package. Every user-facing failure is one line on stderr
 (`error: ...`) and a non-zero exit; a traceback is printed only with `--debug`.
+
+This module stays light on purpose: `main` installs the SIGINT/SIGTERM handling before anything heavy
+(typer, torch, transformers) is imported, so an interrupt at any moment, the first second included, ends
+the command with one line and exit 130 / 143, never a traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
-import typer
-
-from mambaprof.errors import MambaprofError
-
-app = typer.Typer(
-    name="mambaprof",
-    help="Profile selective state-space models (Mamba-1, Mamba-2, hybrids) component by component.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-# sub-commands register themselves on `app` when imported
-from mambaprof.cli import calibrate as _calibrate  # noqa: E402,F401
-from mambaprof.cli import compare as _compare  # noqa: E402,F401
-from mambaprof.cli import env as _env  # noqa: E402,F401
-from mambaprof.cli import prune as _prune  # noqa: E402,F401
-from mambaprof.cli import report as _report  # noqa: E402,F401
-from mambaprof.cli import study as _study  # noqa: E402,F401
-from mambaprof.cli import trace as _trace  # noqa: E402,F401
-from mambaprof.cli import validate as _validate  # noqa: E402,F401
-from mambaprof.cli import view as _view  # noqa: E402,F401
+from mambaprof.errors import RunInterrupted
 
 
-def _print_error(text: str) -> None:
-    sys.stderr.write(f"error: {text}\n")
-    sys.stderr.flush()
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise RunInterrupted(signal.Signals(signum).name)
+
+
+def install_interrupt_handlers() -> None:
+    """SIGINT and SIGTERM raise RunInterrupted (main thread only; elsewhere nothing changes)."""
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_interrupt)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _ignore_stop_signals() -> None:
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    except ValueError:
+        pass
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers main() found (it also runs in-process, from tests and scripts), where ours is still
+    installed: a command that is ending because it was signalled ignores later signals (a repeated SIGTERM
+    from `timeout` must not kill it before it exits 143), and that stays so."""
+    try:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is _raise_interrupt:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    except ValueError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning errors into one line and an exit code."""
+    """Entry point: run the app, turning errors into one line and an exit code (130 SIGINT, 143 SIGTERM)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install_interrupt_handlers()
     try:
-        app(args=args, prog_name="mambaprof")
-    except MambaprofError as exc:
-        if debug:
-            raise
-        _print_error(exc.one_line())
+        from mambaprof.cli.commands import run
+
+        run(args)
+        _restore(previous)
+    except SystemExit:
+        _restore(previous)
+        raise
+    except RunInterrupted as exc:
+        _ignore_stop_signals()  # stopping as asked: a repeated signal must not cut the line short
+        sys.stderr.write(f"error: interrupted by {exc.signame}\n")
+        sys.stderr.flush()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _print_error("interrupted")
+    except KeyboardInterrupt:  # a handler of a library replaced ours
+        _ignore_stop_signals()
+        sys.stderr.write("error: interrupted by SIGINT\n")
+        sys.stderr.flush()
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
-        if debug:
-            raise
-        text = str(exc).strip().splitlines()
-        _print_error(f"internal error: {type(exc).__name__}: {text[0] if text else ''} "
-                     "(run with --debug for the traceback, and please report it)")
-        sys.exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    """`mambaprof.cli.app`: the typer app with every sub-command registered (imported on first use)."""
+    if name == "app":
+        from mambaprof.cli import commands
+
+        return commands.app
+    raise AttributeError(f"module 'mambaprof.cli' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
 
 
@@ -33,7 +33,10 @@ def calibrate_command(
     from mambaprof.model.loading import resolve_device
     from mambaprof.reports.calibration import calibrated_peaks, store_calibration
     from mambaprof.reports.peaks import canonical_dtype
+    from mambaprof.storage.outputs import check_peaks_output, write_text_atomic
 
+    if out is not None:
+        check_peaks_output(out)
     dev = resolve_device(device)
     wanted = [canonical_dtype(d) for d in dtypes.split(",") if d.strip()] if dtypes else None
     console = Console(stderr=True)
@@ -50,7 +53,6 @@ def calibrate_command(
     if store:
         typer.echo(f"stored in {store_calibration(peaks, [asdict(m) for m in measurements])}")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"name": peaks.name, "tflop_per_s": peaks.tflop_per_s, "gb_per_s": peaks.gb_per_s,
-                                   "source": peaks.source}, indent=2) + "\n")
+        write_text_atomic(out, json.dumps({"name": peaks.name, "tflop_per_s": peaks.tflop_per_s,
+                                           "gb_per_s": peaks.gb_per_s, "source": peaks.source}, indent=2) + "\n")
         typer.echo(f"wrote {out}")

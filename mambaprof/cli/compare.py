@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
 from mambaprof.cli.report import (
     BASIS_OPTION,
@@ -31,6 +31,10 @@ def compare_command(
 ) -> None:
     """Compare two runs (Mamba-1 vs Mamba-2, before vs after) component by component."""
     from mambaprof.reports.render_html import render_comparison, write_html
+    from mambaprof.storage.outputs import check_html_output
+
+    if html is not None:
+        check_html_output(html)
     from mambaprof.reports.render_terminal import print_comparison
     from mambaprof.reports.run_analysis import RunComparison
 

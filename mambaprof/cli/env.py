@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
 from mambaprof.env import collect_env
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
 
 from mambaprof.errors import BadArgumentError
@@ -72,3 +74,29 @@ def parse_autotune(value: str) -> str:
         raise BadArgumentError(f"--autotune {value!r} is not {', '.join(POLICIES[:-1])} or {POLICIES[-1]}",
                                "the default, largest, tunes once at the sweep's largest point")
     return value
+
+
+def parse_number(value: float, option: str, minimum: float = 0.0, maximum: float = math.inf,
+                 positive: bool = False) -> float:
+    """Check a real-valued option: finite (no nan/inf), minimum <= value <= maximum, and > 0 when `positive`.
+
+    Raises BadArgumentError naming the option and the value.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise BadArgumentError(f"{option} {value} is not a finite number", "give a plain number such as 1.5")
+    if positive and value <= 0:
+        raise BadArgumentError(f"{option} {value} must be positive")
+    if value < minimum:
+        raise BadArgumentError(f"{option} {value} is negative" if minimum == 0 and value < 0
+                               else f"{option} {value} must be at least {minimum:g}")
+    if value > maximum:
+        raise BadArgumentError(f"{option} {value} is absurdly large (limit {maximum:g})", "check for a typo")
+    return float(value)
+
+
+def parse_seconds(value: float | None, option: str) -> float | None:
+    """A time cap in seconds: None or 0 mean no cap; negative, nan and inf are refused."""
+    if value is None:
+        return None
+    value = parse_number(value, option, maximum=7 * 24 * 3600.0)
+    return value or None

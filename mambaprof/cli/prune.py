@@ -8,15 +8,16 @@ import torch
 import typer
 from rich.console import Console
 
-from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative
+from mambaprof.cli._app import app
+from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_int_list, parse_nonnegative, parse_number
 from mambaprof.cli.progress import sweep_progress
-from mambaprof.errors import BadArgumentError
+from mambaprof.errors import BadArgumentError, RunInterrupted
 from mambaprof.model.loading import LoadedModel, quiet_transformers, resolve_device, resolve_dtype
 from mambaprof.pruning.checkpoint import load_checkpoint
 from mambaprof.pruning.ratios import check_per_layer, check_ratio, parse_ratios
 from mambaprof.pruning.scores import SCORES
 from mambaprof.pruning.whatif import PruneConfig, run_whatif
+from mambaprof.run.sweep import ignore_stop_signals
 from mambaprof.run.tracing import ModelSource
 from mambaprof.storage.rundir import RunWriter, new_run_id
 
@@ -46,6 +47,38 @@ def load_master(model_file: Path | None, hf: Path | None, preset: str | None, ba
     if hf is not None:
         return load_checkpoint(hf, device, torch.float32)
     return source.load(device, torch.float32)
+
+
+def check_save_dir(save: Path, hf: Path | None, out: Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, a --save that would overwrite what it must not: a file, the --hf model being
+    read (or a folder holding it), the run directory, or an existing directory unless --overwrite-save is
+    given and it holds a checkpoint (config.json or mambaprof's pruning sidecar)."""
+    from mambaprof.pruning.checkpoint import SIDECAR
+    from mambaprof.storage.outputs import enclosing_run, is_run_dir
+
+    if str(save) in ("", "."):
+        raise BadArgumentError("--save names the current folder", "give a new directory, e.g. --save pruned/")
+    if save.exists() and not save.is_dir():
+        raise BadArgumentError(f"--save {save} is a file", "give a directory for the pruned checkpoint")
+    target = save.resolve()
+    for other, option in ((hf, "--hf"), (out, "--out")):
+        if other is None:
+            continue
+        source = other.resolve()
+        if target == source or source.is_relative_to(target) or target.is_relative_to(source):
+            raise BadArgumentError(f"--save {save} is (or holds, or is inside) {option} {other}",
+                                   "the pruned model goes to a directory of its own, never over its input or the run")
+    if enclosing_run(save) is not None or (save.is_dir() and is_run_dir(save)):
+        raise BadArgumentError(f"--save {save} is a run directory or inside one", "give a directory of its own")
+    if save.is_dir() and any(save.iterdir()):
+        holds_checkpoint = (save / "config.json").is_file() or (save / SIDECAR).is_file()
+        if not overwrite:
+            raise BadArgumentError(f"--save {save} already exists and is not empty",
+                                   "choose a new directory, or pass --overwrite-save to replace the checkpoint "
+                                   "saved there" if holds_checkpoint else "choose a new directory")
+        if not holds_checkpoint:
+            raise BadArgumentError(f"--save {save} holds other files, not a checkpoint",
+                                   "--overwrite-save replaces only a checkpoint; choose a new directory")
 
 
 @app.command("prune")
@@ -86,6 +119,10 @@ def prune_command(
                                      "8 GPU)."),
     decode_steps: int | None = typer.Option(None, "--decode-steps", help="Decode steps timed per repeat "
                                             "(default 8 CPU, 32 GPU; 0 skips decode)."),
+    decode_graph_batches: str | None = typer.Option(None, "--decode-graph-batches", help="GPU: also time the "
+                                                    "decode step replayed from a CUDA graph at these batches, "
+                                                    "where state traffic sets its time (default 64,256 on GPU; "
+                                                    "0 turns it off)."),
     repeats: int | None = typer.Option(None, "--repeats", help="Timed repeats per model (default 3 CPU, 10 GPU)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up repeats per model (default 1 CPU, 2 GPU)."),
     component_seqlen: int | None = typer.Option(None, "--component-seqlen", help="Sequence length of the "
@@ -99,6 +136,8 @@ def prune_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the random score, inputs and recovery batches."),
     save: Path | None = typer.Option(None, "--save", help="Save one pruned model here (the first --score at "
                                      "--save-ratio) in a layout its framework loads."),
+    overwrite_save: bool = typer.Option(False, "--overwrite-save", help="Let --save replace a checkpoint already "
+                                        "in that directory (never the --hf model being read, never other files)."),
     save_ratio: float | None = typer.Option(None, "--save-ratio", help="Ratio of the model --save writes "
                                             "(default: the largest of --ratios)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<run id>)."),
@@ -112,6 +151,8 @@ def prune_command(
     from mambaprof.reports.render_terminal import rich_table
 
     quiet_transformers()
+    if save is not None:
+        check_save_dir(save, hf, out, overwrite_save)
     ratio_list = parse_ratios(ratios)
     if save_ratio is not None:
         check_ratio(save_ratio, "--save-ratio")
@@ -127,8 +168,7 @@ def prune_command(
                         ("--task-episodes", task_episodes)):
         if value < 1:
             raise BadArgumentError(f"{name} {value} must be at least 1")
-    if recover_lr <= 0:
-        raise BadArgumentError(f"--recover-lr {recover_lr} must be positive")
+    parse_number(recover_lr, "--recover-lr", positive=True, maximum=10.0)
     config = PruneConfig(
         ratios=ratio_list, scores=parse_scores(score), per_layer=check_per_layer(per_layer),
         seqlens=parse_int_list(seqlens or (GPU_SEQLENS if on_gpu else CPU_SEQLENS), "--seqlens"),
@@ -139,6 +179,8 @@ def prune_command(
         warmup=parse_nonnegative(warmup if warmup is not None else (2 if on_gpu else 1), "--warmup"),
         decode_steps=parse_nonnegative(decode_steps if decode_steps is not None else (32 if on_gpu else 8),
                                        "--decode-steps"),
+        decode_graph_batches=[] if not on_gpu or (decode_graph_batches or "").strip() == "0" else
+        parse_int_list(decode_graph_batches or "64,256", "--decode-graph-batches", maximum=MAX_BATCH),
         calib_path=calib, calib_tokens=calib_tokens, calib_seqlen=seqlen_calib,
         calib_batch=calib_batch if calib_batch is not None else (32 if on_gpu else 4),
         eval_path=evalf, eval_tokens=eval_tokens, eval_seqlen=seqlen_calib,
@@ -151,11 +193,18 @@ def prune_command(
     if config.component_seqlen is not None and config.component_seqlen not in config.seqlens:
         raise BadArgumentError(f"--component-seqlen {config.component_seqlen} is not one of --seqlens",
                                "the per-component times are reported in the rows of that sequence length")
-    loaded = load_master(model_file, hf, preset, backend, dev)
     out = out or Path("runs") / new_run_id()
     writer = RunWriter(out, force=force)
-    with sweep_progress("prune", Console(stderr=True), enabled=not quiet) as progress:
-        result = run_whatif(loaded, config, writer, progress)
+    writer.check()  # a refused --out costs no model load
+    loaded = load_master(model_file, hf, preset, backend, dev)
+    try:
+        with sweep_progress("prune", Console(stderr=True), enabled=not quiet) as progress:
+            result = run_whatif(loaded, config, writer, progress)
+    except RunInterrupted as exc:
+        typer.echo(f"error: interrupted by {exc.signame}; the finished variants in {writer.out} stay readable "
+                   f"(mambaprof report {writer.out})", err=True)
+        ignore_stop_signals()
+        raise typer.Exit(exc.exit_code) from None
     df = report.read_pruning(writer.out)
     pareto = plots.pareto_plot(df, writer.out / "pareto",
                                caveat=report.perplexity_means_nothing(df, loaded.source))

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
+from mambaprof.errors import BadArgumentError
 
 BASIS_HELP = ("Time basis: auto (kernel time on GPU, wall time on CPU), kernel (summed kernel durations) or wall "
               "(spans between component markers).")
@@ -56,12 +57,20 @@ def report_command(
     from mambaprof.reports.render_terminal import print_pruning_report, print_report
     from mambaprof.reports.run_analysis import RunAnalysis
     from mambaprof.reports.study import is_study_dir
-    from mambaprof.reports.summary_parquet import check_summary_dir, write_summary
+    from mambaprof.reports.summary_parquet import write_summary
+    from mambaprof.storage.outputs import check_html_output, check_summary_output
 
+    if html is not None:
+        check_html_output(html)
     if parquet is not None:
-        check_summary_dir(parquet)
+        check_summary_output(parquet)
     if is_study_dir(run):
         write_study_report(run, html, parquet, basis, peaks, calibration, quiet)
+        return
+    from mambaprof.reports.decode import is_decode_run
+
+    if is_decode_run(run):
+        _decode_report(run, html, parquet, peaks, quiet)
         return
     analysis = RunAnalysis(run, basis=basis, peaks_file=peaks, use_calibration=calibration)
     print_warnings(analysis.warnings)
@@ -73,6 +82,7 @@ def report_command(
     if html is not None:
         typer.echo(f"wrote {write_html(render_report(analysis, per_layer=per_layer), html)}")
     if parquet is not None:
+        check_summary_output(parquet, subdirs=[str(v.data.variant) for v in analysis.variants.values()])
         written = write_summary(analysis, parquet)
         if analysis.pruning is not None:
             typer.echo(f"wrote summary_pruning and the summary tables of {len(analysis.variants)} variant(s) "
@@ -81,13 +91,32 @@ def report_command(
             typer.echo(f"wrote {len(written) - 1} summary tables to {parquet}")
 
 
+def _decode_report(run: Path, html: Path | None, parquet: Path | None, peaks: Path | None, quiet: bool) -> None:
+    """The report of a `trace --phase decode` run (terminal, and HTML on request)."""
+    from mambaprof.reports.decode import DecodeAnalysis
+    from mambaprof.reports.render_html import render_decode_report, write_html
+    from mambaprof.reports.render_terminal import print_decode_report
+
+    if parquet is not None:
+        raise BadArgumentError("--parquet summaries are not written for decode runs yet",
+                               "its decode_points and decode_components tables are Parquet already")
+    analysis = DecodeAnalysis.load(run, peaks_file=peaks)
+    if not quiet:
+        print_decode_report(analysis, terminal_console())
+    if html is not None:
+        typer.echo(f"wrote {write_html(render_decode_report(analysis), html)}")
+
+
 def write_study_report(study_dir: Path, html: Path | None, parquet: Path | None, basis: str = "auto",
                        peaks: Path | None = None, calibration: bool = True, quiet: bool = False) -> None:
     """Report of a `mambaprof study` directory: findings in the terminal, one HTML page, per-model summaries."""
     from mambaprof.reports.render_html import render_study, write_html
     from mambaprof.reports.study import StudyAnalysis
     from mambaprof.reports.summary_parquet import write_summary
+    from mambaprof.storage.outputs import check_html_output, check_summary_output
 
+    if html is not None:
+        check_html_output(html)
     study = StudyAnalysis(study_dir, basis=basis, peaks_file=peaks, use_calibration=calibration)
     for analysis in study.runs.values():
         print_warnings([f"{analysis.label}: {w}" for w in analysis.warnings])
@@ -99,6 +128,7 @@ def write_study_report(study_dir: Path, html: Path | None, parquet: Path | None,
     if html is not None:
         typer.echo(f"wrote {write_html(render_study(study), html)}")
     if parquet is not None:
+        check_summary_output(parquet, subdirs=list(study.runs))
         for name, analysis in study.runs.items():
             write_summary(analysis, Path(parquet) / name)
         typer.echo(f"wrote summary tables of {len(study.runs)} models to {parquet}")

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION, parse_autotune
 from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.cli.trace import AUTOTUNE_HELP, build_config
@@ -75,6 +75,11 @@ def study_command(
         device = rank_device(device, ranks)
     config = build_config(seqlens, batch, dtype, device, repeats, warmup, profile_repeats, "split", tensorboard,
                           point_seconds, autotune)
+    if report:  # the report goes into the study directory: never over a file mambaprof did not write
+        from mambaprof.storage.outputs import check_html_output, check_summary_output
+
+        check_html_output(out / "report.html", "--out")
+        check_summary_output(out / "summary", "--out", subdirs=names)
     big = [n for n in names if not n.endswith("-tiny")]
     if config.device.type == "cpu" and big:
         raise BadArgumentError(f"the study's default models ({', '.join(big[:2])}, ...) need a CUDA GPU",

@@ -10,8 +10,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION, MAX_BATCH, parse_autotune, parse_int_list, parse_nonnegative
+from mambaprof.cli._app import app
+from mambaprof.cli.options import (
+    DEBUG_OPTION,
+    MAX_BATCH,
+    parse_autotune,
+    parse_int_list,
+    parse_nonnegative,
+    parse_number,
+    parse_seconds,
+)
 from mambaprof.cli.progress import rank_progress, sweep_progress
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.distributed.ranks import RankInfo, detect, rank_device
@@ -45,17 +53,8 @@ def build_config(seqlens: str | None, batch: str, dtype: str, device: str, repea
         repeats=max(1, parse_nonnegative(repeats if repeats is not None else (20 if on_gpu else 5), "--repeats")),
         warmup=parse_nonnegative(warmup if warmup is not None else (3 if on_gpu else 1), "--warmup"),
         profile_repeats=parse_nonnegative(profile_repeats, "--profile-repeats", maximum=100),
-        mode=mode, tensorboard=tensorboard, point_seconds=_point_seconds(point_seconds),
+        mode=mode, tensorboard=tensorboard, point_seconds=parse_seconds(point_seconds, "--point-seconds"),
         autotune=parse_autotune(autotune))
-
-
-def _point_seconds(value: float | None) -> float | None:
-    """--point-seconds: None or 0 mean no cap; negative is refused."""
-    if value is None or value == 0:
-        return None
-    if value < 0:
-        raise BadArgumentError(f"--point-seconds {value} is negative", "give seconds > 0, or 0 for no cap")
-    return float(value)
 
 
 def print_summary(outcome: TraceOutcome, console: Console) -> None:
@@ -156,11 +155,26 @@ def trace_command(
                              "per component (slow; GPU only)."),
     ncu_layers: int | None = typer.Option(None, "--ncu-layers", help="With --ncu: profile only the first N Mamba "
                                           "layers' kernels (default all)."),
+    phase: str = typer.Option("prefill", "--phase", help="prefill: full forwards over batch x seqlen; decode: "
+                              "one generated token per sequence per step after a prompt (--prompt-len), timed per "
+                              "component, with CUDA graphs on the GPU."),
+    prompt_len: str = typer.Option("128", "--prompt-len", help="With --phase decode: prompt lengths, e.g. "
+                                   "128,1024."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="With --phase decode on the "
+                                     "GPU: also replay the step from CUDA graphs (as servers run it)."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Trace a model over a sweep of batch sizes and sequence lengths into a Parquet run directory."""
     source = ModelSource(model_file=model_file, hf_dir=hf, preset=preset, backend=backend)
     source.check()
+    nvml_interval_ms = parse_number(nvml_interval_ms, "--nvml-interval-ms", positive=True, maximum=60_000.0)
+    if phase not in ("prefill", "decode"):
+        raise BadArgumentError(f"--phase {phase!r} is not prefill or decode")
+    if phase == "decode":
+        from mambaprof.cli.decode import decode_command
+
+        raise typer.Exit(decode_command(source, prompt_len, batch, dtype, device, repeats, warmup, cuda_graphs,
+                                        out, force, quiet, debug))
     ranks = detect()
     if ranks is not None:
         device = rank_device(device, ranks)

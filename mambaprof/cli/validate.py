@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mambaprof.cli import app
+from mambaprof.cli._app import app
 from mambaprof.cli.options import DEBUG_OPTION
 
 #: exit codes: every run valid / a run has warnings and --strict was given / a run has errors

@@ -33,9 +33,9 @@ from types import FrameType
 
 import typer
 
-from mambaprof.cli import app
-from mambaprof.cli.options import DEBUG_OPTION
-from mambaprof.errors import BadArgumentError, MambaprofError, RunDirectoryError
+from mambaprof.cli._app import app
+from mambaprof.cli.options import DEBUG_OPTION, parse_number
+from mambaprof.errors import BadArgumentError, MambaprofError, RunDirectoryError, RunInterrupted
 from mambaprof.storage.rundir import TB_DIR
 
 HOST = "127.0.0.1"
@@ -237,6 +237,7 @@ def view_command(
 ) -> None:
     """List each point's trace (Perfetto opens them), print HTA's kernel and temporal breakdown per point (where
     HolisticTraceAnalysis is installed), and serve TensorBoard's profiler plugin on 127.0.0.1 where installed."""
+    start_timeout = parse_number(start_timeout, "--start-timeout", positive=True, maximum=3600.0)
     tb = trace_dir(run)
     if port is not None:
         check_port(port)
@@ -260,7 +261,7 @@ def view_command(
         while proc.poll() is None:
             time.sleep(0.5)
         raise MambaprofError(f"TensorBoard stopped by itself (status {proc.returncode}); its log: {log_path}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):  # Ctrl-C (or SIGTERM) is how a user stops it
         typer.echo("stopped TensorBoard")
         keep_log = False
     finally:

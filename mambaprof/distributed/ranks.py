@@ -6,7 +6,7 @@
 - runs its share of the sweep points (`shard_points`: the same deterministic split on every rank),
   or every point when the model itself runs across ranks (the process group is then initialised
   for the model, `init_process_group`: NCCL on GPUs, gloo on the CPU);
-- writes its own partition of every table, `<table>/rank=K/part-*.parquet` (`RankWriter`), with
+- writes its own partition of every table, `<table>/rank-K/part-*.parquet` (`RankWriter`), with
   rank, world size and device in every row, and its row of the `ranks` table.
 How the ranks finish together is `mambaprof.distributed.completion`; one rank's whole part is
 `mambaprof.distributed.trace.run_distributed_trace`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,8 +53,8 @@ class RankInfo:
 
     @property
     def partition(self) -> str:
-        """The hive-style folder of this rank's parts, `rank=K`."""
-        return f"rank={self.rank}"
+        """The folder of this rank's parts, `rank-K` (a plain folder: `rank` is a column of every row)."""
+        return f"rank-{self.rank}"
 
     def identity(self) -> dict[str, int]:
         """The `rank` and `world_size` columns every row of this rank carries."""
@@ -164,6 +164,21 @@ def init_process_group(info: RankInfo, device: torch.device, store: dist.Store, 
     return backend
 
 
+def collective_max() -> Callable[[float], float]:
+    """After init_process_group (every rank calls this at the same place): a function returning the MAX of a
+    number over all ranks, through a gloo group of its own (CPU tensors, apart from the model's collectives).
+    It is TraceConfig.agree_max: time caps, extra fidelity pairs and autotune fallbacks are then decided alike
+    on every rank, so ranks whose model calls a collective in its forward run the same number of forwards."""
+    group = dist.new_group(backend="gloo")
+
+    def agree_max(value: float) -> float:
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        return float(t.item())
+
+    return agree_max
+
+
 def destroy_process_group() -> None:
     """Tear the default process group down (if any); a failure here must not mask the run's outcome."""
     if dist.is_initialized():
@@ -174,7 +189,7 @@ def destroy_process_group() -> None:
 
 
 class RankWriter(RunWriter):
-    """One rank's writer: parts in `<table>/rank=K/`, TensorBoard traces in `tb/rank=K/`, and the run
+    """One rank's writer: parts in `<table>/rank-K/`, TensorBoard traces in `tb/rank-K/`, and the run
     record the sweep writes turned into this rank's `ranks` row (the run's own record is rank 0's)."""
 
     def __init__(self, out: Path, run_id: str, info: RankInfo, point_ids: Sequence[int], sharded: bool,

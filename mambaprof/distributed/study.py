@@ -1,7 +1,7 @@
 """One rank's part of a distributed study (`torchrun ... -m mambaprof study`, or `mambaprof study --nproc N`).
 
 Each model of the study is one distributed trace into `<out>/<model>/`: its sweep points are sharded
-across the ranks and every rank writes its own `rank=K` partitions (see mambaprof.distributed.trace); models
+across the ranks and every rank writes its own `rank-K` partitions (see mambaprof.distributed.trace); models
 run one after another, every rank on the same model. Rank 0 prepares the study directory (the other
 ranks wait for it), writes the manifest as models finish, and the CLI has it write the report.
 Hardware collectors (NVML, energy, memory, I/O) stay off under ranks, as in a distributed trace.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from mambaprof.distributed.ranks import (
     RankInfo,
     RankWriter,
     base_record,
+    collective_max,
     connect,
     destroy_process_group,
     init_process_group,
@@ -34,7 +35,7 @@ from mambaprof.distributed.ranks import (
 from mambaprof.errors import MambaprofError, one_line
 from mambaprof.run.sweep import ProgressFn, RunInterrupted, TraceConfig, interrupts_raise
 from mambaprof.run.tracing import ModelSource, TraceOutcome, trace
-from mambaprof.storage.rundir import RunWriter, new_run_id, utcnow
+from mambaprof.storage.rundir import RunWriter, new_run_id, release_lock, utcnow
 
 
 @dataclass
@@ -121,8 +122,9 @@ def run_distributed_trace(info: RankInfo, source: ModelSource, config: TraceConf
     failure: BaseException | None = None
     try:
         with interrupts_raise():
-            if not shard:
+            if not shard:  # every rank runs every point: each decision on how many forwards run is collective
                 writer.backend = init_process_group(info, config.device, coord.raw_store, wait_s)
+                config = replace(config, agree_max=collective_max())
             outcome = trace(source, config, run_dir, writer=writer, identity=info.identity(), points=mine,
                             progress=progress, debug=debug, extra_collectors=extra_collectors)
         report = RankReport.from_sweep(outcome.result)
@@ -176,6 +178,7 @@ def _finish(coord: Coordinator, writer: RankWriter, config: TraceConfig, info: R
               "n_points_ok": verdict.counts["ok"], "n_points_oom": verdict.counts["oom"],
               "n_points_error": verdict.counts["error"]}
     writer.write_final_record(record)
+    release_lock(writer.out)  # taken by _setup's writer: the run directory is no longer being written
     coord.publish_final({"status": verdict.status, "reason": verdict.reason, "failures": verdict.failures})
     return verdict
 

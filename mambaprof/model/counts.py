@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from mambaprof.model.adapters.dims import MixerDims
 
 
@@ -100,3 +102,168 @@ def embedding_count(d_model: int, batch: int, seqlen: int, elem: int) -> Count:
 def lm_head_count(d_model: int, vocab: int, batch: int, seqlen: int, elem: int) -> Count:
     """Output projection to the vocabulary: a GEMM (t x d_model) @ (d_model x vocab)."""
     return gemm(batch * seqlen, d_model, vocab, elem)
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    """Shape of one attention module: query heads, key/value heads, head size, projection weight elements."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    weight_elems: int
+
+    def kv_cache_elems(self, batch: int, seqlen: int) -> int:
+        """Elements of this layer's KV cache after `seqlen` tokens: K and V, batch x seqlen x kv heads x head_dim."""
+        return 2 * batch * seqlen * self.n_kv_heads * self.head_dim
+
+
+def _linear_elems(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def attention_dims(module: nn.Module) -> AttentionDims | None:
+    """Heads and head size of an attention module, read from its projections (q/k/v or fused qkv) and its
+    `head_dim` / `num_heads` attributes or config; None when they cannot be read."""
+    cfg = getattr(module, "config", None)
+    head_dim = getattr(module, "head_dim", None) or getattr(cfg, "head_dim", None)
+    n_heads = (getattr(module, "num_heads", None) or getattr(module, "num_attention_heads", None)
+               or getattr(cfg, "num_attention_heads", None))
+    q = getattr(module, "q_proj", None)
+    k = getattr(module, "k_proj", None)
+    if head_dim is None and n_heads and isinstance(q, nn.Linear):
+        head_dim = q.out_features // int(n_heads)
+    if not head_dim:
+        return None
+    head_dim = int(head_dim)
+    if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
+        h, kv = q.out_features // head_dim, k.out_features // head_dim
+    else:
+        h = int(n_heads or 0)
+        kv = int(getattr(module, "num_key_value_heads", None) or getattr(cfg, "num_key_value_heads", None) or h)
+    if h <= 0:
+        return None
+    return AttentionDims(h, max(kv, 1), head_dim, _linear_elems(module))
+
+
+def attention_count(d: AttentionDims, d_model: int, batch: int, seqlen: int, elem: int) -> Count:
+    """Causal self-attention over batch x seqlen tokens: the projection GEMMs (2 FLOPs per weight element per
+    token) plus QK^T and PV over the causal half (2 x seqlen^2 x head_dim FLOPs per head per sequence) and the
+    softmax (~5 FLOPs per score kept). Minimum bytes: weights, the input and output, q/k/v and the attention
+    output each written once and read once (a fused attention kernel never writes the scores)."""
+    t = batch * seqlen
+    proj = 2.0 * t * d.weight_elems
+    scores = 2.0 * batch * d.n_heads * seqlen * seqlen * d.head_dim
+    softmax = 5.0 * batch * d.n_heads * seqlen * (seqlen + 1) / 2.0
+    qkv = t * (d.n_heads + 2 * d.n_kv_heads) * d.head_dim
+    o = t * d.n_heads * d.head_dim
+    return Count(proj + scores + softmax, float(elem) * (d.weight_elems + 2 * t * d_model + 2 * qkv + 2 * o))
+
+
+def mlp_count(module: nn.Module, d_model: int, batch: int, seqlen: int, elem: int) -> Count:
+    """A dense feed-forward: 2 FLOPs per weight element per token (every Linear in it), plus the activation
+    (~5 FLOPs per hidden element). Minimum bytes: weights, input and output, the hidden activations once."""
+    t = batch * seqlen
+    w = _linear_elems(module)
+    hidden = sum(m.out_features for m in module.modules() if isinstance(m, nn.Linear)) - d_model
+    return Count(2.0 * t * w + 5.0 * t * max(hidden, 0), float(elem) * (w + 2 * t * d_model + t * max(hidden, 0)))
+
+
+def _first_attr(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    for m in module.modules():
+        for holder in (m, getattr(m, "config", None)):
+            for n in names:
+                v = getattr(holder, n, None)
+                if isinstance(v, int) and v > 0:
+                    return v
+    return None
+
+
+def moe_count(module: nn.Module, d_model: int, batch: int, seqlen: int, elem: int) -> Count | None:
+    """A mixture of experts: the router and any shared expert as dense GEMMs, and the routed experts at top_k of
+    num_experts of their weights per token (2 FLOPs per active weight element). Minimum bytes read every expert's
+    weights once (at long sequences every expert is hit). None when experts or top_k cannot be read."""
+    experts = getattr(module, "experts", None)
+    n_exp = _first_attr(module, ("num_experts", "n_routed_experts", "num_local_experts"))
+    top_k = _first_attr(module, ("top_k", "num_experts_per_tok"))
+    if not isinstance(experts, nn.Module) or not n_exp or not top_k:
+        return None
+    t = batch * seqlen
+    expert_w = sum(p.numel() for p in experts.parameters())
+    other_w = sum(p.numel() for p in module.parameters()) - expert_w
+    flops = 2.0 * t * other_w + 2.0 * t * expert_w * min(top_k, n_exp) / n_exp
+    return Count(flops, float(elem) * (expert_w + other_w + 2 * t * d_model * (1 + top_k)))
+
+
+@dataclass(frozen=True)
+class DecodeCount:
+    """Closed-form traffic of one component in one decode step (one token per sequence).
+
+    weight_bytes: parameters read once per step; state_bytes: decode cache read and written (conv state,
+    SSM state; a KV cache for attention); bytes_min: everything, activations included.
+    """
+
+    flops: float
+    bytes_min: float
+    weight_bytes: float
+    state_bytes: float
+
+
+def _dc(count: Count, weight_bytes: float, state_bytes: float = 0.0) -> DecodeCount:
+    return DecodeCount(count.flops, count.bytes_min + state_bytes, weight_bytes, state_bytes)
+
+
+def decode_cache_bytes(d: MixerDims, batch: int, state_elem: int) -> dict[str, float]:
+    """Bytes one layer's decode cache holds: `conv1d` (batch x conv channels x d_conv) and `ssm_scan` (the SSM
+    state, batch x d_inner x d_state for Mamba-1, batch x nheads x headdim x d_state for Mamba-2)."""
+    return {"conv1d": float(state_elem * d.conv_state_elems(batch)),
+            "ssm_scan": float(state_elem * d.recurrent_state_elems(batch))}
+
+
+def mixer_decode_counts(d: MixerDims, batch: int, elem: int, state_elem: int | None = None) -> dict[str, DecodeCount]:
+    """Per-component closed forms of one mixer's decode step for `batch` sequences.
+
+    The step is the prefill count at seqlen 1 (weights read once, activations of one token per sequence)
+    plus the decode cache: the conv state read and written by conv1d, the SSM state read and written by
+    ssm_scan (each 2 x its size; state_elem: bytes per state element, default elem).
+    """
+    se = elem if state_elem is None else state_elem
+    base = mixer_counts(d, batch, 1, elem)
+    cache = decode_cache_bytes(d, batch, se)
+    ch = d.conv_channels
+    weights = {
+        "in_proj": elem * d.d_model * d.in_proj_out,
+        "conv1d": elem * ch * (d.d_conv + 1),
+        "out_proj": elem * d.d_inner * d.d_model,
+        "gating": elem * d.d_inner if d.family == "mamba2" else 0,
+    }
+    if d.family == "mamba1":
+        r, n = d.dt_rank, d.d_state
+        weights["ssm_params"] = elem * (d.d_inner * (r + 2 * n) + r * d.d_inner)
+        weights["ssm_scan"] = 4 * (d.d_inner * n + 2 * d.d_inner)
+        # the recurrent update touches every state element once more: h = dA*h + dBx, y += C*h
+        scan = Count(batch * d.d_inner * (8.0 * n + 5.0), base["ssm_scan"].bytes_min)
+    else:
+        weights["ssm_scan"] = 4 * 3 * d.nheads
+        scan = Count(batch * d.nheads * d.headdim * (6.0 * d.d_state + 4.0), base["ssm_scan"].bytes_min)
+    out: dict[str, DecodeCount] = {}
+    for comp, count in base.items():
+        if comp == "ssm_scan":
+            out[comp] = _dc(scan, weights[comp], 2.0 * cache["ssm_scan"])
+        elif comp == "conv1d":
+            out[comp] = _dc(count, weights[comp], 2.0 * cache["conv1d"])
+        else:
+            out[comp] = _dc(count, weights.get(comp, 0))
+    return out
+
+
+def decode_model_counts(d_model: int, vocab: int | None, batch: int, elem: int) -> dict[str, DecodeCount]:
+    """Closed forms of the step's parts outside the mixers, per layer (`norm`, `residual`) and per model
+    (`embedding`, `lm_head`, final `norm` under the key `final_norm`)."""
+    out = {"norm": _dc(norm_count(d_model, batch, 1, elem), elem * d_model),
+           "residual": _dc(residual_count(d_model, batch, 1, elem), 0),
+           "embedding": _dc(embedding_count(d_model, batch, 1, elem), elem * batch * d_model),
+           "final_norm": _dc(norm_count(d_model, batch, 1, elem), elem * d_model)}
+    if vocab:
+        out["lm_head"] = _dc(lm_head_count(d_model, vocab, batch, 1, elem), elem * d_model * vocab)
+    return out

@@ -97,9 +97,22 @@ def _exc_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def check_model_file(path: Path) -> None:
+    """ModelLoadError (one line) when `path` cannot be opened at all: missing, a symlink loop, no permission."""
+    path = Path(path)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file {path} does not exist", "check the path") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a name too long, no permission to look
+        raise ModelLoadError(f"model file {path} cannot be opened: {exc.strerror or exc}",
+                             "check the path (a symbolic link that points to itself?)") from None
+
+
 def import_model_file(path: Path) -> Any:
     """Execute model.py and return its module object (user code runs here)."""
     path = Path(path)
+    check_model_file(path)
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist", "check the path")
     if path.is_dir():
@@ -132,6 +145,9 @@ def import_model_file(path: Path) -> Any:
                 if missing.split(".")[0] in ("mamba_ssm", "causal_conv1d", "selective_scan_cuda")
                 else "install the module the file imports, or fix the import")
         raise ModelLoadError(f"importing {path.name} raised {_exc_line(exc)}{_where(exc, path)}", hint) from exc
+    except SystemExit as exc:  # sys.exit()/exit() at import: the file stopped instead of defining a model
+        raise ModelLoadError(f"importing {path.name} called sys.exit({exc.code!r}){_where(exc, path)}",
+                             "a model file must not exit; remove the call") from None
     except Exception as exc:  # noqa: BLE001 - user code can raise anything
         raise ModelLoadError(f"importing {path.name} raised {_exc_line(exc)}{_where(exc, path)}",
                              "fix the file; run with --debug for the traceback") from exc
@@ -156,6 +172,10 @@ def load_model_file(path: Path, device: torch.device, dtype: torch.dtype) -> Loa
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if k in params}
         try:
             model = build(**kwargs)
+        except SystemExit as exc:  # sys.exit(0) must not pass for a clean exit with nothing done
+            where = _where(exc, path.resolve())
+            raise ModelLoadError(f"build_model() in {path.name} called sys.exit({exc.code!r}){where}",
+                                 "build_model must return the model; remove the call") from None
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"build_model() in {path.name} raised {_exc_line(exc)}{_where(exc, path.resolve())}",
                                  "run with --debug for the traceback") from exc
@@ -215,7 +235,10 @@ def load_preset(name: str, device: torch.device, dtype: torch.dtype, backend: st
     preset = get_preset(name)
     quiet_transformers()
     if backend == "auto":
-        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "hf"
+        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() and not preset.hf_family else "hf"
+    if backend == "mamba_ssm" and preset.hf_family:
+        raise BadArgumentError(f"preset {name} is a transformers {preset.hf_family} model",
+                               "use --backend hf (it calls the mamba_ssm kernels where they are installed)")
     torch.manual_seed(0)
     if backend == "mamba_ssm":
         if device.type != "cuda" or not mamba_ssm_available():
@@ -223,7 +246,7 @@ def load_preset(name: str, device: torch.device, dtype: torch.dtype, backend: st
                                    "install mambaprof[cuda] on a GPU machine, or use --backend hf")
         model = build_mamba_ssm(preset, device, dtype)
     elif backend == "hf":
-        model = _place(build_hf(preset), device, dtype)
+        model = _place(build_hf(preset, device, dtype) if preset.hf_family else build_hf(preset), device, dtype)
     else:
         raise BadArgumentError(f"--backend {backend!r} is not one of auto, hf, mamba_ssm")
     return LoadedModel(model=model, source=source, ref=name, config={**preset.as_dict(), "backend": backend})
@@ -235,5 +258,9 @@ def load_default(device: torch.device, dtype: torch.dtype) -> LoadedModel:
 
 
 def _place(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
+    meta = next((name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise ModelLoadError(f"the model's {meta} is on the meta device (a shape without data)",
+                             "build the model with real weights (not under torch.device('meta') or init_empty_weights)")
     model = model.to(device=device) if dtype is None else model.to(device=device, dtype=dtype)
     return model.eval()

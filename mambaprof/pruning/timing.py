@@ -200,3 +200,65 @@ def interleaved_decode(models: Sequence[nn.Module], prompt: torch.Tensor, steps:
 def median(values: Sequence[float]) -> float | None:
     """Median, or None for no values."""
     return statistics.median(values) if values else None
+
+
+@dataclass
+class GraphDecodeResult:
+    """Per batch: per model, ms per decode step replayed from a CUDA graph, one value per repeat."""
+
+    batches: list[int]
+    ms_per_token: dict[int, list[list[float]]]
+
+
+def interleaved_graph_decode(models: Sequence[nn.Module], prompt_len: int, batches: Sequence[int], steps: int,
+                             repeats: int, warmup: int, device: torch.device, vocab: int, seed: int = 0
+                             ) -> GraphDecodeResult:
+    """The decode step of each model captured as one CUDA graph (mambaprof.model.decode's split step, the same
+    kernels as the model's own step) at each batch, timed as a greedy loop (token copy, replay, argmax) of
+    `steps` steps per repeat, the models interleaved within each repeat. A batch that does not fit is left out
+    (its list stays empty). ms per token = loop time / steps."""
+    from mambaprof.collectors import graphs
+    from mambaprof.model.decode import decode_step_for
+    from mambaprof.model.structure import discover
+
+    out: dict[int, list[list[float]]] = {}
+    done: list[int] = []
+    for batch in batches:
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
+        bodies = []
+        steppers = []
+        try:
+            with torch.inference_mode():
+                for model in models:
+                    stepper = decode_step_for(model, discover(model), batch, prompt_len + 8)
+                    first = stepper.prefill(ids).argmax(-1, keepdim=True)
+                    stepper.token.copy_(first)
+                    graph = graphs.capture(lambda s=stepper: s.split_step(), warmup=max(warmup, 2))
+                    logits = stepper.ctx["logits"]
+                    state = {"tok": first}
+
+                    def body(s: Any = stepper, gr: Any = graph, lg: torch.Tensor = logits,
+                             st: dict[str, torch.Tensor] = state) -> None:
+                        s.token.copy_(st["tok"])
+                        gr.replay()
+                        st["tok"] = lg.argmax(-1, keepdim=True)
+
+                    steppers.append((stepper, graph))
+                    bodies.append(body)
+                times: list[list[float]] = [[] for _ in models]
+                for r in range(warmup + repeats):
+                    for i, body in enumerate(bodies):
+                        ms = graphs.time_loop(body, steps, device, warmup=1)
+                        if r >= warmup:
+                            times[i].append(ms)
+        except torch.cuda.OutOfMemoryError:
+            times = [[] for _ in models]
+        finally:
+            for stepper, _graph in steppers:
+                stepper.release()
+            del bodies, steppers
+            torch.cuda.empty_cache()
+        out[batch] = times
+        done.append(batch)
+    return GraphDecodeResult(done, out)

@@ -27,7 +27,7 @@ from torch import nn
 
 from mambaprof.collectors.context import PointSpec
 from mambaprof.collectors.timing import synchronize
-from mambaprof.errors import BadArgumentError, StorageError, one_line
+from mambaprof.errors import BadArgumentError, RunInterrupted, StorageError, one_line
 from mambaprof.evaluation.chance import accuracy_caveat
 from mambaprof.evaluation.lm import Perplexity, check_byte_lm, lm_logits, perplexity
 from mambaprof.evaluation.tasks import TASKS, make_task, task_accuracy
@@ -43,13 +43,14 @@ from mambaprof.pruning.recovery import TrainResult, recover
 from mambaprof.pruning.timing import (
     activation_peak_bytes,
     interleaved_decode,
+    interleaved_graph_decode,
     interleaved_prefill,
     median,
     random_ids,
 )
 from mambaprof.run.autotune import AutotunePolicy
 from mambaprof.run.measure import measure_point
-from mambaprof.run.sweep import TraceConfig, free_memory, is_oom, is_storage_failure, run_record
+from mambaprof.run.sweep import TraceConfig, free_memory, interrupts_raise, is_oom, is_storage_failure, run_record
 from mambaprof.storage.rundir import RunWriter, utcnow
 from mambaprof.storage.schema.base import json_cell
 from mambaprof.taxonomy import MIXER_COMPONENTS
@@ -74,6 +75,9 @@ class PruneConfig:
     warmup: int = 1
     decode_steps: int = 16
     decode_prompt: int = 32
+    #: GPU: batches at which the decode step is also timed replayed from a CUDA graph (where the state traffic,
+    #: not launch overhead, sets the step time); empty: none
+    decode_graph_batches: list[int] = field(default_factory=list)
     calib_path: Path | None = None  # calibration text; the recovery fine-tune trains on all of it
     calib_tokens: int = 1 << 16
     calib_seqlen: int = 256
@@ -135,6 +139,7 @@ class Timings:
     prefill_ms: dict[int, list[float]] = field(default_factory=dict)  # seqlen -> ms per repeat
     activation_peak: dict[int, int | None] = field(default_factory=dict)
     decode_ms: list[float] = field(default_factory=list)
+    decode_graph_ms: dict[int, list[float]] = field(default_factory=dict)  # batch -> ms per repeat
     cache_bytes: int | None = None
     ssm_state_bytes: int = 0
     conv_state_bytes: int = 0
@@ -192,6 +197,8 @@ class WhatIf:
         self.timed: dict[int, nn.Module] = {}  # timing variant id -> model in the serving dtype
         self.timings: dict[int, Timings] = {}
         self.saved: Path | None = None
+        #: variant id -> rows of the `pruning` table on disk (what the run record counts)
+        self.on_disk: dict[int, int] = {}
         #: Triton autotuning of the timed variants: every kernel key retuned at the largest prefill shape
         self.autotune = AutotunePolicy("largest")
         for ratio in config.ratios:  # a ratio leaving a layer without states fails now, not after calibration
@@ -212,41 +219,53 @@ class WhatIf:
         self._write_record(trace_cfg, started, "running", None, 0, None)
         status, reason = "complete", None
         rows: list[dict[str, Any]] = []
-        try:
-            # calibration reads the first calib_tokens; recovery trains on all of the calibration text
-            calib = corpus_tokens(c.calib_path, "calib", max(c.calib_tokens, RECOVERY_TEXT_BYTES), "--calib")
-            evalt = corpus_tokens(c.eval_path, "eval", c.eval_tokens, "--eval")
-            _check_tokens(calib, c.calib_seqlen, "the calibration text", "--calib")
-            _check_tokens(evalt, c.eval_seqlen + 1, "the evaluation text", "--eval")
-            if c.recover_steps:
-                _check_tokens(calib, c.recover_seqlen + 2, "the calibration text", "--calib")
-            scores = self._calibrate(calib)
-            plans = self._plans(scores)
-            for i, (score, ratio, plan) in enumerate(plans):
-                self.report(i, len(plans) + 3, f"variant {i + 1}/{len(plans)} {score}@{ratio:g}")
-                self._variant(i, score, ratio, plan, calib, evalt)
-                self._write_rows(self.variants[-1:])  # accuracy now (a killed run keeps it), timings later
-            self.report(len(plans), len(plans) + 3, "prefill + decode timing")
-            self._time_all()
-            self.report(len(plans) + 1, len(plans) + 3, "components")
-            self._components()
-            rows = self._write_rows(self.variants)
-            self.report(len(plans) + 3, len(plans) + 3, "done")
-            if any(t.notes for t in self.timings.values()):
-                status, reason = "incomplete", "; ".join(n for t in self.timings.values() for n in t.notes)[:500]
-        except BaseException as exc:
-            status, reason = "failed", one_line(exc)
-            if is_storage_failure(exc):
-                raise StorageError(f"results could not be written to {self.writer.out}: {reason}",
-                                   "free disk space or raise the file-size limit; finished variants stay readable"
-                                   ) from exc
-            raise
-        finally:
+        interrupted: RunInterrupted | None = None
+        with interrupts_raise() as guard:  # as a trace: a signal stops the what-if, the record says so
             try:
-                self._write_record(trace_cfg, started, status, reason, len(rows), utcnow())
-            except OSError as exc:
-                if not is_storage_failure(exc):
-                    raise
+                # calibration reads the first calib_tokens; recovery trains on all of the calibration text
+                calib = corpus_tokens(c.calib_path, "calib", max(c.calib_tokens, RECOVERY_TEXT_BYTES), "--calib")
+                evalt = corpus_tokens(c.eval_path, "eval", c.eval_tokens, "--eval")
+                _check_tokens(calib, c.calib_seqlen, "the calibration text", "--calib")
+                _check_tokens(evalt, c.eval_seqlen + 1, "the evaluation text", "--eval")
+                if c.recover_steps:
+                    _check_tokens(calib, c.recover_seqlen + 2, "the calibration text", "--calib")
+                scores = self._calibrate(calib)
+                plans = self._plans(scores)
+                for i, (score, ratio, plan) in enumerate(plans):
+                    self.report(i, len(plans) + 3, f"variant {i + 1}/{len(plans)} {score}@{ratio:g}")
+                    self._variant(i, score, ratio, plan, calib, evalt)
+                    self._write_rows(self.variants[-1:])  # accuracy now (a killed run keeps it), timings later
+                self.report(len(plans), len(plans) + 3, "prefill + decode timing")
+                self._time_all()
+                self.report(len(plans) + 1, len(plans) + 3, "components")
+                self._components()
+                rows = self._write_rows(self.variants)
+                self.report(len(plans) + 3, len(plans) + 3, "done")
+                if any(t.notes for t in self.timings.values()):
+                    status, reason = "incomplete", "; ".join(n for t in self.timings.values() for n in t.notes)[:500]
+            except (RunInterrupted, KeyboardInterrupt) as exc:
+                interrupted = exc if isinstance(exc, RunInterrupted) else RunInterrupted("SIGINT")
+                status = "incomplete"
+                reason = (f"interrupted by {interrupted.signame} after {len(self.on_disk)} variant(s) written; "
+                          "finished variants are readable (their accuracy; timings only once every variant ran)")
+            except BaseException as exc:
+                status, reason = "failed", one_line(exc)
+                if is_storage_failure(exc):
+                    raise StorageError(f"results could not be written to {self.writer.out}: {reason}",
+                                       "free disk space or raise the file-size limit; finished variants stay "
+                                       "readable") from exc
+                raise
+            finally:
+                guard.disarm()  # the record below is always written
+                try:
+                    self._write_record(trace_cfg, started, status, reason, sum(self.on_disk.values()), utcnow())
+                except OSError as exc:
+                    if not is_storage_failure(exc):
+                        raise
+        if interrupted is None and guard.received:
+            interrupted = RunInterrupted(guard.received[0])
+        if interrupted is not None:
+            raise interrupted
         return WhatIfResult(self.variants, rows, status, reason, self.saved, self.caveat())
 
     def caveat(self) -> str | None:
@@ -379,6 +398,18 @@ class WhatIf:
         for vid, ms, nbytes in zip(ids_order, result.ms_per_token, result.cache_bytes, strict=True):
             self.timings[vid].decode_ms = ms
             self.timings[vid].cache_bytes = nbytes
+        if c.decode_graph_batches and c.device.type == "cuda":
+            try:
+                graph = interleaved_graph_decode(models, c.decode_prompt, c.decode_graph_batches, c.decode_steps,
+                                                 c.repeats, c.warmup, c.device, self.vocab, c.seed + 1)
+            except Exception as exc:  # noqa: BLE001 - optional: recorded, the rest goes on
+                free_memory(c.device)
+                for vid in ids_order:
+                    self.timings[vid].notes.append(f"decode with CUDA graphs not measured: {one_line(exc)}")
+                return
+            for i, vid in enumerate(ids_order):
+                self.timings[vid].decode_graph_ms = {b: graph.ms_per_token[b][i] for b in graph.batches
+                                                     if graph.ms_per_token[b][i]}
 
     def _components(self) -> None:
         c = self.config
@@ -419,7 +450,9 @@ class WhatIf:
         """(Re)write the `pruning` part of each variant (one part per variant, replaced atomically)."""
         rows = self._rows()
         for v in variants:
-            self.writer.write_rows("pruning", [r for r in rows if r["variant_id"] == v.variant_id], v.variant_id)
+            mine = [r for r in rows if r["variant_id"] == v.variant_id]
+            self.writer.write_rows("pruning", mine, v.variant_id)
+            self.on_disk[v.variant_id] = len(mine)
         return rows
 
     def _rows(self) -> list[dict[str, Any]]:
@@ -464,6 +497,7 @@ class WhatIf:
                     "decode_ms_per_token": decode_ms,
                     "decode_tokens_per_s": c.batch / decode_ms * 1e3 if decode_ms else None,
                     "decode_speedup": base_decode / decode_ms if decode_ms and base_decode else None,
+                    **_graph_decode_columns(t, bt),
                     "cache_bytes": t.cache_bytes, "ssm_state_bytes": t.ssm_state_bytes,
                     "conv_state_bytes": t.conv_state_bytes,
                     "cache_bytes_delta_pct": _pct(t.cache_bytes, bt.cache_bytes),
@@ -498,5 +532,19 @@ def run_whatif(loaded: LoadedModel, config: PruneConfig, writer: RunWriter,
     """Check the plan, prepare the run directory and run the what-if (see the module docstring)."""
     whatif = WhatIf(loaded, config, writer, progress)
     writer.prepare()
-    return whatif.run()
+    try:
+        return whatif.run()
+    finally:
+        writer.release()
 
+
+
+def _graph_decode_columns(t: Timings, base: Timings) -> dict[str, Any]:
+    """The CUDA-graph decode columns of one variant: batches, median ms per token, speedup vs unpruned."""
+    batches = sorted(t.decode_graph_ms)
+    if not batches:
+        return {}
+    ms = [median(t.decode_graph_ms[b]) for b in batches]
+    base_ms = [median(base.decode_graph_ms.get(b, [])) for b in batches]
+    return {"decode_graph_batches": batches, "decode_graph_ms_per_token": ms,
+            "decode_graph_speedup": [bm / m if bm and m else None for bm, m in zip(base_ms, ms, strict=True)]}

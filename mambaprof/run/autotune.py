@@ -169,13 +169,16 @@ class AutotunePolicy:
 
     def before_sweep(self, points: Sequence[tuple[int, int]], forward: Callable[[int, int], None],
                      is_oom: Callable[[BaseException], bool], release: Callable[[], None],
-                     progress: Callable[[str], None] = lambda desc: None) -> bool:
+                     progress: Callable[[str], None] = lambda desc: None,
+                     agree: Callable[[float], float] | None = None) -> bool:
         """`largest`: reset the autotuners and run one untimed `forward(batch, seqlen)` at the largest of
         `points` (tokens; ties: larger batch), so every point runs with the configs picked there. An OOM
         (`is_oom`) frees memory (`release`) and tries the next largest, up to MAX_TUNE_ATTEMPTS; after that
         or another exception, tuning is given up (reason kept) and the kernels tune at the first point as
         before. Nothing happens for the other policies or without autotuners. Returns True when a tuning
-        forward was attempted. Interrupts (BaseException) propagate."""
+        forward was attempted. Interrupts (BaseException) propagate. `agree` (under ranks running the same
+        points: the MAX of a number over them) makes every rank see a failure when any rank failed, so all
+        run the same tuning forwards."""
         if self.policy != "largest" or not points:
             return False
         tuners = find_autotuners(self.prefixes)
@@ -192,6 +195,12 @@ class AutotunePolicy:
                 forward(*point)
             except Exception as exc:  # noqa: BLE001 - a failed tuning forward never fails the run
                 failure = (is_oom(exc), _line(exc))
+            if agree is not None:  # 0 ok, 1 failed, 2 out of memory: the worst over the ranks
+                worst = agree(0.0 if failure is None else (2.0 if failure[0] else 1.0))
+                if worst > 0 and failure is None:
+                    failure = (worst >= 2, "failed on another rank")
+                elif worst >= 2 and failure is not None:
+                    failure = (True, failure[1])
             if failure is None:
                 self.tuned_at = point
                 if out_of_memory:

@@ -50,18 +50,51 @@ class Instrumenter:
                 span(m, Window(MODEL_LAYER, "lm_head"))
             for m in st.final_norms:
                 span(m, Window(MODEL_LAYER, "norm"))
-            for site in st.mixers:
-                if site.block is not None:
-                    span(site.block, Window(site.layer, BLOCK))
-                    for m in site.norms:
-                        span(m, Window(site.layer, "norm"))
-                    for m in site.others:
-                        span(m, Window(site.layer, "other"))
+            # modules inside layers are marked once each, with the layer of the block that is running: a module
+            # that several layers share (Zamba2's shared transformer) is counted in whichever layer calls it
+            current: list[int] = []
+            inner: dict[int, tuple[nn.Module, str]] = {}
+            for ls in st.layers:
+                if ls.block is not None:
+                    def block_in(*_: Any, _l: int = ls.layer) -> None:
+                        current.append(_l)
+                        probe.enter(Window(_l, BLOCK))
+
+                    def block_out(*_: Any, _l: int = ls.layer) -> None:
+                        probe.exit(Window(_l, BLOCK))
+                        if current:
+                            current.pop()
+
+                    handles.append(ls.block.register_forward_pre_hook(block_in))
+                    handles.append(ls.block.register_forward_hook(block_out, always_call=True))
+                for comp, mods in (("attention", ls.attention), ("mlp", ls.mlp), ("moe", ls.moe),
+                                   ("norm", ls.norms), ("other", ls.others)):
+                    for m in mods:
+                        inner.setdefault(id(m), (m, comp))
+                for a in ls.asis:
+                    span(a.module, Window(a.layer, MIXER))
+                site = ls.mixer
+                if site is None:
+                    continue
                 if self.split:
                     self._patch(site, probe)
                     patched.append(site.module)
                 else:
                     span(site.module, Window(site.layer, MIXER))
+            for module, comp in inner.values():
+                opened: list[Window] = []
+
+                def enter(*_: Any, _c: str = comp, _o: list[Window] = opened) -> None:
+                    w = Window(current[-1] if current else MODEL_LAYER, _c)
+                    _o.append(w)
+                    probe.enter(w)
+
+                def leave(*_: Any, _o: list[Window] = opened) -> None:
+                    if _o:
+                        probe.exit(_o.pop())
+
+                handles.append(module.register_forward_pre_hook(enter))
+                handles.append(module.register_forward_hook(leave, always_call=True))
             if st.fused_final_norm is not None:
                 last_block, backbone = st.fused_final_norm
                 final = Window(MODEL_LAYER, "norm")

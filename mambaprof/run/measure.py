@@ -18,12 +18,23 @@ from mambaprof.collectors import profiler
 from mambaprof.collectors.context import PointCollector, PointContext, PointSpec
 from mambaprof.collectors.markers import BLOCK, FORWARD, MIXER, RangeListener, Window
 from mambaprof.collectors.timing import ForwardTimer, WindowTimer
-from mambaprof.model.counts import Count, embedding_count, lm_head_count, mixer_counts, norm_count, residual_count
+from mambaprof.model.counts import (
+    Count,
+    attention_count,
+    attention_dims,
+    embedding_count,
+    lm_head_count,
+    mixer_counts,
+    mlp_count,
+    moe_count,
+    norm_count,
+    residual_count,
+)
 from mambaprof.model.inputs import ModelCall, OutputCheck, compare_outputs
 from mambaprof.model.structure import ModelStructure, expected_components
 from mambaprof.paired import PairedDifference, paired_difference
 from mambaprof.run.instrument import Instrumenter
-from mambaprof.taxonomy import MODEL_LAYER
+from mambaprof.taxonomy import MIXER_COMPONENTS, MODEL_LAYER
 
 #: Fewest timed (original, split) pairs a point gets, whatever the time cap.
 MIN_TIMED_REPEATS = 3
@@ -43,6 +54,12 @@ def more_fidelity_pairs(diff: PairedDifference | None, pairs: int, elapsed_s: fl
     return diff.half_width_pct > FIDELITY_PRECISION_PCT
 
 
+def agreed(spec: PointSpec, value: float) -> float:
+    """`value` as every rank running this point sees it: its MAX over them (`spec.agree_max`), or itself
+    in a single process. Each call is a collective under ranks: call it unconditionally at the same place."""
+    return value if spec.agree_max is None else float(spec.agree_max(float(value)))
+
+
 @dataclass
 class PointMeasurement:
     """Rows produced for one point."""
@@ -58,6 +75,10 @@ def _stats(values: list[float]) -> dict[str, float]:
             "max": max(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
+#: components marked inside a layer block besides the mixer (their spans are subtracted to get `residual`)
+_LAYER_MARKED = ("norm", "other", "attention", "mlp", "moe")
+
+
 def component_walls(spans: dict[Window, float], structure: ModelStructure) -> dict[tuple[int, str], float]:
     """Per (layer, component) wall ms of one forward from window spans.
 
@@ -69,14 +90,14 @@ def component_walls(spans: dict[Window, float], structure: ModelStructure) -> di
         if w.name not in (FORWARD, BLOCK, MIXER):
             out[(w.layer, w.name)] += ms
     inside_forward = 0.0
-    for site in structure.mixers:
-        layer = site.layer
+    for ls in structure.layers:
+        layer = ls.layer
         mixer_ms = spans.get(Window(layer, MIXER), 0.0)
-        if site.block is not None:
+        if ls.block is not None:
             block_ms = spans.get(Window(layer, BLOCK), 0.0)
-            children = mixer_ms + out.get((layer, "norm"), 0.0) + out.get((layer, "other"), 0.0)
+            children = mixer_ms + sum(out.get((layer, c), 0.0) for c in _LAYER_MARKED)
             leftover = max(block_ms - children, 0.0)
-            out[(layer, "norm" if site.fused_add_norm else "residual")] += leftover
+            out[(layer, "norm" if ls.fused_add_norm else "residual")] += leftover
             inside_forward += block_ms
         else:
             inside_forward += mixer_ms
@@ -88,20 +109,36 @@ def component_walls(spans: dict[Window, float], structure: ModelStructure) -> di
 
 
 def component_counts(structure: ModelStructure, batch: int, seqlen: int, elem: int) -> dict[tuple[int, str], Count]:
-    """Closed-form counts per (layer, component) for one forward."""
+    """Closed-form counts per (layer, component) for one forward (mixers, attention, mlp, moe, norms)."""
     out: dict[tuple[int, str], Count] = {}
+    dm = structure.d_model
     for site in structure.mixers:
         for comp, count in mixer_counts(site.dims, batch, seqlen, elem).items():
             out[(site.layer, comp)] = count
-        if site.block is not None:
-            dm = site.dims.d_model
-            norm = norm_count(dm, batch, seqlen, elem)
+    for ls in structure.layers:
+        key = ls.layer
+        for m in ls.attention:
+            d = attention_dims(m)
+            if d is not None:
+                c = attention_count(d, dm, batch, seqlen, elem)
+                out[(key, "attention")] = out[(key, "attention")] + c if (key, "attention") in out else c
+        for m in ls.mlp:
+            c = mlp_count(m, dm, batch, seqlen, elem)
+            out[(key, "mlp")] = out[(key, "mlp")] + c if (key, "mlp") in out else c
+        for m in ls.moe:
+            mc = moe_count(m, dm, batch, seqlen, elem)
+            if mc is not None:
+                out[(key, "moe")] = out[(key, "moe")] + mc if (key, "moe") in out else mc
+        if ls.block is not None and dm:
+            norm = Count(0.0, 0.0)
+            for _ in ls.norms or [None]:
+                norm = norm + norm_count(dm, batch, seqlen, elem)
             res = residual_count(dm, batch, seqlen, elem)
-            if site.fused_add_norm:
-                out[(site.layer, "norm")] = norm + res
+            if ls.fused_add_norm:
+                out[(key, "norm")] = norm + res
             else:
-                out[(site.layer, "norm")] = norm
-                out[(site.layer, "residual")] = res
+                out[(key, "norm")] = norm
+                out[(key, "residual")] = res
     dm = structure.d_model
     if structure.embeddings:
         out[(MODEL_LAYER, "embedding")] = embedding_count(dm, batch, seqlen, elem)
@@ -135,8 +172,8 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     phase("warm-up")
     t0 = time.perf_counter()
     warm_rounds = 0
-    for i in range(spec.warmup):
-        if cap is not None and i > 0 and time.perf_counter() - t0 > cap / 2:
+    for i in range(spec.warmup):  # time caps compare the slowest rank's elapsed time (agreed): same rounds on all
+        if cap is not None and i > 0 and agreed(spec, time.perf_counter() - t0) > cap / 2:
             break
         ctx.run_original()
         ctx.run_instrumented([windows])
@@ -180,16 +217,24 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
     passes = (time_original, time_bare, time_marked)
     t0 = time.perf_counter()
     for i in range(spec.repeats):
-        if cap is not None and i >= MIN_TIMED_REPEATS and time.perf_counter() - t0 > cap:
+        if cap is not None and i >= MIN_TIMED_REPEATS and agreed(spec, time.perf_counter() - t0) > cap:
             break
         for k in range(len(passes)):
             passes[(i + k) % len(passes)]()
     # the fidelity pairs go on (original and bare split, taking turns going first) until their paired
     # difference is precise, within the point's cap (or as long again as the planned repeats took)
-    planned_s = time.perf_counter() - t0
+    # under ranks every rank takes another pair when any of them wants one (and the slowest one's time decides)
+    planned_s = agreed(spec, time.perf_counter() - t0)
     budget_s = cap if cap is not None else 2.0 * planned_s
     fidelity = paired_difference(orig_ms, bare_ms)
-    while more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s):
+
+    def another_pair() -> bool:
+        if len(bare_ms) >= MAX_FIDELITY_PAIRS:  # the same count on every rank: no collective needed to stop here
+            return False
+        want = more_fidelity_pairs(fidelity, len(bare_ms), time.perf_counter() - t0, budget_s)
+        return agreed(spec, 1.0 if want else 0.0) > 0.0
+
+    while another_pair():
         first, second = (time_original, time_bare) if len(bare_ms) % 2 == 0 else (time_bare, time_original)
         first()
         second()
@@ -205,6 +250,7 @@ def measure_point(spec: PointSpec, structure: ModelStructure, call: ModelCall,
         recording = profiler.record(lambda: ctx.run_instrumented([RangeListener()]), spec.device,
                                     spec.profile_repeats, spec.trace_dir, worker)
         families = {s.layer: s.dims.family for s in structure.mixers}
+        families.update({a.layer: a.family for a in structure.asis})
         kernel_rows = profiler.attribute(recording, families, structure.fused_norm_layers)
         del recording
         kstats = profiler.component_stats(kernel_rows, spec.profile_repeats)
@@ -245,6 +291,7 @@ def _component_rows(spec: PointSpec, structure: ModelStructure, identity: dict[s
     elem = torch.empty((), dtype=spec.dtype).element_size()
     counts = component_counts(structure, spec.batch, spec.seqlen, elem)
     sites = {s.layer: s for s in structure.mixers}
+    layer_sites = {ls.layer: ls for ls in structure.layers}
     for site in structure.mixers:
         if "gating" in site.adapter.fused_components(site.module) and (site.layer, "gating") in counts:
             # the scan kernel does the gating: its count includes the gating FLOPs and reading z
@@ -258,14 +305,19 @@ def _component_rows(spec: PointSpec, structure: ModelStructure, identity: dict[s
     for layer, comp in keys:
         site = sites.get(layer)
         fused = site.adapter.fused_components(site.module) if site is not None else {}
+        ls = layer_sites.get(layer)
+        asis = ls.asis[0] if ls is not None and ls.asis else None
         row: dict[str, Any] = {
             **identity, "layer": layer, "component": comp,
-            "family": site.dims.family if site is not None else "model",
-            "mixer_class": site.mixer_class if site is not None else None,
+            "family": site.dims.family if site is not None else (ls.family if ls is not None else "model"),
+            "mixer_class": site.mixer_class if site is not None else (asis.mixer_class if asis else None),
+            "layer_kind": ls.kind if ls is not None else "model",
         }
         note = fused.get(comp)
-        if site is not None and site.fused_add_norm and comp == "norm":
+        if ls is not None and ls.fused_add_norm and comp == "norm":
             note = "includes the residual add (fused add+norm kernel)"
+        if asis is not None and comp in MIXER_COMPONENTS:
+            note = f"mixer profiled as-is ({asis.reason}): kernel-name rules, no wall split"
         row["note"] = note
         if split and walls and comp not in fused and (layer, comp) in marked:
             values = [w.get((layer, comp), 0.0) for w in walls]

@@ -26,22 +26,15 @@ import torch
 from mambaprof import __version__
 from mambaprof.collectors.context import PointCollector, PointSpec, Rows, RunCollector
 from mambaprof.env import collect_env
+from mambaprof.errors import RunInterrupted as RunInterrupted  # re-exported: the sweep raises it
 from mambaprof.errors import StorageError, one_line
 from mambaprof.model.inputs import make_call
 from mambaprof.model.loading import LoadedModel
-from mambaprof.model.structure import ModelStructure
+from mambaprof.model.structure import ModelStructure, layer_rows
 from mambaprof.run.autotune import AutotunePolicy
 from mambaprof.run.measure import measure_point
-from mambaprof.storage.rundir import RunWriter, utcnow
+from mambaprof.storage.rundir import RunWriter, read_table, utcnow
 from mambaprof.storage.schema.base import json_cell
-
-
-class RunInterrupted(BaseException):
-    """Raised inside the sweep when SIGINT or SIGTERM arrives."""
-
-    def __init__(self, signame: str) -> None:
-        super().__init__(signame)
-        self.signame = signame
 
 
 @dataclass
@@ -64,6 +57,10 @@ class TraceConfig:
     #: When Triton kernels autotune (mambaprof.run.autotune): `largest` (once, at the largest point, before the
     #: first), `first` (at the first shape each kernel runs) or `per-point` (at every point's own shape).
     autotune: str = "largest"
+    #: Under torch.distributed ranks that run the same points (--no-shard): the MAX of a number over the ranks
+    #: (a collective), so that time caps, extra fidelity pairs and autotune fallbacks are decided alike on all
+    #: (see PointSpec.agree_max); set by mambaprof.distributed, never recorded.
+    agree_max: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
 
     def points(self) -> list[tuple[int, int]]:
         """(batch, seqlen) pairs in sweep order: batch-major, seqlen ascending."""
@@ -107,13 +104,16 @@ def is_oom(exc: BaseException) -> bool:
                                                or "not enough memory" in text.lower())
 
 
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+#: errors of a write that cannot succeed: disk full, file too large, quota, read-only, I/O, no permission
+#: (chmod, an immutable file: EPERM)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
+                            errno.EPERM})
 
 
 def is_storage_failure(exc: BaseException) -> bool:
     """True when an exception says results cannot be written (disk full, file too large, read-only)."""
     while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
@@ -204,6 +204,10 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
         "model_family": structure.family, "n_layers": len(structure.mixers),
         "n_params": sum(p.numel() for p in model.parameters()),
         "mixer_classes": ",".join(structure.mixer_classes),
+        "n_model_layers": len(structure.layers),
+        "layer_kinds": ",".join(ls.kind for ls in structure.layers),
+        "asis_layers": [a.layer for a in structure.asis],
+        "asis_reasons": "\n".join(f"{a.layer}: {a.reason}" for a in structure.asis) or None,
         "model_config_json": json_cell(loaded.config) if loaded.config else None,
         "config_json": config.as_json(), "seqlens": sorted(config.seqlens), "batches": config.batches,
         "dtype": str(config.dtype).replace("torch.", ""), "mode": config.mode, "repeats": config.repeats,
@@ -221,9 +225,6 @@ def run_record(writer: RunWriter, loaded: LoadedModel, structure: ModelStructure
 
 
 ProgressFn = Callable[[int, int, str], None]
-
-
-
 
 
 def _merge(into: Rows, more: Rows) -> Rows:
@@ -251,6 +252,8 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     autotune = AutotunePolicy(config.autotune)
     writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
                                        identity=identity, autotune_json=autotune.as_json()))
+    writer.write_rows("layers", [{"run_id": writer.run_id, **identity, **row} for row in layer_rows(structure)],
+                      None, suffix=f"_r{identity.get('rank', 0)}" if identity.get("world_size", 1) > 1 else "")
     trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
     status, reason = "complete", None
     rows: list[dict[str, Any]] = []
@@ -262,7 +265,7 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
         try:
             if autotune.before_sweep([(b, s) for _, b, s in todo], _tuning_forward(loaded, structure, config),
                                      is_oom, lambda: free_memory(config.device),
-                                     lambda desc: report(0, len(todo), desc)):
+                                     lambda desc: report(0, len(todo), desc), agree=config.agree_max):
                 writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
                                                    counts, identity=identity, autotune_json=autotune.as_json()))
             for done, (pid, batch, seqlen) in enumerate(todo):
@@ -287,6 +290,10 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
             storage_error = exc
         finally:
             guard.disarm()  # signals from here on are noted: the run record below is always written
+            # the record counts what is on disk: a signal between a point's write and its count changes nothing
+            counts = _counts_on_disk(writer, [p for p, _, _ in todo], identity.get("rank", 0), counts)
+            if interrupted_by is not None:
+                reason = f"interrupted by {interrupted_by} after {sum(counts.values())} of {len(todo)} points"
             if status == "complete":
                 failed = counts["oom"] + counts["error"]
                 if counts["ok"] == 0 and todo:
@@ -312,6 +319,21 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
         raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
                            "free disk space or raise the file-size limit, then trace the rest into a new --out")
     return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+
+
+def _counts_on_disk(writer: RunWriter, point_ids: Sequence[int], rank: int, fallback: dict[str, int]) -> dict[str, int]:
+    """Point statuses of this sweep's `points` rows on disk (its rank, its point ids); `fallback` when the
+    table cannot be read (e.g. the disk failed)."""
+    try:
+        rows = read_table(writer.out, "points", columns=["rank", "point_id", "status", "run_id"]).to_pylist()
+    except Exception:  # noqa: BLE001 - the in-memory counts are the best there is then
+        return fallback
+    wanted = set(point_ids)
+    counts = {"ok": 0, "oom": 0, "error": 0}
+    for row in rows:
+        if row["run_id"] == writer.run_id and row["rank"] == rank and row["point_id"] in wanted:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
 
 
 def _tuning_forward(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig) -> Callable[[int, int], None]:
@@ -340,7 +362,8 @@ def _run_point(pid: int, batch: int, seqlen: int, loaded: LoadedModel, structure
             "batch": batch, "seqlen": seqlen, "dtype": str(config.dtype).replace("torch.", "")}
     spec = PointSpec(point_id=pid, batch=batch, seqlen=seqlen, device=config.device, dtype=config.dtype,
                      repeats=config.repeats, warmup=config.warmup, profile_repeats=config.profile_repeats,
-                     mode=config.mode, trace_dir=trace_dir, point_seconds=config.point_seconds)
+                     mode=config.mode, trace_dir=trace_dir, point_seconds=config.point_seconds,
+                     agree_max=config.agree_max)
     started = utcnow()
     for collector in run_collectors:
         collector.begin_point(pid)

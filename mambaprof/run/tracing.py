@@ -12,7 +12,14 @@ import torch
 from mambaprof.collectors.context import PointCollector, RunCollector
 from mambaprof.errors import BadArgumentError
 from mambaprof.model.inputs import make_call
-from mambaprof.model.loading import LoadedModel, load_default, load_hf_checkpoint, load_model_file, load_preset
+from mambaprof.model.loading import (
+    LoadedModel,
+    check_model_file,
+    load_default,
+    load_hf_checkpoint,
+    load_model_file,
+    load_preset,
+)
 from mambaprof.model.structure import ModelStructure, discover
 from mambaprof.run.sweep import ProgressFn, SweepResult, TraceConfig, run_sweep
 from mambaprof.storage.rundir import RunWriter
@@ -33,6 +40,8 @@ class ModelSource:
                  if v is not None]
         if len(given) > 1:
             raise BadArgumentError(f"give only one model source, not {' and '.join(given)}")
+        if self.model_file is not None:
+            check_model_file(self.model_file)
 
     def load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
         """Load the model onto `device` in `dtype`."""
@@ -62,15 +71,20 @@ def trace(source: ModelSource, config: TraceConfig, out: Path, force: bool = Fal
           debug: bool = False, writer: RunWriter | None = None, identity: dict[str, Any] | None = None,
           points: Sequence[tuple[int, int, int]] | None = None,
           run_collectors: Sequence[RunCollector] = ()) -> TraceOutcome:
-    """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise."""
+    """Load, discover mixers, prepare the run directory, sweep. Errors before the sweep raise; `out` is
+    checked before the model loads (a refused --out costs no load) and its lock released at the end."""
+    writer = writer or RunWriter(out, force=force)
+    writer.check()
     loaded = source.load(config.device, config.dtype)
     structure = discover(loaded.model)
     if loaded.make_inputs is not None:  # fail fast, before any directory is made, on inputs that cannot work
         batch, seqlen = config.points()[0]
         make_call(loaded.model, structure, batch, seqlen, config.device, config.dtype, loaded.make_inputs)
-    writer = writer or RunWriter(out, force=force)
     writer.prepare()
-    result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
-                       debug=debug, identity=identity, points=points, run_collectors=run_collectors)
+    try:
+        result = run_sweep(loaded, structure, config, writer, extra_collectors=extra_collectors, progress=progress,
+                           debug=debug, identity=identity, points=points, run_collectors=run_collectors)
+    finally:
+        writer.release()
     return TraceOutcome(run_dir=writer.out, run_id=writer.run_id, loaded=loaded, structure=structure,
                         result=result)

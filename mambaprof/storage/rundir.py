@@ -1,15 +1,24 @@
 """Run directories: atomic Parquet writes, the run record, and reading tables back.
 
 Layout: `<run>/<table>/part-*.parquet` for every table of `mambaprof.storage.schema`, plus `tb/` for
-TensorBoard traces. Distributed runs put each rank's parts in `<run>/<table>/rank=K/` (hive-style
-partitions, see docs/DISTRIBUTED.md); the run record `runs/` is never partitioned. Every file is
+TensorBoard traces. Distributed runs put each rank's parts in `<run>/<table>/rank-K/` (plain folders,
+not hive `key=value` partitions: the rank is a column of every row, and a hive key of the same name
+made pandas and pyarrow.parquet refuse the dataset; see docs/DISTRIBUTED.md). Runs written before
+held `rank=K/` folders and still read. The run record `runs/` is never partitioned. A run directory is
+marked as mambaprof's own (MARKER) and locked by the process writing it (LOCK_FILE). Every file is
 written to a hidden temporary name in the same folder, fsynced, then renamed into place, so a
 crash never leaves a half-written file that looks whole.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import re
+import shutil
+import socket
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -31,6 +40,14 @@ ARTIFACT_DIRS = (TB_DIR, "memory_timeline", "ncu")
 MARKER = "_mambaprof_run"
 #: the manifest a study directory holds (one run directory per model beside it)
 STUDY_FILE = "study.json"
+#: Lock file of a run directory being written: JSON with the owner's pid, host and run id.
+LOCK_FILE = "_mambaprof_lock"
+#: What a run id looks like (new_run_id); artifact folders are named by it.
+RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+#: What a table part written by mambaprof is named (part_name, and the temporary name of an atomic write).
+PART_RE = re.compile(r"^(part-(\d{5}|run)[^/]*\.parquet|\.part-[^/]*\.tmp)$")
+#: Partition folders of distributed runs (`rank-K`; `rank=K` in runs written before that layout).
+PARTITION_RE = re.compile(r"^rank[=-]\d+$")
 
 
 def utcnow() -> datetime:
@@ -102,36 +119,56 @@ class RunWriter:
         self.force = force
         self.partition = partition
 
-    def prepare(self) -> None:
-        """Create the directory, refusing to mix with an existing run (see class docstring)."""
+    def check(self) -> bool:
+        """Refuse (RunDirectoryError, one line) an `out` this writer may not write, before any work is done:
+        a file, a folder that holds anything but a run mambaprof marked as its own (MARKER), a run without
+        force, or a run another live process is writing (its LOCK_FILE), force or not. Returns whether `out`
+        holds a previous run (that prepare() replaces)."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise RunDirectoryError(f"--out {out} is a file, not a directory",
                                     "choose a new directory name")
-        if out.is_dir() and any(out.iterdir()) and self.partition is None:
-            is_run = (out / MARKER).exists() or (out / RUN_TABLE).is_dir()
-            if not is_run:
-                raise RunDirectoryError(f"--out {out} exists and is not empty",
-                                        "mambaprof never writes into a folder of other files; choose a new one")
-            if not self.force:
-                raise RunDirectoryError(f"--out {out} already holds a run",
-                                        "pass --force to replace it, or choose a new directory")
-            self._remove_previous_run()
+        inside = _inside_run_folder(out)
+        if inside is not None and self.partition is None:
+            raise RunDirectoryError(f"--out {out} is inside the run {inside.parent}'s own {inside.name}/ folder",
+                                    "its files would become part of that run's table; choose a directory outside it")
+        try:
+            nonempty = out.is_dir() and any(out.iterdir())
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot read --out {out}: {exc.strerror or exc}",
+                                    "choose a readable directory") from exc
+        if not nonempty or self.partition is not None:
+            return False
+        if not (out / MARKER).is_file():
+            raise RunDirectoryError(f"--out {out} exists and is not empty",
+                                    "mambaprof never writes into a folder of other files (--force replaces "
+                                    "only a run directory mambaprof marked as its own); choose a new one")
+        check_not_locked(out)
+        if not self.force:
+            raise RunDirectoryError(f"--out {out} already holds a run",
+                                    "pass --force to replace it, or choose a new directory")
+        return True
+
+    def prepare(self) -> None:
+        """Create the directory and take its lock (see `check`, which it calls first); with force, remove
+        what mambaprof wrote for the previous run there (`remove_previous_run`) and nothing else."""
+        out = self.out
+        previous = self.check()
         try:
             out.mkdir(parents=True, exist_ok=True)
-            (out / MARKER).write_text(f"mambaprof run directory, schema {SCHEMA_VERSION}\n")
+            if self.partition is None:
+                acquire_lock(out, self.run_id)
+                if previous:
+                    remove_previous_run(out)
+                (out / MARKER).write_text(f"mambaprof run directory, schema {SCHEMA_VERSION}, run {self.run_id}\n")
         except OSError as exc:
             raise RunDirectoryError(f"cannot write to --out {out}: {exc.strerror or exc}",
                                     "choose a writable directory") from exc
 
-    def _remove_previous_run(self) -> None:
-        import shutil
-
-        for name in [*TABLES, *ARTIFACT_DIRS]:
-            target = self.out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-        (self.out / MARKER).unlink(missing_ok=True)
+    def release(self) -> None:
+        """Give up the run directory's lock (only when this process holds it)."""
+        if self.partition is None:
+            release_lock(self.out)
 
     def table_dir(self, table: str) -> Path:
         """Folder holding the parts of `table` written by this writer."""
@@ -182,8 +219,13 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
     if not folder.is_dir():
         return spec.arrow_schema().empty_table()
     try:
-        dataset = ds.dataset(folder, format="parquet", partitioning="hive",
-                             ignore_prefixes=[".", "_"], exclude_invalid_files=False)
+        # only Parquet parts: a file of other kind in a table folder (a user's notes) is no part of the table
+        files = sorted(str(f) for f in folder.rglob("*.parquet") if f.is_file()
+                       and not any(piece.startswith((".", "_")) for piece in f.relative_to(folder).parts))
+        if not files:
+            return spec.arrow_schema().empty_table()
+        dataset = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(folder),
+                             exclude_invalid_files=False)
         for fragment in dataset.get_fragments():
             version = newer_version(fragment.physical_schema.metadata)
             if version is not None:
@@ -196,10 +238,162 @@ def read_table(run_dir: Path | str, table: str, columns: list[str] | None = None
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunDirectoryError(f"table {table!r} of {run_dir} is unreadable: {exc}".splitlines()[0],
                                 "the file is truncated or corrupted; `mambaprof validate` lists which") from exc
-    # A rank=K folder's `rank` and the files' own `rank` column are the same value (the distributed
-    # writer derives both from one rank); where a partition key and a column share a name, pyarrow
-    # (like DuckDB with hive_partitioning) reports the folder's value.
+    # Old runs' rank=K folders: the folder's `rank` and the files' own `rank` column are the same value;
+    # where a partition key and a column share a name, pyarrow.dataset reports the folder's value.
     return result
+
+
+def _inside_run_folder(path: Path) -> Path | None:
+    """The table (or artifact) folder of a run directory that `path` lies inside, else None."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    own = set(TABLES) | set(ARTIFACT_DIRS)
+    for folder in [resolved, *resolved.parents]:
+        if folder.name in own and (folder.parent / MARKER).is_file():
+            return folder
+    return None
+
+
+def _read_lock(out: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out / LOCK_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def lock_owner(out: Path) -> dict[str, Any] | None:
+    """The live process writing `out` ({pid, hostname, run_id}), or None when no lock is held (no lock
+    file, or a stale one: its process is gone from this host). A lock of another host counts as held."""
+    data = _read_lock(Path(out))
+    if data is None:
+        return None
+    pid, host = data.get("pid"), data.get("hostname")
+    if not isinstance(pid, int):
+        return None  # unreadable lock: no owner can be named, so none can be waited for
+    if host == socket.gethostname() and (pid == os.getpid() or not process_alive(pid)):
+        return None
+    return data
+
+
+def check_not_locked(out: Path) -> None:
+    """RunDirectoryError (one line) when another live process holds the lock of run directory `out`."""
+    owner = lock_owner(out)
+    if owner is not None:
+        where = "" if owner.get("hostname") == socket.gethostname() else f" on {owner.get('hostname')}"
+        raise RunDirectoryError(f"--out {out} is being written by another mambaprof (pid {owner['pid']}{where}, "
+                                f"run {owner.get('run_id')})",
+                                f"wait for it to finish, or choose a new directory (if that process is gone, "
+                                f"delete {Path(out) / LOCK_FILE})")
+
+
+_HELD: set[Path] = set()
+
+
+def acquire_lock(out: Path, run_id: str) -> None:
+    """Take the lock of run directory `out` for this process (O_EXCL create). A stale lock (its pid no longer
+    runs on this host) is taken over with a note on stderr; a live one raises RunDirectoryError."""
+    out = Path(out)
+    path = out / LOCK_FILE
+    body = json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(), "run_id": run_id,
+                       "started_at": utcnow().isoformat()})
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            check_not_locked(out)
+            old = _read_lock(out) or {}
+            if old.get("pid") != os.getpid():
+                sys.stderr.write(f"note: {out} was locked by pid {old.get('pid')}, which is no longer running; "
+                                 "taking the lock over\n")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body + "\n")
+        _HELD.add(out.resolve())
+        return
+    check_not_locked(out)
+    raise RunDirectoryError(f"could not take the lock of {out}", "another process keeps taking it; try again")
+
+
+def release_lock(out: Path) -> None:
+    """Remove the lock of `out` when this process holds it."""
+    out = Path(out)
+    data = _read_lock(out)
+    if data and data.get("pid") == os.getpid() and data.get("hostname") == socket.gethostname():
+        try:
+            (out / LOCK_FILE).unlink()
+        except OSError:
+            pass
+    _HELD.discard(out.resolve())
+
+
+@atexit.register
+def _release_held() -> None:
+    for out in list(_HELD):
+        release_lock(out)
+
+
+def _old_run_ids(out: Path) -> set[str]:
+    ids: set[str] = set()
+    try:
+        text = (out / MARKER).read_text()
+        ids.update(w for w in text.split() if RUN_ID_RE.match(w))
+    except OSError:
+        pass
+    try:
+        ids.add(str(read_run_record(out)["run_id"]))
+    except Exception:  # noqa: BLE001 - an unreadable record names no run
+        pass
+    return ids
+
+
+def remove_previous_run(out: Path) -> list[Path]:
+    """Delete what mambaprof wrote in run directory `out` (for --force), nothing else: the table parts
+    (`<table>/part-*.parquet`, also in rank partitions), the artifact folders named by a run id
+    (`tb/<run id>/`, ...), then folders left empty. Returns what was removed."""
+    removed: list[Path] = []
+    for table in TABLES:
+        folder = out / table
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for sub in [folder, *(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()
+                              and PARTITION_RE.match(d.name))]:
+            for f in sub.iterdir():
+                if f.is_file() and not f.is_symlink() and PART_RE.match(f.name):
+                    f.unlink()
+                    removed.append(f)
+            _rmdir_if_empty(sub)
+        _rmdir_if_empty(folder)
+    ids = _old_run_ids(out)
+    for name in ARTIFACT_DIRS:
+        folder = out / name
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        parts = [folder, *(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()
+                           and PARTITION_RE.match(d.name))]
+        for sub in parts:
+            for d in sub.iterdir():
+                if d.is_dir() and not d.is_symlink() and d.name in ids:
+                    shutil.rmtree(d)
+                    removed.append(d)
+        for sub in reversed(parts):
+            _rmdir_if_empty(sub)
+    return removed
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def process_alive(pid: int) -> bool:
@@ -224,8 +418,6 @@ def run_state(record: dict[str, Any]) -> tuple[str, str | None]:
     A record still saying `running` whose writer process is gone (same host, pid not alive) was
     killed or crashed between points: it reads as `incomplete` with that reason.
     """
-    import socket
-
     status, reason = record.get("status"), record.get("status_reason")
     if status != "running":
         return str(status), reason

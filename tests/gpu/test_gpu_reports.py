@@ -13,7 +13,7 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli
+from support.cli import run_cli
 
 from mambaprof.collectors.calibration import calibrate
 from mambaprof.env import mamba_ssm_available
@@ -58,8 +58,11 @@ def test_report_over_a_gpu_trace_stays_under_the_roof(tmp_path, preset):
         assert len(block) > 0
         assert (block.roof_pct <= 110).all(), block[block.roof_pct > 110][["seqlen", "batch", "component", "roof_pct"]]
         gemm = block[(block.component == "in_proj") & (block.batch == 8) & (block.seqlen == 4096)]
-        assert (gemm.verdict == "compute-bound").all()
+        assert len(gemm) == 1, gemm  # one row per point x family x component
+        assert (gemm.verdict == "compute-bound").all(), gemm
     scan = comps[(comps.component == "ssm_scan") & comps.family.isin(["mamba1", "mamba2"])]
+    assert len(scan) == 4, scan  # 2 seqlens x 2 batches, one family
     assert (scan.kernel_ms > 0).all() and (scan.share_of_block_pct > 1).all()
     points = pd.read_parquet(summary / "summary_points.parquet")
+    assert len(points) == 4 and points.regime.notna().all(), points
     assert set(points.regime) <= {"launch-bound", "mixed", "device-bound"}

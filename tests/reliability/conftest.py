@@ -23,9 +23,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     outcome = yield
     report = outcome.get_result()
     marker = item.get_closest_marker("reliability")
-    if marker is None or report.when != "call":
+    if marker is not None and report.when == "call":
+        # user_properties travel with the report to pytest-xdist's controller, where the counting happens
+        report.user_properties.append(("reliability", marker.args[0]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each reliability case once, in the process that prints the summary (xdist's controller too)."""
+    if report.when != "call":
         return
-    category = marker.args[0]
+    category = next((value for key, value in report.user_properties if key == "reliability"), None)
+    if category is None:
+        return
     _TRIED[category] += 1
     if report.passed:
         _PASSED[category] += 1

@@ -12,13 +12,13 @@ import time
 import pandas as pd
 import pytest
 import torch
-from hardware_fakes import FakeDevice
+from support.hardware_fakes import FakeDevice
+from support.reliability import FAST, TINY_HF, write
 
 from mambaprof.collectors.nvml import NvmlRunCollector, NvmlSampler
 from mambaprof.run.sweep import TraceConfig
 from mambaprof.run.tracing import ModelSource, trace
 from mambaprof.storage.rundir import read_run_record, read_table, run_state
-from reliability.helpers import FAST, TINY_HF, write
 
 pytestmark = pytest.mark.reliability("faults")
 

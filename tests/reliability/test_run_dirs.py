@@ -9,16 +9,16 @@ import socket
 
 import pyarrow.parquet as pq
 import pytest
+from support.reliability import FAST, TINY_HF, assert_one_line_error, write
 
 from mambaprof.storage.rundir import read_run_record
-from reliability.helpers import FAST, TINY_HF, assert_one_line_error, write
 
 pytestmark = pytest.mark.reliability("run-dirs")
 
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
-    from conftest import run_cli
+    from support.cli import run_cli
 
     base = tmp_path_factory.mktemp("good")
     model = write(base, TINY_HF)

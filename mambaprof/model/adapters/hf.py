@@ -1,4 +1,7 @@
-"""Adapters for transformers' MambaMixer and Mamba2Mixer.
+"""Adapters for transformers-style Mamba mixers: MambaMixer, Mamba2Mixer and every family's copy of them.
+
+One Mamba-1 and one Mamba-2 split forward serve all families; a `MixerRecipe` (recipes.py) says what a family
+does differently (norms on dt/B/C, muP multipliers, plain gating).
 
 transformers resolves each kernel function once at import: mamba_ssm / causal_conv1d kernels when
 those packages import (GPU), its reference PyTorch ops otherwise (the CPU path). The split forward
@@ -21,14 +24,25 @@ from torch import nn
 
 from mambaprof.model.adapters.base import MixerAdapter, WindowFn
 from mambaprof.model.adapters.dims import MixerDims
+from mambaprof.model.adapters.recipes import BY_CLASS, MixerRecipe
 
 _CACHE_KWARGS = ("cache", "cache_params")
 
 
+def kernel_fn(module: nn.Module, name: str) -> Callable[..., Any] | None:
+    """The module-level kernel function `name` of the file that defines the mixer's class (or, for a subclass
+    defined elsewhere, of the first base class's file that has it), or None."""
+    for cls in type(module).__mro__:
+        mod = sys.modules.get(cls.__module__)
+        fn = getattr(mod, name, None) if mod is not None else None
+        if callable(fn):
+            return fn
+    return None
+
+
 def _module_fn(module: nn.Module, name: str) -> Callable[..., Any]:
-    """The kernel function `name` from the module where the mixer class is defined."""
-    mod = sys.modules[type(module).__module__]
-    fn = getattr(mod, name, None)
+    """The kernel function `name` the mixer's own forward calls (see kernel_fn)."""
+    fn = kernel_fn(module, name)
     if fn is None:
         raise RuntimeError(f"{type(module).__module__} has no {name}; this transformers version is not "
                            "supported by the split forward")
@@ -71,11 +85,18 @@ def _mask(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Te
     return hidden
 
 
-class HFMambaAdapter(MixerAdapter):
-    """transformers MambaMixer (Mamba-1)."""
+class HFMamba1Like(MixerAdapter):
+    """A transformers-style Mamba-1 mixer (MambaMixer, FalconMambaMixer, JambaMambaMixer, ...).
+
+    Runs the family's own `causal_conv1d_fn` and `mamba_selective_scan` (reference ops on the CPU, the
+    mamba_ssm / causal_conv1d kernels where transformers found them), with the recipe's dt/B/C norms.
+    """
 
     family = "mamba1"
-    handles = "transformers.models.mamba.modeling_mamba.MambaMixer"
+
+    def __init__(self, recipe: MixerRecipe, handles: str) -> None:
+        self.recipe = recipe
+        self.handles = handles
 
     def dims(self, module: nn.Module) -> MixerDims:
         return MixerDims(family="mamba1", d_model=int(module.hidden_size), d_inner=int(module.intermediate_size),
@@ -83,19 +104,19 @@ class HFMambaAdapter(MixerAdapter):
                          dt_rank=int(module.time_step_rank))
 
     def fused_components(self, module: nn.Module) -> dict[str, str]:
-        if uses_reference(_module_fn(module, "mamba_selective_scan")):
+        if uses_reference(_module_fn(module, self.recipe.scan_function)):
             return {}
         return {"gating": "fused into ssm_scan (y*silu(z) runs inside the selective-scan kernel)"}
 
     def split_forward(self, module: nn.Module, window: WindowFn, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> torch.Tensor | None:
-        if module.training or not _no_cache(args, kwargs):
+        if module.training or not _no_cache(args, kwargs) or hasattr(getattr(module, "config", None), "_is_quantized"):
             return None
-        m = module
+        m, r = module, self.recipe
         hidden_states = args[0] if args else kwargs["hidden_states"]
         attention_mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
-        conv_fn = _module_fn(m, "causal_conv1d_fn")
-        scan_fn = _module_fn(m, "mamba_selective_scan")
+        conv_fn = _module_fn(m, r.conv_fn)
+        scan_fn = _module_fn(m, r.scan_function)
         split_gating = uses_reference(scan_fn)
         dtype = hidden_states.dtype
         with window("in_proj"):
@@ -109,6 +130,9 @@ class HFMambaAdapter(MixerAdapter):
         with window("ssm_params"):
             time_step, b, c = torch.split(m.x_proj(hidden_states_b_c),
                                           [m.time_step_rank, m.ssm_state_size, m.ssm_state_size], dim=-1)
+            if r.bcdt_norms:
+                dt_norm, b_norm, c_norm = (getattr(m, n) for n in r.bcdt_norms)
+                time_step, b, c = dt_norm(time_step), b_norm(b), c_norm(c)
             time_step = m.dt_proj.weight @ time_step.transpose(1, 2)
         with window("ssm_scan"):
             a = -torch.exp(m.A_log.float())
@@ -127,11 +151,16 @@ class HFMambaAdapter(MixerAdapter):
             return m.out_proj(scan_output.transpose(1, 2).to(dtype))
 
 
-class HFMamba2Adapter(MixerAdapter):
-    """transformers Mamba2Mixer (Mamba-2). Gating is the gated RMSNorm, always separable."""
+class HFMamba2Like(MixerAdapter):
+    """A transformers-style Mamba-2 mixer (Mamba2Mixer, BambaMixer, NemotronHMamba2Mixer, Zamba2MambaMixer,
+    GraniteMoeHybridMambaLayer, FalconH1Mixer, ...). Gating is the gated RMSNorm module (always separable),
+    or `y * silu(z)` where the recipe's flag turns the norm off (Falcon-H1 without mamba_rms_norm)."""
 
     family = "mamba2"
-    handles = "transformers.models.mamba2.modeling_mamba2.Mamba2Mixer"
+
+    def __init__(self, recipe: MixerRecipe, handles: str) -> None:
+        self.recipe = recipe
+        self.handles = handles
 
     def dims(self, module: nn.Module) -> MixerDims:
         return MixerDims(family="mamba2", d_model=int(module.hidden_size), d_inner=int(module.intermediate_size),
@@ -143,16 +172,20 @@ class HFMamba2Adapter(MixerAdapter):
                       kwargs: dict[str, Any]) -> torch.Tensor | None:
         if module.training or not _no_cache(args, kwargs):
             return None
-        m = module
+        m, r = module, self.recipe
         hidden_states = args[0] if args else kwargs["hidden_states"]
         attention_mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
-        conv_fn = _module_fn(m, "causal_conv1d_fn")
-        scan_fn = _module_fn(m, "mamba2_chunk_scan")
+        conv_fn = _module_fn(m, r.conv_fn)
+        scan_fn = _module_fn(m, r.scan_function)
         batch_size, seq_len, _ = hidden_states.shape
         dtype = hidden_states.dtype
         with window("in_proj"):
             hidden_states = _mask(hidden_states, attention_mask)
+            if r.in_multiplier is not None:
+                hidden_states = hidden_states * getattr(m, r.in_multiplier)
             projected_states = m.in_proj(hidden_states)
+            if r.proj_multiplier is not None:
+                projected_states = projected_states * getattr(m, r.proj_multiplier)
             gate, hidden_states_b_c, dt = projected_states.split(
                 [m.intermediate_size, m.conv_dim, m.num_heads], dim=-1)
         with window("conv1d"):
@@ -173,6 +206,14 @@ class HFMamba2Adapter(MixerAdapter):
             )
             scan_output = scan_output.reshape(batch_size, seq_len, -1)
         with window("gating"):
-            scan_output = m.norm(scan_output, gate)
+            if r.gated_norm_flag is not None and not getattr(m, r.gated_norm_flag):
+                scan_output = scan_output * F.silu(gate)
+            else:
+                scan_output = m.norm(scan_output, gate)
         with window("out_proj"):
             return m.out_proj(scan_output.to(dtype))
+
+
+#: transformers' own MambaMixer and Mamba2Mixer (the adapters the sweep used before recipes; kept by name)
+HFMambaAdapter = HFMamba1Like(BY_CLASS["MambaMixer"], "transformers.models.mamba.modeling_mamba.MambaMixer")
+HFMamba2Adapter = HFMamba2Like(BY_CLASS["Mamba2Mixer"], "transformers.models.mamba2.modeling_mamba2.Mamba2Mixer")

@@ -8,6 +8,7 @@ definitions (`python -m mambaprof.storage.schema > docs/SCHEMA.md`), and a test 
 from __future__ import annotations
 
 from mambaprof.storage.schema import core as _core  # noqa: F401  (registers runs, points, components, kernels)
+from mambaprof.storage.schema import decode as _decode  # noqa: F401  (registers decode_points, decode_components)
 from mambaprof.storage.schema import distributed as _distributed  # noqa: F401  (registers ranks)
 from mambaprof.storage.schema import hardware as _hardware  # noqa: F401  (nvml_samples, energy, memory, io, hw_counters, ...)
 from mambaprof.storage.schema import pruning as _pruning  # noqa: F401  (registers pruning)

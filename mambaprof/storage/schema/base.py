@@ -12,7 +12,7 @@ import pyarrow as pa
 from mambaprof.storage.schema.figures import REPORT_FIGURES
 
 #: Bump on any change to a table or column. Readers refuse runs with a newer version.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 TABLES: dict[str, Table] = {}
 
@@ -129,8 +129,8 @@ def render_markdown() -> str:
         "A run directory holds one folder per table; each folder holds one or more Parquet files",
         "(`part-*.parquet`, one per sweep point, written atomically: a file either is whole or is",
         "not there). Read a table with any Parquet reader, e.g. `pandas.read_parquet('run/components')`",
-        "or DuckDB `SELECT * FROM read_parquet('run/components/**/*.parquet', hive_partitioning = true)`",
-        "(distributed runs put each rank's parts in `rank=K/` sub-folders). Temporary files end in",
+        "or DuckDB `SELECT * FROM read_parquet('run/components/**/*.parquet')`",
+        "(distributed runs put each rank's parts in `rank-K/` sub-folders). Temporary files end in",
         "`.tmp` and start with `.`: globs on `*.parquet` never match them. Units are in column names:",
         "`_ms` milliseconds, `_us` microseconds, `_bytes` bytes, `_pct` percent, `flops` floating-point",
         "operations (a multiply-add counts 2).",

@@ -52,7 +52,13 @@ RUNS = register(Table(
         Column("model_ref", S, "", "Preset name, checkpoint directory or model.py path."),
         Column("model_class", S, "", "Python class of the root module."),
         Column("model_family", S, "", "`mamba1`, `mamba2`, `mixed` (both) — from the mixers found."),
-        Column("n_layers", I32, "", "Number of Mamba mixers profiled (one per Mamba layer)."),
+        Column("n_layers", I32, "", "Number of Mamba mixers split component by component (one per Mamba layer)."),
+        Column("n_model_layers", I32, "", "Number of layers of the model (children of its main layer list: Mamba, "
+               "attention, MLP, MoE layers)."),
+        Column("layer_kinds", S, "", "Kind of every layer in order, comma-separated (see `layers.layer_kind`)."),
+        Column("asis_layers", pa.list_(I32), "", "Layers whose Mamba-like mixer no adapter could split: profiled "
+               "as-is, kernels attributed by name rules (empty when every mixer was split)."),
+        Column("asis_reasons", S, "", "Why each as-is layer could not be split, one `layer: reason` per line."),
         Column("n_params", I64, "parameters", "Parameters of the whole model."),
         Column("mixer_classes", S, "", "Mixer classes found, comma-separated (module.Class)."),
         Column("model_config_json", S, "", "The model's config (JSON), where it has one."),
@@ -161,12 +167,16 @@ COMPONENTS = register(Table(
         "launch gaps); kernel time is the summed duration of the kernels attributed to it.",
     key=("run_id", "rank", "point_id", "layer", "component"),
     columns=identity_columns() + (
-        Column("layer", I32, "", "Index of the Mamba layer (order of the mixers in the model); -1 outside "
-               "the blocks."),
+        Column("layer", I32, "", "Index of the layer (order in the model's main layer list; for a pure Mamba "
+               "model the order of the mixers); -1 outside the layers."),
         Column("component", S, "", "Component (see the taxonomy in README): in_proj, conv1d, ssm_params, "
-               "ssm_scan, gating, out_proj, norm, residual, embedding, lm_head, other."),
-        Column("family", S, "", "`mamba1` or `mamba2` for mixer layers, `model` for layer -1."),
+               "ssm_scan, gating, out_proj, norm, residual, attention, mlp, moe, embedding, lm_head, "
+               "communication, other."),
+        Column("family", S, "", "`mamba1` or `mamba2` for Mamba layers, `none` for layers without a Mamba mixer, "
+               "`model` for layer -1."),
         Column("mixer_class", S, "", "Class of the mixer of this layer (module.Class)."),
+        Column("layer_kind", S, "", "Kind of the layer: its kinds joined by `+` (mamba1, mamba2, attention, mlp, "
+               "moe; e.g. `mamba2+attention+mlp` for a Falcon-H1 layer); `model` for layer -1."),
         Column("wall_ms_median", F64, "ms", "Median span of the component per forward (null in as-is mode "
                "and where the component is fused into another)."),
         Column("wall_ms_mean", F64, "ms", "Mean span per forward."),
@@ -206,5 +216,35 @@ KERNELS = register(Table(
         Column("device_index", I32, "", "Device index."),
         Column("start_us", F64, "us", "Start, relative to the start of the forward's marker."),
         Column("duration_us", F64, "us", "Duration of the kernel (device time) or operator (self CPU time)."),
+    ),
+))
+
+
+LAYERS = register(Table(
+    name="layers",
+    doc="One row per run x layer: what the layer holds, how its mixer was profiled, and the closed-form sizes of "
+        "its decode cache (SSM and conv state, constant in sequence length; attention KV cache, growing with it). "
+        "Written once when the run starts.",
+    key=("run_id", "rank", "layer"),
+    columns=identity_columns(per_point=False) + (
+        Column("layer", I32, "", "Index of the layer (as in `components.layer`)."),
+        Column("name", S, "", "Module name of the layer in the model."),
+        Column("layer_kind", S, "", "Kinds joined by `+`: mamba1, mamba2, attention, mlp, moe."),
+        Column("mixer_class", S, "", "Class of the Mamba mixer (module.Class), null without one."),
+        Column("recipe", S, "", "Family recipe of the split forward (e.g. falcon_h1, jamba, derived, "
+               "registered), null without one."),
+        Column("profiled", S, "", "`split` (component-split forward), `as-is` (no adapter could split the "
+               "mixer: kernel-name rules) or `none` (no Mamba mixer)."),
+        Column("asis_reason", S, "", "Why the mixer was profiled as-is, else null."),
+        Column("d_model", I32, "", "Width of the residual stream."),
+        Column("ssm_state_elems_per_seq", I64, "elements", "SSM state of this layer's decode cache per sequence "
+               "(Mamba-1: d_inner x d_state; Mamba-2: nheads x headdim x d_state); 0 without a mixer."),
+        Column("conv_state_elems_per_seq", I64, "elements", "Conv state per sequence: conv channels x d_conv."),
+        Column("kv_cache_elems_per_token", I64, "elements", "Attention KV cache per sequence per token of context: "
+               "2 x kv heads x head_dim, summed over this layer's attention modules; 0 without attention."),
+        Column("attention_heads", I32, "", "Query heads of the layer's attention (null without)."),
+        Column("attention_kv_heads", I32, "", "Key/value heads of the layer's attention (null without)."),
+        Column("attention_head_dim", I32, "", "Head size of the layer's attention (null without)."),
+        Column("shared_attention", B, "", "The attention module is shared with other layers (Zamba2)."),
     ),
 ))

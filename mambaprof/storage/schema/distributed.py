@@ -16,7 +16,7 @@ def _runs_column(name: str) -> Column:
 RANKS = register(Table(
     name="ranks",
     doc="One row per rank of a run started by torchrun: where the rank ran, which sweep points it had and "
-        "how it ended. Each rank writes its own row (in `ranks/rank=K/`) when it starts and when it ends; "
+        "how it ended. Each rank writes its own row (in `ranks/rank-K/`) when it starts and when it ends; "
         "rank 0 writes the row of a rank that stopped without reporting (status `lost`). The run's overall "
         "status is in `runs`, written by rank 0 once every rank has finished.",
     key=("run_id", "rank"),

@@ -60,6 +60,13 @@ PRUNING = register(Table(
                "after a prompt, with the model's recurrent cache."),
         Column("decode_tokens_per_s", F64, "tokens/s", "decode_batch / decode_ms_per_token."),
         Column("decode_speedup", F64, "x", "Unpruned decode_ms_per_token / this one (interleaved timing)."),
+        Column("decode_graph_batches", pa.list_(I32), "sequences", "GPU: batches at which the decode step was "
+               "also replayed from one CUDA graph (--decode-graph-batches); null when not measured."),
+        Column("decode_graph_ms_per_token", pa.list_(F64), "ms", "Per decode_graph_batches entry: median ms of "
+               "one decode step replayed from a CUDA graph in a greedy loop (no launch overhead: the state "
+               "traffic shows)."),
+        Column("decode_graph_speedup", pa.list_(F64), "x", "Per decode_graph_batches entry: unpruned "
+               "decode_graph_ms_per_token / this one (models interleaved)."),
         Column("cache_bytes", I64, "bytes", "Bytes of the decode cache the model allocated (conv + SSM states "
                "of all layers) for decode_batch sequences, measured on the cache objects."),
         Column("ssm_state_bytes", I64, "bytes", "Closed-form SSM-state part of the cache: sum over layers of "

@@ -161,7 +161,7 @@ SUMMARY_POINTS = register(Table(
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
         Column("host_noisy", B, "", "original_spread_pct above 50: this point's repeats were disturbed (null with "
-               "one repeat; schema 6 on)."),
+               "one repeat; schema 7 on)."),
         *_point_hardware(),
     ),
 ))
@@ -187,7 +187,7 @@ SUMMARY_SCALING = register(Table(
         Column("prefactor_ms", F64, "ms", "Fitted time at seqlen 1 (exp of the intercept)."),
         Column("r2", F64, "", "Coefficient of determination of the fit in log space (null with 2 points)."),
         Column("exponent_theil_sen", F64, "", "Theil-Sen exponent: the median of the log-log slopes between every "
-               "pair of lengths (robust to one outlying point; schema 6 on)."),
+               "pair of lengths (robust to one outlying point; schema 7 on)."),
         Column("exponent_loo_min", F64, "", "Smallest least-squares exponent with one length left out (null with "
                "fewer than 3 lengths)."),
         Column("exponent_loo_max", F64, "", "Largest least-squares exponent with one length left out."),
@@ -256,7 +256,7 @@ SUMMARY_RUN = register(Table(
         Column("n_points_ok", I32, "", "Points with status ok."),
         Column("host_loaded", B, "", "The run was taken on a loaded host, judged from its own repeats: the original "
                "forward spread more than 50% (slowest - fastest over median) at half the points with two repeats, "
-               "or more than 200% at one; null when no point has two repeats (schema 6 on)."),
+               "or more than 200% at one; null when no point has two repeats (schema 7 on)."),
         Column("host_load", S, "", "That verdict in words, with the spreads it rests on."),
         Column("mambaprof_version", S, "", "Version of mambaprof that wrote the summary."),
     ),

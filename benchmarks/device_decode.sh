@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Device run for issue 17 (decode profiling with CUDA graphs). Kind nvidia-h200 (1 GPU); carry [".whl"]
+# (mamba_ssm + causal_conv1d wheels, see /work/shared/wheels/README.md).
+# Usage on the device (repo root): bash benchmarks/device_decode.sh   (writes under $OUT; BUDGET seconds in all,
+# default 480: every step has a timeout and later steps are skipped once the budget is spent)
+#  1. GPU tests of the decode path (tests/gpu/test_gpu_decode.py).
+#  2. `mambaprof trace --phase decode` at the mamba-1.4b and mamba2-1.3b preset shapes (mamba_ssm, bf16),
+#     prompt 128, batch 1/8/64/256, with CUDA graphs (the split step as one graph, every (layer, component)
+#     as its own graph, their sum vs the whole-step graph, mamba_ssm's own capture_graph and generate(cg=True)
+#     per token) and without (--no-cuda-graphs).
+#  3. The decode report of each run, and decode_points/decode_components as CSV.
+# Files under $OUT (8 at most): nvidia_smi.csv, log.txt, pytest_gpu.txt, decode_points.csv,
+# decode_components.csv, reports.txt, runs_decode.tar.gz.
+export OMP_NUM_THREADS=4
+BUDGET=${BUDGET:-480}
+source benchmarks/device_setup.sh
+LOG="$OUT/log.txt"
+RUNS=/tmp/runs_decode
+mkdir -p "$RUNS"
+echo "issue 17 decode device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), budget ${BUDGET}s" | tee -a "$LOG"
+
+step 150 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider
+
+COMMON=(--backend mamba_ssm --dtype bf16 --prompt-len 128 --batch 1,8,64,256 --repeats 50 --warmup 5 --quiet)
+for preset in mamba-1.4b mamba2-1.3b; do
+  step 150 "$LOG" python3 -m mambaprof trace --phase decode --preset "$preset" "${COMMON[@]}" \
+      --out "$RUNS/${preset}_graphs" --force
+  step 90 "$LOG" python3 -m mambaprof trace --phase decode --preset "$preset" "${COMMON[@]}" --no-cuda-graphs \
+      --out "$RUNS/${preset}_eager" --force
+done
+
+for run in "$RUNS"/*/; do
+  step 60 "$OUT/reports.txt" python3 -m mambaprof report "$run" --html "${run%/}.html"
+done
+python3 - "$RUNS" "$OUT" <<'PY' >>"$LOG" 2>&1
+import sys
+from pathlib import Path
+import pandas as pd
+from mambaprof.storage.rundir import read_table
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+points, comps = [], []
+for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+    for name, acc in (("decode_points", points), ("decode_components", comps)):
+        try:
+            frame = read_table(run, name).to_pandas()
+        except Exception as exc:  # noqa: BLE001 - a run that did not finish is reported, not fatal
+            print(f"{run.name}: {name} unreadable: {exc}")
+            continue
+        frame.insert(0, "run", run.name)
+        acc.append(frame)
+if points:
+    p = pd.concat(points)
+    p.to_csv(out / "decode_points.csv", index=False)
+    cols = ["run", "batch", "status", "ms_per_token", "tokens_per_s", "own_eager_ms", "split_eager_ms",
+            "graph_replay_ms", "component_graph_sum_ms", "graph_sum_vs_whole_pct", "own_graph_ms",
+            "generate_ms_per_token", "step_vs_generate_pct", "launch_bound_pct", "tokens_match",
+            "tokens_match_generate", "error"]
+    print(p[[c for c in cols if c in p.columns]].to_string(index=False))
+if comps:
+    pd.concat(comps).to_csv(out / "decode_components.csv", index=False)
+PY
+tar -czf "$OUT/runs_decode.tar.gz" -C "$RUNS" . 2>>"$LOG"
+echo "done after ${SECONDS}s" | tee -a "$LOG"

@@ -1,0 +1,421 @@
+"""The decode phase: after a prompt, one generated token per sequence per step, timed per component.
+
+Per point (batch x prompt length): prefill the prompt through the model's own forward (filling its cache),
+check the component-split step against the model's own step from the same cache state (logits, greedy
+tokens), then time
+- eager: the model's own step and the bare split step, interleaved; the split step with a timestamp between
+  components (CUDA events on GPU, perf_counter on CPU) for the per-component times;
+- CUDA graphs (GPU, unless turned off): the split step captured as one graph in a greedy loop (what a
+  server's decode loop does) and replayed back to back; each (layer, component) captured as its own graph and
+  replayed in order with an event between graphs (attribution measured, not assumed); the model's own graph
+  where it has one (mamba_ssm's capture_graph);
+- the model's own `generate` per new token (mamba_ssm `generate(cg=True)` on GPU with graphs).
+Closed-form weight, cache and activation bytes per component come with the times; the report puts them
+against the device's bandwidth. The sweep reuses the prefill sweep's run record, interrupts and statuses:
+an oom or error point is recorded and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mambaprof.collectors import graphs
+from mambaprof.collectors.timing import ForwardTimer, make_clock, synchronize
+from mambaprof.errors import StorageError, one_line
+from mambaprof.model.counts import DecodeCount, decode_cache_bytes, decode_model_counts, mixer_decode_counts
+from mambaprof.model.decode import DecodeStep, decode_step_for
+from mambaprof.model.loading import LoadedModel
+from mambaprof.model.structure import ModelStructure
+from mambaprof.run.sweep import (
+    ProgressFn,
+    RunInterrupted,
+    SweepResult,
+    TraceConfig,
+    free_memory,
+    interrupts_raise,
+    is_oom,
+    is_storage_failure,
+    run_record,
+)
+from mambaprof.storage.rundir import RunWriter, utcnow
+from mambaprof.storage.schema.base import json_cell
+from mambaprof.taxonomy import MODEL_LAYER
+
+#: |component-graph sum / whole-step graph - 1| above this is flagged (graph_sum_within_5pct false)
+GRAPH_SUM_TOLERANCE_PCT = 5.0
+
+
+@dataclass
+class DecodeConfig(TraceConfig):
+    """A decode sweep: prompt lengths (`seqlens`) x batches; `repeats` timed steps per pass, `warmup` untimed."""
+
+    cuda_graphs: bool = True
+    #: greedy steps compared between the split step and the model's own step / generate
+    check_steps: int = 4
+    #: time the model's own generate per token (and compare its tokens)
+    generate: bool = True
+    #: generate repeats per length (medians)
+    generate_repeats: int = 3
+
+    def as_json(self) -> str:
+        """The configuration as JSON for the run record (`phase: decode`)."""
+        return json_cell({"phase": "decode", "prompt_lens": self.seqlens, "batches": self.batches,
+                          "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                          "steps": self.repeats, "warmup": self.warmup, "cuda_graphs": self.cuda_graphs,
+                          "check_steps": self.check_steps, "generate": self.generate,
+                          "generate_repeats": self.generate_repeats, "seed": self.seed})
+
+    @property
+    def graphs_on(self) -> bool:
+        """Whether this sweep replays CUDA graphs (asked for, and on a CUDA device)."""
+        return self.cuda_graphs and graphs.graphs_available(self.device)
+
+
+def _pct(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return 100.0 * (a / b - 1.0)
+
+
+def _greedy(step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, n: int
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """n greedy steps from token `first`: (tokens fed, incl. first; logits of each step, cloned)."""
+    tokens, logits = [first], []
+    tok = first
+    for _ in range(n):
+        out = step(tok).clone()
+        logits.append(out)
+        tok = out.argmax(-1, keepdim=True)
+        tokens.append(tok)
+    return tokens, logits
+
+
+def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int) -> dict[tuple[int, str], DecodeCount]:
+    """Closed-form traffic per (layer, component) of one decode step, keyed as the step's segments are."""
+    elem = torch.empty((), dtype=stepper.dtype).element_size()
+    out: dict[tuple[int, str], DecodeCount] = {}
+    model = decode_model_counts(structure.d_model, structure.vocab_size, batch, elem)
+    for site in structure.mixers:
+        for comp, count in mixer_decode_counts(site.dims, batch, elem).items():
+            out[(site.layer, comp)] = count
+        if site.fused_add_norm:
+            n, r = model["norm"], model["residual"]
+            out[(site.layer, "norm")] = DecodeCount(n.flops + r.flops, n.bytes_min + r.bytes_min,
+                                                    n.weight_bytes, 0.0)
+        else:
+            out[(site.layer, "norm")] = model["norm"]
+            out[(site.layer, "residual")] = model["residual"]
+    out[(MODEL_LAYER, "embedding")] = model["embedding"]
+    out[(MODEL_LAYER, "norm")] = model["final_norm"]
+    if "lm_head" in model:
+        out[(MODEL_LAYER, "lm_head")] = model["lm_head"]
+    return out
+
+
+def _closed_form_cache(structure: ModelStructure, batch: int, elem: int) -> dict[tuple[int, str], float]:
+    out: dict[tuple[int, str], float] = {}
+    for site in structure.mixers:
+        for comp, nbytes in decode_cache_bytes(site.dims, batch, elem).items():
+            out[(site.layer, comp)] = nbytes
+    return out
+
+
+def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config: DecodeConfig, batch: int,
+                         prompt_len: int, base: dict[str, Any],
+                         on_phase: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """All passes of one decode point; returns (its decode_points row, its decode_components rows)."""
+    phase = on_phase or (lambda name: None)
+    device, steps, warmup = config.device, max(1, config.repeats), config.warmup
+    check = max(1, config.check_steps)
+    gen_new = 1 + steps
+    max_seqlen = prompt_len + max(steps * 4 + warmup * 4 + check * 3 + 16, gen_new + 1)
+    vocab = structure.vocab_size or 2
+    g = torch.Generator().manual_seed(config.seed)
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
+    stepper = decode_step_for(loaded.model, structure, batch, max_seqlen)
+    row: dict[str, Any] = {**base, "phase": "decode", "status": "ok", "backend": stepper.backend,
+                           "cuda_graphs": config.graphs_on, "steps": steps, "warmup": warmup}
+    try:
+        with torch.inference_mode():
+            phase("prefill")
+            first = stepper.prefill(ids).argmax(-1, keepdim=True)
+            stepper.token.copy_(first)
+            phase("check")
+            snap = stepper.snapshot()
+            own_tokens, own_logits = _greedy(stepper.own_step, first, check)
+            stepper.restore(snap)
+            split_tokens, split_logits = _greedy(stepper.split_step, first, check)
+            row["logits_max_abs_diff"] = max(float((a.float() - b.float()).abs().max())
+                                             for a, b in zip(own_logits, split_logits, strict=True))
+            tokens_match = all(bool(torch.equal(a, b)) for a, b in zip(own_tokens, split_tokens, strict=True))
+            stepper.restore(snap)
+
+            phase("eager")
+            own_ms, split_ms = _time_eager(stepper, first, steps, warmup)
+            row["own_eager_ms"], row["split_eager_ms"] = own_ms, split_ms
+            row["split_vs_own_pct"] = _pct(split_ms, own_ms)
+            eager = _time_components_eager(stepper, steps, warmup)
+            row["component_eager_sum_ms"] = sum(eager.values())
+            graph_times: dict[tuple[int, str], float] = {}
+            if config.graphs_on:
+                phase("cuda graphs")
+                graph_row, graph_times, graph_match = _time_graphs(stepper, first, snap, own_tokens, steps,
+                                                                   warmup, prompt_len)
+                row.update(graph_row)
+                tokens_match = tokens_match and graph_match
+                row["launch_bound_pct"] = (100.0 * (1.0 - row["graph_replay_ms"] / split_ms)
+                                           if split_ms > 0 else None)
+            row["tokens_match"] = tokens_match
+            row["ms_per_token"] = row.get("graph_loop_ms") if config.graphs_on else own_ms
+            if config.generate:
+                phase("generate")
+                stepper.release()  # the split step's context is not needed any more; generate needs memory
+                gen_ms, gen_tokens = _time_generate(stepper, ids, gen_new, config)
+                row["generate_ms_per_token"] = gen_ms
+                k = min(len(split_tokens), gen_tokens.shape[1])
+                ours = torch.cat(split_tokens, dim=1)[:, :k]
+                row["tokens_match_generate"] = bool(torch.equal(ours.to(gen_tokens.device), gen_tokens[:, :k]))
+                row["step_vs_generate_pct"] = _pct(row["ms_per_token"], gen_ms)
+        if row.get("ms_per_token"):
+            row["tokens_per_s"] = batch * 1000.0 / row["ms_per_token"]
+        components = _component_rows(structure, stepper, batch, base, eager, graph_times, row)
+    finally:
+        stepper.release()
+    return row, components
+
+
+def _time_eager(stepper: DecodeStep, tok: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
+    """Median ms of the model's own step and of the bare split step, interleaved."""
+    timer = ForwardTimer(stepper.device)
+    for _ in range(warmup):
+        stepper.own_step(tok)
+        stepper.split_step(tok)
+    own, split = [], []
+    for _ in range(steps):
+        own.append(timer.time(lambda: stepper.own_step(tok))[0])
+        split.append(timer.time(lambda: stepper.split_step(tok))[0])
+    return statistics.median(own), statistics.median(split)
+
+
+def _time_components_eager(stepper: DecodeStep, steps: int, warmup: int) -> dict[tuple[int, str], float]:
+    """Median ms per (layer, component) of the eager split step, one timestamp per segment boundary."""
+    segments = stepper.segments()
+    clock = make_clock(stepper.device)
+    for _ in range(warmup):
+        stepper.split_step()
+    per: dict[tuple[int, str], list[float]] = {}
+    for _ in range(steps):
+        clock.reset()
+        synchronize(stepper.device)
+        marks = [clock.mark()]
+        for seg in segments:
+            seg.run()
+            marks.append(clock.mark())
+        clock.sync()
+        step: dict[tuple[int, str], float] = {}
+        for i, seg in enumerate(segments):
+            key = (seg.layer, seg.component)
+            step[key] = step.get(key, 0.0) + clock.elapsed_ms(marks[i], marks[i + 1])
+        for key, ms in step.items():
+            per.setdefault(key, []).append(ms)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def _time_graphs(stepper: DecodeStep, first: torch.Tensor, snap: list[torch.Tensor],
+                 own_tokens: Sequence[torch.Tensor], steps: int, warmup: int, prompt_len: int
+                 ) -> tuple[dict[str, Any], dict[tuple[int, str], float], bool]:
+    """The CUDA-graph passes: whole split step (loop and replay), per-component graphs, the model's own graph."""
+    device = stepper.device
+    out: dict[str, Any] = {}
+    stepper.token.copy_(first)
+    whole = graphs.capture(lambda: stepper.split_step(), warmup=max(warmup, 2))
+    logits = stepper.ctx["logits"]
+    stepper.restore(snap)  # graph tokens from the same state as the model's own
+    tokens = [first]
+    tok = first
+    for _ in range(len(own_tokens) - 1):
+        stepper.token.copy_(tok)
+        whole.replay()
+        tok = logits.argmax(-1, keepdim=True)
+        tokens.append(tok)
+    match = all(bool(torch.equal(a, b)) for a, b in zip(tokens, own_tokens, strict=True))
+    state = {"tok": tok}
+
+    def loop_body() -> None:
+        stepper.token.copy_(state["tok"])
+        whole.replay()
+        state["tok"] = logits.argmax(-1, keepdim=True)
+
+    out["graph_loop_ms"] = graphs.time_loop(loop_body, steps, device, warmup)
+    out["graph_replay_ms"] = graphs.time_loop(whole.replay, steps, device, warmup)
+    segments = stepper.segments()
+    parts = graphs.capture_sequence([s.run for s in segments], warmup=max(warmup, 2))
+    times = graphs.time_sequence(parts, steps, device, warmup)
+    del parts
+    per: dict[tuple[int, str], float] = {}
+    for seg, ms in zip(segments, times, strict=True):
+        per[(seg.layer, seg.component)] = per.get((seg.layer, seg.component), 0.0) + ms
+    total = sum(times)
+    out["component_graph_sum_ms"] = total
+    out["graph_sum_vs_whole_pct"] = _pct(total, out["graph_replay_ms"])
+    out["graph_sum_within_5pct"] = (abs(out["graph_sum_vs_whole_pct"]) <= GRAPH_SUM_TOLERANCE_PCT
+                                    if out["graph_sum_vs_whole_pct"] is not None else None)
+    own = stepper.own_graph(prompt_len)
+    if own is not None:
+        own_state = {"tok": first}
+
+        def own_body() -> None:
+            own_state["tok"] = own(own_state["tok"]).argmax(-1, keepdim=True)
+
+        out["own_graph_ms"] = graphs.time_loop(own_body, steps, device, warmup)
+        del own
+    torch.cuda.synchronize(device)
+    return out, per, match
+
+
+def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: DecodeConfig
+                   ) -> tuple[float, torch.Tensor]:
+    """The model's own generate per new token: (median time for `new` tokens - median for 1) / (new - 1), in
+    ms of wall time (the host loop is part of it); also the tokens of the long run. The long run goes first so
+    that a graph cache sized for it serves the short one."""
+    timer = ForwardTimer(stepper.device)
+    graphs_on = config.graphs_on
+    tokens = stepper.generate(ids, new, graphs_on)  # warm-up (and graph capture under cg)
+    stepper.generate(ids, 1, graphs_on)
+    long, short = [], []
+    for _ in range(max(1, config.generate_repeats)):
+        _dev, host_ms, tokens = timer.time(lambda: stepper.generate(ids, new, graphs_on))
+        long.append(host_ms)
+        _dev, host_ms, _out = timer.time(lambda: stepper.generate(ids, 1, graphs_on))
+        short.append(host_ms)
+    per_token = (statistics.median(long) - statistics.median(short)) / max(new - 1, 1)
+    return per_token, tokens
+
+
+def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, base: dict[str, Any],
+                    eager: dict[tuple[int, str], float], graph_times: dict[tuple[int, str], float],
+                    point: dict[str, Any]) -> list[dict[str, Any]]:
+    """decode_components rows (eager, and graph where measured), plus the point's byte totals."""
+    counts = step_counts(structure, stepper, batch)
+    elem = torch.empty((), dtype=stepper.dtype).element_size()
+    closed = _closed_form_cache(structure, batch, elem)
+    measured = stepper.cache_bytes()
+    fused = stepper.fused_components()
+    point["fused_json"] = json_cell(fused) if fused else None
+    point["cache_bytes"] = int(sum(measured.values()))
+    point["cache_bytes_closed_form"] = int(sum(closed.values()))
+    point["weight_bytes"] = sum(c.weight_bytes for c in counts.values())
+    point["state_bytes"] = sum(c.state_bytes for c in counts.values())
+    point["bytes_min"] = sum(c.bytes_min for c in counts.values())
+    point["flops"] = sum(c.flops for c in counts.values())
+    keys = list(eager)
+    keys += [k for k in counts if k not in eager]  # fused components: counted, not timed
+    rows: list[dict[str, Any]] = []
+    for timing, times in (("eager", eager), ("graph", graph_times)):
+        if timing == "graph" and not graph_times:
+            continue
+        for key in keys:
+            layer, comp = key
+            count = counts.get(key)
+            note = fused.get(comp) if key not in times else None
+            rows.append({**base, "phase": "decode", "layer": layer, "component": comp, "timing": timing,
+                         "time_ms": times.get(key), "flops": count.flops if count else None,
+                         "bytes_min": count.bytes_min if count else None,
+                         "weight_bytes": count.weight_bytes if count else None,
+                         "state_bytes": count.state_bytes if count else None,
+                         "cache_bytes": measured.get(key), "cache_bytes_closed_form":
+                             int(closed[key]) if key in closed else None, "fused_into": note})
+    return rows
+
+
+def run_decode_sweep(loaded: LoadedModel, structure: ModelStructure, config: DecodeConfig, writer: RunWriter,
+                     progress: ProgressFn | None = None, debug: bool = False,
+                     identity: dict[str, Any] | None = None) -> SweepResult:
+    """Every (batch, prompt length) decode point, each written as it finishes (decode_components first,
+    decode_points last); oom/error points are recorded and the sweep goes on; SIGINT/SIGTERM end it as
+    `incomplete` with the run record written."""
+    identity = identity or {"rank": 0, "world_size": 1}
+    todo = [(i, b, s) for i, (b, s) in enumerate(config.points())]
+    report = progress or (lambda done, total, desc: None)
+    started = utcnow()
+    counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
+    writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
+                                       identity=identity))
+    status, reason = "complete", None
+    rows: list[dict[str, Any]] = []
+    interrupted_by: str | None = None
+    storage_error: StorageError | None = None
+    with interrupts_raise() as guard:
+        try:
+            for done, (pid, batch, prompt_len) in enumerate(todo):
+                desc = f"decode b={batch} prompt={prompt_len}"
+                report(done, len(todo), desc)
+                row = _decode_point(pid, batch, prompt_len, loaded, structure, config, writer, identity, debug,
+                                    lambda ph, d=done, s=desc: report(d, len(todo), f"{s} · {ph}"))
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+                rows.append(row)
+                report(done + 1, len(todo), desc)
+        except RunInterrupted as exc:
+            interrupted_by = exc.signame
+            status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
+        except StorageError as exc:
+            status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
+            storage_error = exc
+        finally:
+            guard.disarm()
+            if status == "complete":
+                if counts["ok"] == 0 and todo:
+                    status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
+                elif counts["oom"] + counts["error"]:
+                    status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
+            try:
+                writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
+                                                   counts, finished_at=utcnow(), identity=identity))
+            except OSError as exc:
+                if not is_storage_failure(exc):
+                    raise
+                reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+    if interrupted_by is None and guard.received:
+        interrupted_by = guard.received[0]
+    if storage_error is not None:
+        raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
+                           "free disk space, then trace the rest into a new --out")
+    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+
+
+def _decode_point(pid: int, batch: int, prompt_len: int, loaded: LoadedModel, structure: ModelStructure,
+                  config: DecodeConfig, writer: RunWriter, identity: dict[str, Any], debug: bool,
+                  phase: Callable[[str], None]) -> dict[str, Any]:
+    base = {"run_id": writer.run_id, **identity, "point_id": pid, "device": str(config.device), "batch": batch,
+            "seqlen": prompt_len, "dtype": str(config.dtype).replace("torch.", "")}
+    started = utcnow()
+    try:
+        row, components = measure_decode_point(loaded, structure, config, batch, prompt_len, base, phase)
+    except RunInterrupted:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded, the sweep goes on
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted("SIGINT") from exc
+        if debug and not is_oom(exc):
+            raise
+        free_memory(config.device)
+        row = {**base, "phase": "decode", "status": "oom" if is_oom(exc) else "error", "error": one_line(exc),
+               "cuda_graphs": config.graphs_on, "steps": config.repeats, "warmup": config.warmup,
+               "started_at": started, "finished_at": utcnow()}
+        writer.write_rows("decode_points", [row], pid)
+        return row
+    row.update(started_at=started, finished_at=utcnow())
+    try:
+        writer.write_rows("decode_components", components, pid)
+        writer.write_rows("decode_points", [row], pid)
+    except OSError as exc:
+        writer.remove_point_parts(pid)
+        raise StorageError(f"could not write decode point {pid} (b={batch} prompt={prompt_len}): "
+                           f"{exc.strerror or exc}") from exc
+    free_memory(config.device)
+    return row

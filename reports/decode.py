@@ -1,0 +1,192 @@
+"""The decode section: a step's time per component, tokens/s against batch, CUDA graphs vs none, and the
+decode roofline (the bytes each step must move against the device's memory bandwidth), from the
+decode_points and decode_components tables. Shares are of the decode step only (never mixed with prefill)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mambaprof.reports.fmt import missing, ms, num, pct, rate, si
+from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
+from mambaprof.reports.views import View
+from mambaprof.storage.rundir import read_run_record, read_table
+from mambaprof.taxonomy import component_order
+
+DECODE_TABLES = ("decode_points", "decode_components")
+
+
+def is_decode_run(run_dir: Path | str) -> bool:
+    """True for a run directory written by `trace --phase decode` (decode tables, no prefill points)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "decode_points").is_dir() and not (run_dir / "points").is_dir()
+
+
+def _roof_ms(nbytes: Any, peaks: DevicePeaks | None) -> float | None:
+    """Milliseconds `nbytes` take at the device's peak bandwidth (None without a bandwidth)."""
+    if peaks is None or not peaks.gb_per_s or missing(nbytes):
+        return None
+    return float(nbytes) / (peaks.gb_per_s * 1e9) * 1e3
+
+
+@dataclass
+class DecodeAnalysis:
+    """One decode run's tables with the roofline columns added."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    points: pd.DataFrame
+    components: pd.DataFrame
+    peaks: DevicePeaks | None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, run_dir: Path | str, peaks_file: Path | None = None) -> DecodeAnalysis:
+        """Read a decode run (RunDirectoryError, one line, when it cannot be read)."""
+        run_dir = Path(run_dir)
+        record = read_run_record(run_dir)
+        points = read_table(run_dir, "decode_points").to_pandas()
+        comps = read_table(run_dir, "decode_components").to_pandas()
+        peaks = resolve_peaks(record.get("device_name"), peaks_file)
+        ok = points[points.status == "ok"]
+        comps = comps.merge(ok[["rank", "point_id"]], on=["rank", "point_id"], how="inner")
+        warnings = [f"decode point batch {r.batch} prompt {r.seqlen}: {r.status} ({r.error})"
+                    for r in points[points.status != "ok"].itertuples()]
+        for r in ok.itertuples():
+            if r.graph_sum_within_5pct is False:
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: the per-component graphs add up to "
+                                f"{r.graph_sum_vs_whole_pct:+.1f}% of the whole-step graph (more than 5%): graph "
+                                "boundaries cost time that the whole step does not pay")
+            if r.tokens_match is False or r.tokens_match_generate is False:
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: greedy tokens of the split step differ from "
+                                "the model's own step or generate")
+            if r.cache_bytes != r.cache_bytes_closed_form:
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {si(r.cache_bytes, 'B')} "
+                                f"measured vs {si(r.cache_bytes_closed_form, 'B')} closed form")
+        if peaks is None:
+            warnings.append("no memory bandwidth known for this device (CPU, or a GPU not in the table): the "
+                            "roofline columns are empty; give --peaks FILE")
+        points = points.sort_values(["batch", "seqlen"]).reset_index(drop=True)
+        points["roofline_ms"] = [_roof_ms(b, peaks) for b in points.bytes_min]
+        points["of_roofline_pct"] = [
+            100.0 * r / t if r is not None and not missing(t) and t > 0 else None
+            for r, t in zip(points.roofline_ms, points.ms_per_token, strict=True)]
+        return cls(run_dir, record, points, comps, peaks, warnings)
+
+    @property
+    def timing(self) -> str:
+        """`graph` where the run replayed CUDA graphs, else `eager` (the basis of the component shares)."""
+        return "graph" if (self.components.timing == "graph").any() else "eager"
+
+    def by_component(self, batch: int, seqlen: int) -> pd.DataFrame:
+        """One row per component at a point, summed over layers: time, share of the step, bytes, roofline."""
+        rows = self.components[(self.components.batch == batch) & (self.components.seqlen == seqlen)
+                               & (self.components.timing == self.timing)]
+        grouped = rows.groupby("component", as_index=False).agg(
+            time_ms=("time_ms", lambda s: s.sum(min_count=1)), bytes_min=("bytes_min", "sum"),
+            weight_bytes=("weight_bytes", "sum"), state_bytes=("state_bytes", "sum"),
+            cache_bytes=("cache_bytes", lambda s: s.sum(min_count=1)),
+            cache_bytes_closed_form=("cache_bytes_closed_form", lambda s: s.sum(min_count=1)),
+            fused_into=("fused_into", "first"))
+        total = grouped.time_ms.sum()
+        grouped["share_pct"] = 100.0 * grouped.time_ms / total if total > 0 else None
+        grouped["roofline_ms"] = [_roof_ms(b, self.peaks) for b in grouped.bytes_min]
+        grouped["of_roofline_pct"] = [100.0 * r / t if r is not None and not missing(t) and t > 0 else None
+                                      for r, t in zip(grouped.roofline_ms, grouped.time_ms, strict=True)]
+        grouped["order"] = [component_order(c) for c in grouped.component]
+        return grouped.sort_values("order").drop(columns="order").reset_index(drop=True)
+
+    def sentences(self) -> list[str]:
+        """Findings in words, from the numbers."""
+        out: list[str] = []
+        ok = self.points[self.points.status == "ok"]
+        if ok.empty:
+            return ["no decode point finished"]
+        prompt = int(ok.seqlen.max())
+        at = ok[ok.seqlen == prompt].sort_values("batch")
+        lo, hi = at.iloc[0], at.iloc[-1]
+        if len(at) > 1 and not missing(lo.tokens_per_s) and not missing(hi.tokens_per_s):
+            out.append(f"Prompt {prompt}: {rate(lo.tokens_per_s)} tokens/s at batch {lo.batch}, "
+                       f"{rate(hi.tokens_per_s)} at batch {hi.batch} ({hi.tokens_per_s / lo.tokens_per_s:.3g}x for "
+                       f"{hi.batch / lo.batch:.3g}x the batch); a step is {ms(lo.ms_per_token)} ms and "
+                       f"{ms(hi.ms_per_token)} ms.")
+        for r in (lo, hi) if len(at) > 1 else (lo,):
+            if not missing(r.launch_bound_pct):
+                out.append(f"Batch {r.batch}: CUDA graphs remove {pct(r.launch_bound_pct)}% of the eager step "
+                           f"({ms(r.split_eager_ms)} -> {ms(r.graph_replay_ms)} ms): the eager step is "
+                           f"{'launch-bound' if r.launch_bound_pct > 50 else 'mostly device time'}.")
+            if not missing(r.of_roofline_pct):
+                out.append(f"Batch {r.batch}: the step moves at least {si(r.bytes_min, 'B')} "
+                           f"({si(r.weight_bytes, 'B')} weights, {si(r.state_bytes, 'B')} decode-cache traffic), "
+                           f"{pct(r.of_roofline_pct)}% of the memory roofline at {num(self.peaks.gb_per_s, '.4g')} "
+                           "GB/s.")
+        if len(at) > 1:
+            a = self.by_component(int(lo.batch), prompt).set_index("component")
+            b = self.by_component(int(hi.batch), prompt).set_index("component")
+            if "ssm_scan" in a.index and "ssm_scan" in b.index and not missing(a.share_pct["ssm_scan"]):
+                out.append(f"ssm_scan (the state update) takes {pct(a.share_pct['ssm_scan'])}% of the step at "
+                           f"batch {lo.batch} and {pct(b.share_pct['ssm_scan'])}% at batch {hi.batch} "
+                           f"({self.timing} timing); its state traffic grows with batch while the weights do not.")
+        return out
+
+
+def points_view(analysis: DecodeAnalysis) -> View:
+    """One row per decode point: tokens/s against batch, graphs vs none, generate, roofline, cache."""
+    cols = [("batch", "batch", str), ("prompt", "seqlen", str), ("status", "status", str),
+            ("ms/token", "ms_per_token", ms), ("tokens/s", "tokens_per_s", rate),
+            ("own eager ms", "own_eager_ms", ms), ("split eager ms", "split_eager_ms", ms),
+            ("graph ms", "graph_replay_ms", ms), ("parts/graph %", "graph_sum_vs_whole_pct", num),
+            ("launch %", "launch_bound_pct", pct), ("own graph ms", "own_graph_ms", ms),
+            ("generate ms", "generate_ms_per_token", ms), ("vs generate %", "step_vs_generate_pct", num),
+            ("min bytes", "bytes_min", si), ("roofline ms", "roofline_ms", ms), ("% roof", "of_roofline_pct", pct),
+            ("cache", "cache_bytes", lambda v: si(v, "B")), ("cache closed", "cache_bytes_closed_form",
+                                                              lambda v: si(v, "B"))]
+    pts = analysis.points
+    cols = [c for c in cols if c[1] in ("batch", "seqlen", "status") or pts[c[1]].notna().any()]
+    rows = [[fmt(r[col]) for _, col, fmt in cols] for _, r in pts.iterrows()]
+    return View("Decode: one generated token per sequence per step", [c[0] for c in cols], rows,
+                caption="ms/token: whole step from one CUDA graph in a greedy loop (GPU), else the model's own "
+                        "eager step. graph ms: whole-step graph replays; parts/graph %: per-component graphs summed "
+                        "vs it; launch %: share of the eager step graphs remove; generate ms: the model's own "
+                        "generate per new token; roofline ms: min bytes at peak bandwidth.", keys=2)
+
+
+def components_view(analysis: DecodeAnalysis, batch: int, seqlen: int) -> View:
+    """A step's time per component at one point (summed over layers), with its bytes and roofline."""
+    frame = analysis.by_component(batch, seqlen)
+    cols = [("component", "component", str), (f"{analysis.timing} ms", "time_ms", ms), ("% step", "share_pct", pct),
+            ("min bytes", "bytes_min", si), ("weights", "weight_bytes", si), ("cache r+w", "state_bytes", si),
+            ("roofline ms", "roofline_ms", ms), ("% roof", "of_roofline_pct", pct),
+            ("cache", "cache_bytes", lambda v: si(v, "B")),
+            ("cache closed", "cache_bytes_closed_form", lambda v: si(v, "B")), ("note", "fused_into", str)]
+    cols = [c for c in cols if c[1] == "component" or frame[c[1]].notna().any()]
+    rows = [[("-" if missing(r[col]) else fmt(r[col])) for _, col, fmt in cols] for _, r in frame.iterrows()]
+    return View(f"Decode step by component: batch {batch}, prompt {seqlen}", [c[0] for c in cols], rows,
+                caption=f"{analysis.timing}: " + ("each (layer, component) replayed as its own CUDA graph"
+                                                 if analysis.timing == "graph" else
+                                                 "timestamps between the components of the eager step"))
+
+
+def decode_views(analysis: DecodeAnalysis) -> list[View]:
+    """Every table of the decode section: points, then the step by component at the smallest and largest
+    batch of the longest prompt."""
+    views = [points_view(analysis)]
+    ok = analysis.points[analysis.points.status == "ok"]
+    if not ok.empty:
+        prompt = int(ok.seqlen.max())
+        batches = sorted(ok[ok.seqlen == prompt].batch.unique())
+        for batch in dict.fromkeys([batches[0], batches[-1]]):
+            views.append(components_view(analysis, int(batch), prompt))
+    return views
+
+
+def run_facts(analysis: DecodeAnalysis) -> list[tuple[str, str]]:
+    """Key facts of the run for the header."""
+    r = analysis.record
+    return [("model", str(r.get("model_ref"))), ("family", str(r.get("model_family"))),
+            ("device", str(r.get("device_name") or r.get("device"))), ("dtype", str(r.get("dtype"))),
+            ("status", str(r.get("status"))),
+            ("bandwidth", analysis.peaks.describe() if analysis.peaks else "unknown")]
