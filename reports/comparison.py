@@ -15,22 +15,33 @@ from mambaprof.reports.findings import Finding, label
 from mambaprof.taxonomy import component_order
 
 BLOCK_ROW = "block"
+#: the `forward` row in words: the sum of every component (block and model-level) on the time basis
+FORWARD_WORDS = "forward (all components)"
+#: the points table's whole-forward wall time, in words (the original forward, timed on its own)
+WALL_WORDS = "wall time of the original forward"
 FORWARD_ROW = "forward"
+#: prefix of a model-level component whose name is also a block component (the final norm: `model norm`)
+MODEL_PREFIX = "model "
 _ROW_ORDER = {BLOCK_ROW: 100, FORWARD_ROW: 101}
 
 
 def component_totals(components: pd.DataFrame) -> pd.DataFrame:
-    """Per (batch, seqlen, component): time_ms summed over the block layers (model-level components
-    kept as they are), plus `block` and `forward` rows; ranks holding the same point are averaged."""
+    """Per (batch, seqlen, component): time_ms summed over the block layers, plus the model-level components
+    (layer -1: embedding, final norm, lm_head, other) as rows of their own (`model norm` where the name is also a
+    block component, so the final norm is never added into the blocks' norm), plus `block` (the block
+    components: their shares sum to 100) and `forward` (every component, block and model-level, on the same
+    time basis); ranks holding the same point are averaged."""
     keys = ["rank", "batch", "seqlen"]
-    per = components.groupby([*keys, "component"]).time_ms.sum(min_count=1).reset_index()
-    block = components[components.family.isin(BLOCK_FAMILIES)]
-    in_block = set(block.component)
-    per["in_block"] = per.component.isin(in_block)
+    is_block = components.family.isin(BLOCK_FAMILIES)
+    block, outside = components[is_block], components[~is_block]
+    per_block = block.groupby([*keys, "component"]).time_ms.sum(min_count=1).reset_index().assign(in_block=True)
+    per_model = outside.groupby([*keys, "component"]).time_ms.sum(min_count=1).reset_index().assign(in_block=False)
+    in_block = set(per_block.component)
+    per_model["component"] = [f"{MODEL_PREFIX}{c}" if c in in_block else c for c in per_model.component]
     blk = block.groupby(keys).time_ms.sum(min_count=1).reset_index().assign(component=BLOCK_ROW, in_block=False)
     fwd = components.groupby(keys).time_ms.sum(min_count=1).reset_index().assign(component=FORWARD_ROW,
                                                                                  in_block=False)
-    rows = pd.concat([per, blk, fwd], ignore_index=True)
+    rows = pd.concat([per_block, per_model, blk, fwd], ignore_index=True)
     rows = rows.groupby(["batch", "seqlen", "component"]).agg(time_ms=("time_ms", "mean"),
                                                               in_block=("in_block", "first")).reset_index()
     block_ms = rows[rows.component == BLOCK_ROW].set_index(["batch", "seqlen"]).time_ms
@@ -41,6 +52,8 @@ def component_totals(components: pd.DataFrame) -> pd.DataFrame:
 
 
 def _order(component: str) -> int:
+    if component.startswith(MODEL_PREFIX):
+        return 50 + component_order(component[len(MODEL_PREFIX):])
     return _ROW_ORDER.get(component, component_order(component))
 
 
@@ -83,8 +96,11 @@ def comparison_findings(aligned: pd.DataFrame, points: pd.DataFrame, scaling_a: 
             continue
         parts = [f"{label(c)} {at.loc[c, 'ratio']:.2f}x" for c in ("ssm_scan", "in_proj", "out_proj", "conv1d")
                  if c in at.index and pd.notna(at.loc[c, "ratio"])]
+        fwd = at.loc[FORWARD_ROW, "ratio"] if FORWARD_ROW in at.index else None
         wall = points[(points.batch == batch) & (points.seqlen == seqlen)].wall_ratio
-        wall_text = f"; forward wall time {wall.iloc[0]:.2f}x" if len(wall) and pd.notna(wall.iloc[0]) else ""
+        wall_text = f"; {FORWARD_WORDS} {basis} time {fwd:.2f}x" if fwd is not None and pd.notna(fwd) else ""
+        if len(wall) and pd.notna(wall.iloc[0]):
+            wall_text += f" ({WALL_WORDS} {wall.iloc[0]:.2f}x)"
         ratio = float(at.loc[BLOCK_ROW, "ratio"])
         text = (f"At {seqlen} tokens (batch {int(batch)}), {label_b}'s block {basis} time is {ratio:.2f}x "
                 f"{label_a}'s ({', '.join(parts)}){wall_text}.")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from mambaprof.reports.fmt import missing, ms, num, pct, rate, si
+from mambaprof.reports.fmt import mib, missing, ms, num, pct, rate, si
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
 from mambaprof.reports.views import View
 from mambaprof.storage.rundir import read_run_record, read_table
@@ -69,8 +69,8 @@ class DecodeAnalysis:
                                 f"{r.step_vs_generate_pct:+.1f}% off the model's own generate per token "
                                 f"({ms(r.generate_ms_per_token)} ms), more than 5%")
             if r.cache_bytes != r.cache_bytes_closed_form:
-                warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {si(r.cache_bytes, 'B')} "
-                                f"measured vs {si(r.cache_bytes_closed_form, 'B')} closed form")
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {mib(r.cache_bytes)} "
+                                f"measured vs {mib(r.cache_bytes_closed_form)} closed form")
         if peaks is None:
             warnings.append("no memory bandwidth known for this device (CPU, or a GPU not in the table): the "
                             "roofline columns are empty; give --peaks FILE")
@@ -147,8 +147,7 @@ def points_view(analysis: DecodeAnalysis) -> View:
             ("launch %", "launch_bound_pct", pct), ("own graph ms", "own_graph_ms", ms),
             ("generate ms", "generate_ms_per_token", ms), ("vs generate %", "step_vs_generate_pct", num),
             ("min bytes", "bytes_min", si), ("roofline ms", "roofline_ms", ms), ("% roof", "of_roofline_pct", pct),
-            ("cache", "cache_bytes", lambda v: si(v, "B")), ("cache closed", "cache_bytes_closed_form",
-                                                              lambda v: si(v, "B"))]
+            ("cache", "cache_bytes", mib), ("cache closed", "cache_bytes_closed_form", mib)]
     pts = analysis.points
     cols = [c for c in cols if c[1] in ("batch", "seqlen", "status") or pts[c[1]].notna().any()]
     rows = [[fmt(r[col]) for _, col, fmt in cols] for _, r in pts.iterrows()]
@@ -165,8 +164,8 @@ def components_view(analysis: DecodeAnalysis, batch: int, seqlen: int) -> View:
     cols = [("component", "component", str), (f"{analysis.timing} ms", "time_ms", ms), ("% step", "share_pct", pct),
             ("min bytes", "bytes_min", si), ("weights", "weight_bytes", si), ("cache r+w", "state_bytes", si),
             ("roofline ms", "roofline_ms", ms), ("% roof", "of_roofline_pct", pct),
-            ("cache", "cache_bytes", lambda v: si(v, "B")),
-            ("cache closed", "cache_bytes_closed_form", lambda v: si(v, "B")), ("note", "fused_into", str)]
+            ("cache", "cache_bytes", mib),
+            ("cache closed", "cache_bytes_closed_form", mib), ("note", "fused_into", str)]
     cols = [c for c in cols if c[1] == "component" or frame[c[1]].notna().any()]
     rows = [[("-" if missing(r[col]) else fmt(r[col])) for _, col, fmt in cols] for _, r in frame.iterrows()]
     return View(f"Decode step by component: batch {batch}, prompt {seqlen}", [c[0] for c in cols], rows,

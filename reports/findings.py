@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mambaprof.paired import OUTSIDE, UNDECIDED, WITHIN, interval_verdict
-from mambaprof.reports.fmt import mib, rate
+from mambaprof.reports import noise, pruning
+from mambaprof.reports.fmt import mib, num, rate
+from mambaprof.reports.fmt import ms as fmt_ms
 from mambaprof.reports.load import FAMILY_LABELS
 from mambaprof.reports.peaks import DevicePeaks
 from mambaprof.reports.roofline import ABOVE_ROOF_PCT, roofline_note
 from mambaprof.reports.scaling import GROUP_PROJECTIONS, Crossover
 
+if TYPE_CHECKING:
+    from mambaprof.reports.run_analysis import RunAnalysis
+
 COMPONENT_LABELS = {"ssm_scan": "SSM scan", "ssm_params": "SSM params", "in_proj": "in_proj",
                     "out_proj": "out_proj", "conv1d": "conv1d", "gating": "gating", "norm": "norm",
                     "residual": "residual", "embedding": "embedding", "lm_head": "lm_head",
                     "communication": "communication", "other": "other", "block": "block",
+                    "forward": "forward (all components)", "model norm": "final norm (model)",
                     GROUP_PROJECTIONS: "projections"}
 #: A point whose split forward costs more than this (%) over the original is outside the fidelity budget.
 FIDELITY_BUDGET_PCT = 5.0
@@ -72,15 +78,30 @@ def _pct(value: float) -> str:
 
 
 def _exponent(scaling: pd.DataFrame, family: str, batch: int, component: str) -> float | None:
+    """The fitted exponent of one component, None when there is none or its fit is flagged (summary_scaling
+    `fit_flag`: negative, carried by one point, or over two lengths only)."""
     row = scaling[(scaling.family == family) & (scaling.batch == batch) & (scaling.component == component)]
     if row.empty or pd.isna(row.exponent.iloc[0]):
+        return None
+    if "fit_flag" in row and isinstance(row.fit_flag.iloc[0], str):
         return None
     return float(row.exponent.iloc[0])
 
 
-def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str) -> list[Finding]:
+def _untrusted(scaling: pd.DataFrame, family: str, batch: int, component: str) -> str:
+    """`, no exponent stated (...)` when the component's fit is flagged, else ``."""
+    row = scaling[(scaling.family == family) & (scaling.batch == batch) & (scaling.component == component)]
+    if row.empty or "fit_flag" not in row or not isinstance(row.fit_flag.iloc[0], str):
+        return ""
+    return f", no exponent stated (the fit {row.fit_flag.iloc[0]})"
+
+
+def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str,
+                   share_noise: pd.DataFrame | None = None) -> list[Finding]:
     """Per block family and batch, at the longest length: the SSM scan's share of block time with its
-    exponent, and the dominant component when that is not the scan."""
+    exponent (where the fit is trusted), and the dominant component when that is not the scan; with
+    `share_noise` (noise.share_noise), each sentence states the noise it rests on and says when that noise is
+    large enough to change the share or the ranking."""
     out: list[Finding] = []
     block = components[components.share_of_block_pct.notna()]
     for (family, batch), grp in block.groupby(["family", "batch"]):
@@ -95,7 +116,12 @@ def share_findings(components: pd.DataFrame, scaling: pd.DataFrame, basis: str) 
                 continue
             share = float(per_comp[component])
             exp = _exponent(scaling, family, int(batch), component)
-            tail = f", exponent {exp:.2f}" if exp is not None else ""
+            tail = f", exponent {exp:.2f}" if exp is not None else _untrusted(scaling, family, int(batch), component)
+            if share_noise is not None:
+                rows = share_noise[(share_noise.family == family) & (share_noise.batch == batch)
+                                   & (share_noise.seqlen == seqlen)]
+                rows = rows[rows.point_id == rows.point_id.iloc[0]] if len(rows) else rows
+                tail += noise.noise_clause(rows, component, share, per_comp.index[0], basis, label)
             head = f"{label(component)}:" if kind == "scan" else f"Largest component: {label(component)},"
             out.append(Finding(kind, f"{head} {_pct(share)} {where}{tail}.", share, "%",
                                family, int(batch), seqlen, component))
@@ -113,6 +139,11 @@ def crossover_findings(crossovers: list[Crossover], scaling: pd.DataFrame) -> li
             text = f"{head} overtakes the projections (in_proj + SSM params + out_proj) at {tokens(c.seqlen)} tokens."
         elif c.status == "always":
             text = f"{head} takes longer than the projections at every measured length ({span} tokens)."
+        elif c.status == "extrapolated" and (_untrusted(scaling, c.family, c.batch, "ssm_scan")
+                                             or _untrusted(scaling, c.family, c.batch, GROUP_PROJECTIONS)):
+            why = (_untrusted(scaling, c.family, c.batch, "ssm_scan")
+                   or _untrusted(scaling, c.family, c.batch, GROUP_PROJECTIONS)).split("(", 1)[1].rstrip(")")
+            text = (f"{head} stays below the projections over {span} tokens; no crossover is extrapolated: {why}.")
         elif c.status == "extrapolated" and c.seqlen_max and c.seqlen > TRUSTED_EXTRAPOLATION * c.seqlen_max:
             es = _exponent(scaling, c.family, c.batch, "ssm_scan")
             ep = _exponent(scaling, c.family, c.batch, GROUP_PROJECTIONS)
@@ -316,6 +347,15 @@ def fidelity_findings(points: pd.DataFrame) -> list[Finding]:
     return [Finding("fidelity", f"{check}; {cost}{budget}{markers}.", worst, "%")]
 
 
+def host_findings(points: pd.DataFrame) -> list[Finding]:
+    """One finding when the run's own repeats show a loaded host (noise.host_load), stating the spread."""
+    load = noise.host_load(points)
+    if not load.loaded:
+        return []
+    spread = points.original_spread_pct.astype(float)
+    return [Finding("host", f"Host {load.text}.", float(spread.max()), "%")]
+
+
 def status_findings(points: pd.DataFrame) -> list[Finding]:
     """Points that did not finish (out of memory or errors)."""
     bad = points[points.status != "ok"]
@@ -354,4 +394,61 @@ def hardware_findings(points: pd.DataFrame, components: pd.DataFrame) -> list[Fi
                 "of any component.")
         out.append(Finding("dram", text, float(worst.bytes_measured_over_min), "x", family, int(batch), int(seqlen),
                            worst.component))
+    return out
+
+
+def pruning_findings(analysis: RunAnalysis) -> list[Finding]:
+    """The what-if's headline sentences: best prefill speedup, smallest decode cache, the score verdict per
+    ratio, and what pruning does to the SSM scan vs the whole block (per variant)."""
+    pr = analysis.pruning
+    rows = pruning.at_seqlen(pr.table)
+    out: list[Finding] = []
+    pruned = rows[rows.variant_id > 0]
+    if pruned.empty:
+        return out
+    length, batch = int(rows.seqlen.iloc[0]), int(rows.batch.iloc[0])
+    fast = pruned.dropna(subset=["prefill_speedup"])
+    if not fast.empty:
+        r = fast.loc[fast.prefill_speedup.idxmax()]
+        head = (f"Fastest pruned variant at {length} tokens (batch {batch})" if r.prefill_speedup > 1 else
+                f"No pruned variant is faster than the unpruned model at {length} tokens (batch {batch}); the "
+                "fastest")
+        out.append(Finding("pruning_speed", f"{head}: {pruning.variant_name(r.score, r.ratio, 1)} (N' "
+                           f"{r.d_state_kept_mean:.3g} of {int(r.d_state_original)}), {r.prefill_speedup:.2f}x "
+                           "the unpruned prefill throughput, decode cache "
+                           f"{num(r.cache_bytes_delta_pct, '+.0f', '%')}, "
+                           f"perplexity {num(r.perplexity_delta_pct, '+.2f', '%')}.", float(r.prefill_speedup), "x",
+                           seqlen=length, batch=batch))
+    small = pruned.dropna(subset=["cache_bytes_delta_pct"])
+    if not small.empty:
+        r = small.loc[small.cache_bytes_delta_pct.idxmin()]
+        out.append(Finding("pruning_memory", f"Smallest decode cache: {pruning.variant_name(r.score, r.ratio, 1)}, "
+                           f"{r.cache_bytes_delta_pct:+.0f}% vs unpruned (SSM state "
+                           f"{num(r.ssm_state_bytes_delta_pct, '+.0f', '%')}), perplexity "
+                           f"{num(r.perplexity_delta_pct, '+.2f', '%')}.", float(r.cache_bytes_delta_pct), "%",
+                           batch=batch))
+    caveat = (" (but see the caveat: this model has not learned enough for it to mean anything)"
+              if pr.perplexity_means_nothing else "")
+    for ratio, row in pruning.score_winners(pr.table).iterrows():
+        if row.verdict == "tie":
+            text = (f"At ratio {ratio:g}, the scores tie on perplexity: {row.winner[5:]} are within noise "
+                    f"(runner-up {row.runner_up} {row.margin_pct:+.2f}% vs {row.best}, noise {row.noise_pct:.2f}%)")
+        else:
+            text = (f"At ratio {ratio:g}, {row.best} wins on perplexity ({row[row.best]:.4g}; runner-up "
+                    f"{row.runner_up} {row.margin_pct:+.2f}%, above the {row.noise_pct:.2f}% noise)")
+        out.append(Finding("pruning_score", text + caveat + ".", float(row.margin_pct), "%"))
+    timed = pruning.timed_variants(analysis)
+    if 0 in timed and len(timed) > 1:
+        ref = pruning.variant_block_times(timed[0])
+        vid = max((v for v in timed if v), key=lambda v: (pr.table[pr.table.variant_id == v].ratio.max(), -v))
+        t = pruning.variant_block_times(timed[vid])
+        d_scan = pruning.delta_pct(t.get("ssm_scan"), ref.get("ssm_scan"))
+        d_block = pruning.delta_pct(t.get("block"), ref.get("block"))
+        if d_block is not None:
+            seqlen = int(timed[vid].points.seqlen.iloc[0])
+            scan = (f"its SSM scan takes {fmt_ms(t.get('ssm_scan'))} ms vs {fmt_ms(ref.get('ssm_scan'))} ms unpruned "
+                    f"({d_scan:+.0f}%), " if d_scan is not None else "")
+            out.append(Finding("pruning_components", f"At {seqlen} tokens, {timed[vid].data.variant}: {scan}the Mamba "
+                               f"blocks {d_block:+.0f}% ({analysis.basis} time; each variant measured on its own).",
+                               d_block, "%", seqlen=seqlen, component="ssm_scan"))
     return out

@@ -13,9 +13,9 @@ def missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def num(value: Any, spec: str = ".3g") -> str:
-    """A number, or `-` when missing."""
-    return "-" if missing(value) else format(float(value), spec)
+def num(value: Any, spec: str = ".3g", suffix: str = "") -> str:
+    """A number in format `spec` followed by `suffix` (`+12%`, `1.05x`), or `-` when missing."""
+    return "-" if missing(value) else format(float(value), spec) + suffix
 
 
 def rate(value: Any) -> str:
@@ -39,23 +39,24 @@ def pct(value: Any) -> str:
     return "-" if missing(value) else f"{float(value):.1f}"
 
 
-def si(value: Any, unit: str = "") -> str:
-    """Engineering notation: 1.2 G, 340 M (for FLOPs and bytes)."""
+def si(value: Any, unit: str = "", sep: str = " ") -> str:
+    """Engineering notation with 3 significant digits: 1.2 G, 340 M (FLOPs, bytes); sep="" for compact
+    cells (`1.23M` tokens/s)."""
     if missing(value):
         return "-"
     v = float(value)
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= factor:
-            return f"{v / factor:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}".strip()
+            return f"{v / factor:.3g}{sep}{prefix}{unit}"
+    return f"{v:.3g}{sep}{unit}".strip()
 
 
-def mib(value: Any) -> str:
-    """Bytes as MiB: 4 significant digits, whole MiB with separators from 10,000 MiB up (never 1.3e+04)."""
+def mib(value: Any, digits: int = 4) -> str:
+    """Bytes as MiB: `digits` significant digits, whole MiB with separators from 10,000 MiB up (never 1.3e+04)."""
     if missing(value):
         return "-"
     v = float(value) / 2**20
-    return f"{v:,.0f} MiB" if abs(v) >= 1e4 else f"{v:,.4g} MiB"
+    return f"{v:,.0f} MiB" if abs(v) >= 1e4 else f"{v:,.{digits}g} MiB"
 
 
 def ratio(value: Any) -> str:

@@ -15,6 +15,7 @@ import io
 import itertools
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from mambaprof.reports import pruning
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
 from mambaprof.reports.peaks import DevicePeaks
@@ -48,12 +50,28 @@ MAX_RATIO_LENGTHS = 10
 MAX_LINE_POINTS = 128
 
 
-def _svg(fig: Figure) -> str:
+def _svg(fig: Figure, tight: bool = True) -> str:
+    """The figure as one inline `<svg>` string: text kept as text, ids salted per figure; tight: crop to the
+    drawn area (the figures laid out with `layout="constrained"` at a fixed size keep their size)."""
     buf = io.StringIO()
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": f"mambaprof-{next(_SALT)}"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
     text = buf.getvalue()
     return text[text.index("<svg"):]
+
+
+#: resolution of the PNG files plots are written to (`save_figure`)
+PNG_DPI = 130
+
+
+def save_figure(fig: Figure, out_base: Path, tight: bool = True) -> list[Path]:
+    """Write the figure to out_base.png (PNG_DPI) and out_base.svg (text kept as text); returns both paths."""
+    out_base = Path(out_base)
+    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".svg")]
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": f"mambaprof-{next(_SALT)}"}):
+        for path in paths:
+            fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight" if tight else None)
+    return paths
 
 
 def _grid(n: int, width: float = 5.2, height: float = 3.6, max_cols: int = 2) -> tuple[Figure, list]:
@@ -160,7 +178,9 @@ def scaling_lines(series: pd.DataFrame, scaling: pd.DataFrame, crossovers: list[
     panels = _panels(series)
     fig, axes = _grid(len(panels))
     for ax, (family, batch, grp) in zip(axes, panels, strict=False):
-        fits = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component").exponent
+        panel = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component")
+        fits = panel.exponent
+        flagged = panel.fit_flag.map(lambda f: isinstance(f, str)) if "fit_flag" in panel else {}
         names = sorted(grp.component.unique(), key=lambda c: (c == GROUP_PROJECTIONS, component_order(c)))
         for comp in names:
             if comp == "block":
@@ -170,7 +190,8 @@ def scaling_lines(series: pd.DataFrame, scaling: pd.DataFrame, crossovers: list[
             if line.empty:
                 continue
             exp = fits.get(comp)
-            tag = f"{label(comp)} ({exp:.2f})" if exp is not None and pd.notna(exp) else label(comp)
+            mark = "?" if flagged.get(comp, False) else ""  # an untrusted fit (see views.UNTRUSTED_CAPTION)
+            tag = f"{label(comp)} ({exp:.2f}{mark})" if exp is not None and pd.notna(exp) else label(comp)
             style = "--" if comp == GROUP_PROJECTIONS else "-"
             line = line.groupby("seqlen", as_index=False).time_ms.mean()  # ranks / repeated sweeps: one value
             marker = "o" if len(line) <= MAX_BARS else None
@@ -368,3 +389,47 @@ def kind_shares_chart(shares: pd.DataFrame, kinds: Iterable[str], basis: str) ->
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     return _svg(fig)
+
+
+# ---- pruning what-if: throughput vs perplexity ------------------------------------------------------
+
+def pareto_figure(df: pd.DataFrame, seqlen: int | None = None, caveat: bool = False) -> Figure:
+    """Throughput (tokens/s) vs perplexity per variant at one prefill length, Pareto front dashed; caveat:
+    say on the plot that the perplexity axis measures nothing (see `perplexity_means_nothing`)."""
+    rows = pruning.at_seqlen(df, seqlen).dropna(subset=["prefill_tokens_per_s", "perplexity"])
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    markers = {"none": "*", "delta": "o", "energy": "s", "magnitude": "^", "random": "x"}
+    for score, grp in rows.groupby("score"):
+        ax.scatter(grp.prefill_tokens_per_s, grp.perplexity, marker=markers.get(score, "."), s=60 if score != "none"
+                   else 160, label="unpruned" if score == "none" else score)
+        for r in grp.itertuples():
+            if r.variant_id:
+                ax.annotate(f"{r.ratio:g}", (r.prefill_tokens_per_s, r.perplexity), textcoords="offset points",
+                            xytext=(4, 3), fontsize=7)
+    front = pruning.pareto_front(list(zip(rows.prefill_tokens_per_s, rows.perplexity, strict=True)))
+    if len(front) > 1:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
+    if len(rows):
+        ax.set_title(f"prefill b={int(rows.batch.iloc[0])} L={int(rows.seqlen.iloc[0])} on "
+                     f"{rows.device.iloc[0]} ({rows.dtype.iloc[0]}); labels: ratio")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no variant has both a throughput and a perplexity", ha="center", transform=ax.transAxes)
+    if caveat:
+        ax.text(0.5, 0.02, "caveat: the model has not learned; perplexity differences mean nothing", ha="center",
+                va="bottom", transform=ax.transAxes, fontsize=8, color="#b3261e")
+    ax.set_xlabel("prefill throughput (tokens/s)")
+    ax.set_ylabel("held-out perplexity (per byte)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def pareto_plot(df: pd.DataFrame, out_base: Path, seqlen: int | None = None, caveat: bool = False) -> list[Path]:
+    """Write the Pareto plot (see pareto_figure) to out_base.png and out_base.svg."""
+    return save_figure(pareto_figure(df, seqlen, caveat), out_base, tight=False)
+
+
+def pareto_svg(df: pd.DataFrame, seqlen: int | None = None, caveat: bool = False) -> str:
+    """The Pareto plot as one inline `<svg>` string (text kept as text, ids salted per figure)."""
+    return _svg(pareto_figure(df, seqlen, caveat), tight=False)

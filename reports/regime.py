@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mambaprof.reports import findings, hardware
+from mambaprof.reports import findings, hardware, noise
 from mambaprof.reports.load import RunData
 
 #: wall >= LAUNCH_BOUND_RATIO x kernel time: launch-bound.
@@ -54,8 +54,9 @@ def point_table(data: RunData) -> pd.DataFrame:
     out["tokens_per_s"] = out.tokens / (out.wall_ms.where(out.wall_ms > 0) * 1e-3)
     for col in ("split_vs_original_pct", "split_bare_vs_original_pct", *findings.PAIRED_COLUMNS):
         out[col] = p[col] if col in p else None
-    out["original_spread_pct"] = findings.reference_spread_pct(p).where(ok)
+    out["original_spread_pct"] = noise.spread_pct(p).where(ok)
     out["fidelity_verdict"] = findings.fidelity_verdicts(out).where(ok)
+    out["host_noisy"] = noise.noisy_points(out)
     for col in ("output_check", "attributed_kernel_pct"):
         out[col] = p[col] if col in p else None
     extras = hardware.point_extras(data.optional)

@@ -185,17 +185,17 @@ def _facts(analysis: RunAnalysis) -> str:
 def pruning_sections(analysis: RunAnalysis, per_layer: bool = False) -> str:
     """The body of a prune run's page: what-if tables, Pareto plot, each variant's own attribution."""
     pr = analysis.pruning
-    parts = ["<h2>Pruning what-if</h2>", table_html(pruning.summary_view(pr.table))]
-    parts += [table_html(v) for v in (pruning.throughput_view(pr.table), pruning.winners_view(pr.table))
+    parts = ["<h2>Pruning what-if</h2>", table_html(views.pruning_summary_view(pr.table))]
+    parts += [table_html(v) for v in (views.pruning_throughput_view(pr.table), views.pruning_winners_view(pr.table))
               if v is not None]
-    parts.append(figure_html("pareto", pruning.pareto_svg(pr.table, caveat=pr.perplexity_means_nothing),
+    parts.append(figure_html("pareto", plots.pareto_svg(pr.table, caveat=pr.perplexity_means_nothing),
                              "Prefill throughput vs held-out perplexity per variant at the longest length (labels: "
                              "ratio); dashed: the Pareto front (no other variant is both faster and better)."))
     variants = list(pruning.timed_variants(analysis).values())
     parts.append("<h2>Per-variant attribution</h2>")
     if not variants:
         parts.append('<p class="caption">No component measurement of any variant finished.</p>')
-    parts += [table_html(v) for v in (pruning.component_view(analysis), pruning.points_view(analysis))
+    parts += [table_html(v) for v in (views.pruning_component_view(analysis), views.pruning_points_view(analysis))
               if v is not None]
     for variant in variants:
         comps = variant.components
@@ -219,7 +219,7 @@ def render_pruning_report(analysis: RunAnalysis, per_layer: bool = False) -> str
     """The HTML report of a prune run, as one self-contained string."""
     pr = analysis.pruning
     name = analysis.data.model_label
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in pruning.facts(analysis))
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in views.pruning_facts(analysis))
     body = (f"<h1>mambaprof report: {_e(name)} · pruning what-if</h1>"
             f'<p class="sub">{_e(analysis.data.family_label)} on {_e(analysis.device_name)}, {_e(analysis.dtype)}</p>'
             f'<table class="facts">{rows}</table>'

@@ -168,14 +168,15 @@ def print_pruning_report(analysis: RunAnalysis, console: Console, per_layer: boo
     pr = analysis.pruning
     assert pr is not None, "not a prune run"
     console.rule(f"[bold]mambaprof report: {analysis.data.model_label} · pruning what-if")
-    _facts(console, pruning.facts(analysis))
+    _facts(console, views.pruning_facts(analysis))
     if pr.caveat:
         console.print(Text(f"CAVEAT: {pr.caveat}", style="bold red"))
         console.print()
     _bullets(console, "Warnings", analysis.warnings, style="yellow")
-    _bullets(console, "Findings", [f.text for f in pruning.findings(analysis)])
-    tables = [pruning.summary_view(pr.table), pruning.throughput_view(pr.table), pruning.winners_view(pr.table),
-              pruning.component_view(analysis), pruning.points_view(analysis)]
+    _bullets(console, "Findings", [f.text for f in analysis.pruning_findings()])
+    tables = [views.pruning_summary_view(pr.table), views.pruning_throughput_view(pr.table),
+              views.pruning_winners_view(pr.table), views.pruning_component_view(analysis),
+              views.pruning_points_view(analysis)]
     if per_layer:
         for variant in pruning.timed_variants(analysis).values():
             lv = variant.layers

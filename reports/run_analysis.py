@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 import mambaprof
-from mambaprof.reports import attribution, comparison, findings, pruning, regime, roofline, scaling
+from mambaprof.reports import attribution, comparison, findings, noise, regime, roofline, scaling
 from mambaprof.reports.calibration import load_calibration
 from mambaprof.reports.findings import Finding
 from mambaprof.reports.load import RunData, load_run
@@ -98,8 +98,10 @@ class RunAnalysis:
 
     @property
     def warnings(self) -> list[str]:
-        """What validation and loading noticed (incomplete run, failed output checks, unreadable tables)."""
-        return list(self.data.warnings)
+        """What validation and loading noticed (incomplete run, failed output checks, unreadable tables), and a
+        loaded host (judged from the run's own repeats: its times and shares carry another process's noise)."""
+        load = self.host_load if not self.points.empty else None
+        return list(self.data.warnings) + ([f"host {load.text}"] if load is not None and load.loaded else [])
 
     @property
     def peaks_source(self) -> str:
@@ -130,6 +132,17 @@ class RunAnalysis:
         return regime.point_table(self.data)
 
     @cached_property
+    def share_noise(self) -> pd.DataFrame:
+        """Per point x block family x component: the share on means (the report's), on medians and on the other
+        basis, with the point's repeats' spread and markers' cost (see `noise.share_noise`)."""
+        return noise.share_noise(self.data, self.components, self.basis)
+
+    @property
+    def host_load(self) -> noise.HostLoad:
+        """Whether the run's host was loaded, from its own repeats (see `noise.host_load`)."""
+        return noise.host_load(self.points)
+
+    @cached_property
     def scaling(self) -> pd.DataFrame:
         """Fitted exponents per family x batch x component and group (see summary_scaling)."""
         return scaling.scaling_table(self.components)
@@ -150,7 +163,7 @@ class RunAnalysis:
 
     def pruning_findings(self) -> list[Finding]:
         """Prune runs: the what-if's sentences (speed, memory, score verdicts, per-variant components)."""
-        return pruning.findings(self) if self.pruning is not None else []
+        return findings.pruning_findings(self) if self.pruning is not None else []
 
     @cached_property
     def crossovers(self) -> list[scaling.Crossover]:
@@ -161,7 +174,8 @@ class RunAnalysis:
         """The report's findings in words, each with its number (see summary_findings)."""
         return [
             *findings.status_findings(self.points),
-            *findings.share_findings(self.components, self.scaling, self.basis),
+            *findings.host_findings(self.points),
+            *findings.share_findings(self.components, self.scaling, self.basis, self.share_noise),
             *findings.crossover_findings(self.crossovers, self.scaling),
             *findings.regime_findings(self.points, self.data.on_gpu),
             *findings.roofline_findings(self.components, self.peaks, self.device_name, self.dtype, self.basis),
@@ -202,6 +216,7 @@ class RunAnalysis:
                 "peak_tflop_per_s": self.peaks.tflops(self.dtype) if self.peaks else None,
                 "peak_gb_per_s": self.peaks.gb_per_s if self.peaks else None,
                 "n_points": len(self.points), "n_points_ok": int((self.points.status == "ok").sum()),
+                "host_loaded": self.host_load.loaded, "host_load": self.host_load.text,
                 "mambaprof_version": mambaprof.__version__}]),
         }
         out = {}

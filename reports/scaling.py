@@ -17,6 +17,8 @@ import pandas as pd
 
 from mambaprof.reports.attribution import BLOCK_FAMILIES, PROJECTIONS
 
+#: a leave-one-out exponent further than this from the full fit: the fit is carried by that one point
+LOO_TOLERANCE = 0.25
 GROUP_BLOCK = "block"
 GROUP_PROJECTIONS = "projections"
 
@@ -55,6 +57,48 @@ def fit_power_law(seqlens: np.ndarray, times_ms: np.ndarray) -> Fit | None:
     return Fit(float(slope), float(math.exp(intercept)), r2, int(keep.sum()))
 
 
+def theil_sen_exponent(seqlens: np.ndarray, times_ms: np.ndarray) -> float | None:
+    """Theil-Sen slope of log(time) on log(seqlen): the median of the slopes between every pair of lengths
+    (robust to one outlying point); None with fewer than two usable lengths."""
+    x, y = _logs(seqlens, times_ms)
+    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x)) if x[j] != x[i]]
+    return float(np.median(slopes)) if slopes else None
+
+
+def loo_exponents(seqlens: np.ndarray, times_ms: np.ndarray) -> list[float]:
+    """The least-squares exponent with each usable length left out in turn (empty with fewer than 3 lengths)."""
+    x, y = _logs(seqlens, times_ms)
+    if len(np.unique(x)) < 3:
+        return []
+    out = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        if len(np.unique(x[keep])) >= 2:
+            out.append(float(np.polyfit(x[keep], y[keep], 1)[0]))
+    return out
+
+
+def _logs(seqlens: np.ndarray, times_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    seqlens, times_ms = np.asarray(seqlens, dtype=float), np.asarray(times_ms, dtype=float)
+    keep = np.isfinite(times_ms) & (times_ms > 0) & (seqlens > 0)
+    return np.log(seqlens[keep]), np.log(times_ms[keep])
+
+
+def fit_flag(exponent: float | None, loo: list[float], n_lengths: int) -> str | None:
+    """Why a fitted exponent is not stated as a finding, or None when it is trusted: `is negative` (time falls
+    with length: noise, not scaling), `rests on two lengths` (nothing to check it against) or `is carried by
+    one point` (leaving one length out moves it by more than LOO_TOLERANCE)."""
+    if exponent is None:
+        return None
+    if exponent < 0:
+        return "is negative"
+    if n_lengths < 3:
+        return "rests on two lengths"
+    if loo and max(abs(e - exponent) for e in loo) > LOO_TOLERANCE:
+        return "is carried by one point"
+    return None
+
+
 def series(components: pd.DataFrame) -> pd.DataFrame:
     """Time per (family, batch, seqlen, component) on the basis, plus the `block` and `projections`
     group sums, for block families; one column `kind` tells component rows from groups. Multiple ranks
@@ -80,6 +124,7 @@ def scaling_table(components: pd.DataFrame) -> pd.DataFrame:
         grp = grp.sort_values("seqlen")
         usable = grp[grp.time_ms > 0]
         fit = fit_power_law(grp.seqlen.to_numpy(), grp.time_ms.to_numpy())
+        loo = loo_exponents(grp.seqlen.to_numpy(), grp.time_ms.to_numpy())
         rows.append({
             "family": family, "batch": int(batch), "component": component, "kind": kind,
             "n_points": int(len(usable)),
@@ -90,6 +135,10 @@ def scaling_table(components: pd.DataFrame) -> pd.DataFrame:
             "exponent": fit.exponent if fit else None,
             "prefactor_ms": fit.prefactor_ms if fit else None,
             "r2": fit.r2 if fit else None,
+            "exponent_theil_sen": theil_sen_exponent(grp.seqlen.to_numpy(), grp.time_ms.to_numpy()),
+            "exponent_loo_min": min(loo) if loo else None,
+            "exponent_loo_max": max(loo) if loo else None,
+            "fit_flag": fit_flag(fit.exponent if fit else None, loo, int(usable.seqlen.nunique())),
         })
     return pd.DataFrame(rows)
 

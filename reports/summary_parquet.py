@@ -57,6 +57,46 @@ def check_summary_dir(out_dir: Path) -> None:
                                 "write summaries to a folder of their own, e.g. --parquet summary/")
 
 
+PRUNING_SUMMARY_COLUMNS = ("variant_id", "variant", "score", "ratio", "per_layer", "recover_steps", "d_state_kept_mean",
+                   "states_removed_pct", "device", "dtype", "batch", "seqlen", "prefill_tokens_per_s",
+                   "prefill_speedup", "decode_ms_per_token", "decode_tokens_per_s", "decode_speedup",
+                   "peak_memory_bytes", "peak_memory_delta_pct", "cache_bytes", "cache_bytes_delta_pct",
+                   "ssm_state_bytes_delta_pct", "perplexity", "perplexity_delta_pct", "selective_copy_acc_pct",
+                   "selective_copy_acc_delta_pp", "assoc_recall_acc_pct", "assoc_recall_acc_delta_pp")
+
+
+def pruning_summary_frame(analysis: RunAnalysis) -> pd.DataFrame:
+    """Rows of `summary_pruning`: one per variant x prefill seqlen, with the score verdict at its ratio and
+    the block / SSM-scan time of its own component measurement (in rows at that measurement's seqlen)."""
+    pr = analysis.pruning
+    df = pr.table
+    out = df[[c for c in PRUNING_SUMMARY_COLUMNS if c in df.columns]].copy()
+    out["variant"] = [pruning.variant_name(s, r, int(v))
+                      for s, r, v in zip(df.score, df.ratio, df.variant_id, strict=True)]
+    for col in ("run_id", "rank", "world_size"):
+        out[col] = df[col]
+    ranking = pruning.score_ranking(df).set_index("variant_id")
+    for col, src in (("score_rank", "score_rank"), ("score_verdict", "verdict"),
+                     ("perplexity_vs_best_pct", "perplexity_vs_best_pct"), ("tie_threshold_pct", "noise_pct")):
+        out[col] = df.variant_id.map(ranking[src]) if len(ranking) else None
+    timed = pruning.timed_variants(analysis)
+    times = {vid: pruning.variant_block_times(v) for vid, v in timed.items()}
+    seqlen_of = {vid: int(v.points.seqlen.iloc[0]) for vid, v in timed.items()}
+    ref = times.get(0)
+    for col, key in (("block_ms", "block"), ("ssm_scan_ms", "ssm_scan")):
+        values, deltas = [], []
+        for r in df.itertuples():
+            t = times.get(int(r.timing_variant_id))
+            here = t is not None and seqlen_of.get(int(r.timing_variant_id)) == int(r.seqlen)
+            values.append(t.get(key) if here else None)
+            deltas.append(pruning.delta_pct(t.get(key), ref.get(key)) if here and ref is not None else None)
+        out[col] = values
+        out[col.replace("_ms", "_delta_pct")] = deltas
+    out["time_basis"] = analysis.basis if timed else None
+    out["accuracy_caveat"] = pr.caveat
+    return out.reset_index(drop=True)
+
+
 def write_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
     """Write every summary table of `analysis` into `out_dir` (created if needed) and its README.md.
 
@@ -81,7 +121,7 @@ def write_pruning_summary(analysis: RunAnalysis, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     check_summary_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = pruning.summary_frame(analysis)
+    frame = pruning_summary_frame(analysis)
     columns = get_table("summary_pruning").column_names
     for col in columns:
         if col not in frame.columns:

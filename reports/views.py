@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mambaprof.reports import pruning
 from mambaprof.reports.attribution import BLOCK_FAMILIES
 from mambaprof.reports.findings import family_label, label
-from mambaprof.reports.fmt import ms, num, pct, rate, ratio, si
+from mambaprof.reports.fmt import mib, ms, num, pct, rate, ratio, si
 from mambaprof.reports.scaling import GROUP_BLOCK, GROUP_PROJECTIONS, Crossover
 from mambaprof.storage.rundir import run_state
 from mambaprof.taxonomy import component_order
+
+if TYPE_CHECKING:
+    from mambaprof.reports.run_analysis import RunAnalysis
 
 
 @dataclass
@@ -31,7 +35,8 @@ class View:
 
 
 def _bytes(value: Any) -> str:
-    return si(value, "B")
+    """Memory held (peaks, decode cache) in MiB, as the findings state it (one unit per quantity)."""
+    return mib(value)
 
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
@@ -72,15 +77,32 @@ def share_matrix(components: pd.DataFrame, scaling: pd.DataFrame, family: str, b
     """Share of block time per component (rows) and sequence length (columns), with the fitted exponent."""
     grp = components[(components.family == family) & (components.batch == batch)]
     seqlens = sorted(grp.seqlen.unique())
-    fits = scaling[(scaling.family == family) & (scaling.batch == batch)].set_index("component").exponent
+    fits = exponent_cells(scaling[(scaling.family == family) & (scaling.batch == batch)])
     view = View(f"{family_label(family)}, batch {batch}: % of block {basis} time by sequence length",
                 ["component", *[str(s) for s in seqlens], "exponent"])
     for comp in sorted(grp.component.unique(), key=component_order):
         shares = grp[grp.component == comp].groupby("seqlen").share_of_block_pct.mean().reindex(seqlens)
-        view.rows.append([label(comp), *[pct(v) for v in shares], num(fits.get(comp), ".2f")])
+        view.rows.append([label(comp), *[pct(v) for v in shares], fits.get(comp, "-")])
     totals = grp.groupby("seqlen").time_ms.sum().reindex(seqlens)
-    view.rows.append([f"block {basis} ms", *[ms(v) for v in totals], num(fits.get(GROUP_BLOCK), ".2f")])
+    view.rows.append([f"block {basis} ms", *[ms(v) for v in totals], fits.get(GROUP_BLOCK, "-")])
+    if any(c.endswith(UNTRUSTED_MARK) for c in fits.values()):
+        view.caption = UNTRUSTED_CAPTION
     return view
+
+
+#: appended to an exponent whose fit is flagged (summary_scaling.fit_flag); such exponents are no finding
+UNTRUSTED_MARK = "?"
+UNTRUSTED_CAPTION = ("?: exponent not stated as a finding: its fit is negative, rests on two lengths, or is carried "
+                     "by one point (summary_scaling.fit_flag; exponent_theil_sen is the robust fit).")
+
+
+def exponent_cells(fits: pd.DataFrame) -> dict[str, str]:
+    """Component -> its exponent as a table cell (`1.02`, `-1.12?` where the fit is flagged)."""
+    out = {}
+    for r in fits.itertuples():
+        flagged = isinstance(getattr(r, "fit_flag", None), str)
+        out[r.component] = num(r.exponent, ".2f") + (UNTRUSTED_MARK if flagged and pd.notna(r.exponent) else "")
+    return out
 
 
 def points_view(points: pd.DataFrame, on_gpu: bool) -> View:
@@ -121,8 +143,10 @@ def scaling_view(scaling: pd.DataFrame, crossovers: list[Crossover], basis: str)
         cells = []
         for f, b in keys:
             row = scaling[(scaling.family == f) & (scaling.batch == b) & (scaling.component == comp)]
-            cells.append(num(row.exponent.iloc[0], ".2f") if len(row) else "-")
+            cells.append(exponent_cells(row).get(comp, "-"))
         view.rows.append([label(comp), *cells])
+    if any(c.endswith(UNTRUSTED_MARK) for row in view.rows for c in row[1:]):
+        view.caption = UNTRUSTED_CAPTION
     cross = []
     for f, b in keys:
         c = next((c for c in crossovers if c.family == f and c.batch == b), None)
@@ -176,8 +200,9 @@ def comparison_view(aligned: pd.DataFrame, batch: int, seqlen: int, label_a: str
 
 def compare_points_view(points: pd.DataFrame, label_a: str, label_b: str) -> View:
     """Both runs per point: wall ms, tokens/s, regime and the wall/kernel ratios."""
-    view = View("Whole forward per point", ["batch", "seqlen", "A wall ms", "B wall ms", "B/A wall", "B/A kernel",
-                                            "A tok/s", "B tok/s", "A regime", "B regime"], keys=2)
+    view = View("Wall time of the original forward per point (timed on its own, not the sum of components)",
+                ["batch", "seqlen", "A wall ms", "B wall ms", "B/A wall", "B/A kernel", "A tok/s", "B tok/s",
+                 "A regime", "B regime"], keys=2)
     view.caption = f"A = {label_a}, B = {label_b}."
     for _, r in points.iterrows():
         view.rows.append([str(r.batch), str(r.seqlen), ms(r.a_wall_ms), ms(r.b_wall_ms), ratio(r.wall_ratio),
@@ -238,6 +263,137 @@ def run_facts(analysis: Any) -> list[tuple[str, str]]:
         *([("Triton autotune", autotune)] if autotune else []),
         ("run", f"{analysis.data.run_id} ({run_state(rec)[0]}), {analysis.run_dir}"),
         ("time basis", f"{analysis.basis} ({BASIS_WORDS.get(analysis.basis, analysis.basis)})"),
+        ("host load", analysis.host_load.text),
         ("peaks", analysis.peaks_source),
         ("hardware tables", ", ".join(analysis.optional_tables) or "none"),
     ]
+
+# ---- pruning what-if (a `mambaprof prune` run; the analysis is `pruning`) -------------------------------
+
+#: short column headers of the per-variant component table (it must fit 100 columns)
+PRUNING_SHORT = {"ssm_params": "params", "ssm_scan": "scan", "residual": "resid"}
+
+
+def pruning_summary_view(df: pd.DataFrame, seqlen: int | None = None) -> View:
+    """One row per variant at one sequence length: state size, speed, memory, accuracy (fits 100 columns)."""
+    rows = pruning.at_seqlen(df, seqlen)
+    length = int(rows.seqlen.iloc[0]) if len(rows) else 0
+    batch = int(rows.batch.iloc[0]) if len(rows) else 0
+    base = rows[rows.variant_id == 0]
+    cache = base.cache_bytes.iloc[0] if len(base) else None
+    cache_text = f" · unpruned decode cache {_bytes(cache)}"
+    split = f" · {rows.per_layer.iloc[0]} per layer" if len(rows) else ""
+    peak = bool(rows.peak_memory_delta_pct.notna().any()) if len(rows) else False  # measured on GPU only
+    view = View(f"pruning what-if · prefill b={batch} L={length}{split}{cache_text} · deltas vs unpruned",
+                ["variant", "N'", "tok/s", "speed", "dec ms", *(["Δpeak"] if peak else []), "Δcache", "ppl", "Δppl",
+                 "copy", "recall"])
+    for r in rows.itertuples():
+        view.rows.append([
+            pruning.variant_name(r.score, r.ratio, r.variant_id), num(r.d_state_kept_mean, ".3g"),
+            si(r.prefill_tokens_per_s, sep=""), num(r.prefill_speedup, ".2f", "x"), num(r.decode_ms_per_token, ".3g"),
+            *([num(r.peak_memory_delta_pct, "+.1f", "%")] if peak else []),
+            num(r.cache_bytes_delta_pct, "+.0f", "%"), num(r.perplexity, ".4g"),
+            num(r.perplexity_delta_pct, "+.2f", "%"),
+            num(r.selective_copy_acc_pct, ".0f", "%"), num(r.assoc_recall_acc_pct, ".0f", "%")])
+    view.caption = ("N': mean kept d_state; speed: prefill throughput vs unpruned (timed interleaved); dec ms: "
+                    "decode latency per token; " + ("Δpeak: prefill peak memory (weights + activations); "
+                                                     if peak else "") +
+                    "copy/recall: synthetic task accuracy (chance 6%/10%).")
+    return view
+
+
+def pruning_throughput_view(df: pd.DataFrame) -> View | None:
+    """Prefill tokens/s and speedup per variant (rows) and sequence length (columns); None for one length."""
+    seqlens = sorted(int(s) for s in df.seqlen.unique())
+    if len(seqlens) < 2:
+        return None
+    batch = int(df.batch.iloc[0])
+    view = View(f"prefill throughput by sequence length (batch {batch}): tokens/s (speedup vs unpruned)",
+                ["variant", *[f"L={s}" for s in seqlens]])
+    for vid, grp in df.groupby("variant_id", sort=True):
+        by = grp.set_index("seqlen")
+        first = grp.iloc[0]
+        cells = [f"{si(by.prefill_tokens_per_s.get(s), sep='')} ({num(by.prefill_speedup.get(s), '.2f', 'x')})"
+                 for s in seqlens]
+        view.rows.append([pruning.variant_name(first.score, first.ratio, int(vid)), *cells])
+    return view
+
+
+def pruning_winners_view(df: pd.DataFrame) -> View | None:
+    """`score_winners` as a table (None when no ratio has two scores)."""
+    pivot = pruning.score_winners(df)
+    if pivot.empty:
+        return None
+    scores = [c for c in pivot.columns if c not in pruning.WINNER_COLUMNS]
+    view = View("perplexity by score at equal ratio (lower wins)",
+                ["ratio", *scores, "winner", "runner-up", "noise"])
+    for at_ratio, row in pivot.iterrows():
+        view.rows.append([f"{at_ratio:g}", *[num(row[s], ".4g") for s in scores], str(row["winner"]),
+                          f"{row['runner_up']} {row['margin_pct']:+.2f}%", f"{row['noise_pct']:.2f}%"])
+    view.caption = ("tie: the runner-up's perplexity is within noise of the best "
+                    f"({pruning.TIE_SIGMAS:g} standard errors of their paired per-window NLL difference, at least "
+                    f"{pruning.TIE_FLOOR_PCT:g}%).")
+    return view
+
+
+def pruning_component_view(analysis: RunAnalysis) -> View | None:
+    """Per timed variant (rows): each block component's time, the blocks' total and its change vs unpruned,
+    every number from that variant's own measurement (never summed across variants)."""
+    timed = pruning.timed_variants(analysis)
+    if not timed:
+        return None
+    times = {vid: pruning.variant_block_times(v) for vid, v in timed.items()}
+    comps = [c for c in sorted({c for t in times.values() for c in t.index if c != "block"}, key=component_order)]
+    ref = times.get(0)
+    first = next(iter(timed.values()))
+    seqlen, batch = int(first.points.seqlen.iloc[0]), int(first.points.batch.iloc[0])
+    view = View(f"per-variant {analysis.basis} ms at L={seqlen}, batch {batch} (summed over the Mamba layers; "
+                "each variant measured on its own)",
+                ["variant", *[PRUNING_SHORT.get(c, label(c)) for c in comps], "block", "Δblock", "Δscan"])
+    for vid, t in times.items():
+        d_block = pruning.delta_pct(t.get("block"), ref.get("block") if ref is not None else None)
+        d_scan = pruning.delta_pct(t.get("ssm_scan"), ref.get("ssm_scan") if ref is not None else None)
+        view.rows.append([timed[vid].data.variant or str(vid), *[ms(t.get(c)) for c in comps], ms(t.get("block")),
+                          num(d_block, "+.0f", "%"), num(d_scan, "+.0f", "%")])
+    shared = [f"{', '.join(names)}" for names in analysis.pruning.timing_groups.values() if len(names) > 1]
+    short = ", ".join(f"{v}: {label(k)}" for k, v in PRUNING_SHORT.items() if k in comps)
+    view.caption = f"Δ: vs unpruned{'; ' + short if short else ''}." + (
+        f" Same state sizes per layer, measured once: {'; '.join(shared)}." if shared else "")
+    return view
+
+
+def pruning_points_view(analysis: RunAnalysis) -> View | None:
+    """Per timed variant: its component-split point's wall and kernel ms, regime, tokens/s and fidelity."""
+    timed = pruning.timed_variants(analysis)
+    if not timed:
+        return None
+    view = View("per-variant points (the component-split measurement of each variant)",
+                ["variant", "seqlen", "wall ms", "kernel ms", "idle %", "regime", "tok/s", "split %", "check"])
+    for v in timed.values():
+        for r in v.points.itertuples():
+            view.rows.append([v.data.variant or "-", str(r.seqlen), ms(r.wall_ms), ms(r.kernel_ms), pct(r.idle_pct),
+                              str(r.regime or "-"), num(r.tokens_per_s, ",.0f"), num(r.split_vs_original_pct, "+.1f"),
+                              str(r.output_check or "-")])
+    view.caption = "split %: cost of the component-split forward vs the variant's own forward; check: outputs match."
+    return view
+
+
+def pruning_facts(analysis: RunAnalysis) -> list[tuple[str, str]]:
+    """(name, value) pairs describing a prune run (the run facts, with the what-if instead of the sweep)."""
+    pr = analysis.pruning
+    df = pr.table
+    config: dict[str, Any] = {}
+    try:
+        config = json.loads(analysis.record.get("config_json") or "{}")
+    except (TypeError, ValueError):
+        pass
+    scores = ", ".join(s for s in dict.fromkeys(df.score) if s != "none") or "-"
+    ratios = ", ".join(f"{r:g}" for r in sorted(set(df.ratio)))
+    seqlens = ", ".join(str(s) for s in sorted(set(df.seqlen)))
+    rows = [(k, v) for k, v in run_facts(analysis) if k != "sweep"]
+    whatif = (f"ratios {ratios}; scores {scores}; {df.per_layer.iloc[0] if len(df) else '-'} per layer; prefill "
+              f"seqlens {seqlens}, batch {int(df.batch.iloc[0]) if len(df) else '-'}; "
+              f"{df.variant_id.nunique()} variants; recovery steps {config.get('recover_steps', 0)}; "
+              f"eval {int(df.eval_tokens.max()) if df.eval_tokens.notna().any() else '-'} tokens")
+    rows.insert(2, ("what-if", whatif))
+    return rows

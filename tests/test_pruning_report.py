@@ -22,7 +22,7 @@ from mambaprof.evaluation.chance import (
 )
 from mambaprof.evaluation.tasks import TASKS, make_task
 from mambaprof.pruning import whatif
-from mambaprof.reports import pruning
+from mambaprof.reports import pruning, views
 from mambaprof.reports.run_analysis import RunAnalysis
 from mambaprof.storage.rundir import read_table
 
@@ -214,7 +214,10 @@ def test_caveat_cases():
     text = accuracy_caveat(12.0, learned, answers, random_weights=True)
     assert "random weights" in text and "accuracy deltas (perplexity and task accuracy)" in text
     text = accuracy_caveat(300.0, learned, answers)
-    assert "perplexity deltas to mean anything" in text and "300 per byte is at chance" in text
+    assert "perplexity deltas to mean anything" in text
+    assert "300 per byte is worse than a uniform guess over the 256 byte values (which scores 256" in text
+    assert "near that of a uniform guess" in accuracy_caveat(200.0, learned, answers)
+    assert "is that of a uniform guess" in accuracy_caveat(256.4, learned, answers)
     tasks = accuracy_caveat(12.0, {"selective_copy": 7.0, "assoc_recall": 40.0}, answers)
     assert "the deltas of selective copying" in tasks and "perplexity deltas stand" in tasks
     both = accuracy_caveat(250.0, {"selective_copy": 6.0, "assoc_recall": 10.5}, answers)
@@ -259,7 +262,7 @@ def test_gap_within_noise_is_a_tie():
     assert row.verdict == "tie" and row.winner == f"tie: {row.best}, {row.runner_up}"
     ranking = pruning.score_ranking(table)
     assert list(ranking.verdict) == ["tie", "tie"] and list(ranking.score_rank) == [1, 2]
-    view = pruning.winners_view(table)
+    view = views.pruning_winners_view(table)
     assert view.rows[0][3].startswith("tie: ")
 
 
@@ -287,9 +290,9 @@ def test_perplexity_means_nothing_only_for_random_weights_or_chance():
 
 def test_summary_view_adds_peak_memory_where_measured(run):
     df = pruning.read_pruning(run)
-    assert "Δpeak" not in pruning.summary_view(df).headers  # CPU: no activation peak measured
+    assert "Δpeak" not in views.pruning_summary_view(df).headers  # CPU: no activation peak measured
     gpu = df.assign(peak_memory_delta_pct=-df.states_removed_pct / 10)
-    view = pruning.summary_view(gpu)
+    view = views.pruning_summary_view(gpu)
     col = view.headers.index("Δpeak")
     assert [row[col] for row in view.rows] == ["-0.0%", "-5.0%", "-5.0%"]  # unpruned, delta@0.5, random@0.5
     assert [row[0] for row in view.rows] == ["unpruned", "delta@0.5", "random@0.5"]

@@ -90,6 +90,37 @@ def test_parquet_summary_readable_and_recomputable(runs, tmp_path, config_dir, c
     np.testing.assert_allclose(pts.wall_ms, raw.original_ms_median, rtol=1e-12)
 
 
+def _doc_block(doc: str, lang: str) -> str:
+    """The first ```lang block of the `How the report's figures are computed` section of docs/SCHEMA.md."""
+    section = doc.split("## How the report's figures are computed", 1)[1]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_schema_doc_snippets_reproduce_the_report_shares(runs, capsys):
+    from pathlib import Path
+
+    import duckdb
+
+    from mambaprof.reports.run_analysis import RunAnalysis
+
+    m1, _ = runs
+    analysis = RunAnalysis(m1, use_calibration=False)
+    assert analysis.basis == "wall"  # the snippets' default basis (a CPU run)
+    expect = analysis.components[analysis.components.family.isin(["mamba1", "mamba2"])].set_index(
+        ["point_id", "family", "component"]).share_of_block_pct.sort_index()
+    doc = (Path(__file__).parent.parent / "docs" / "SCHEMA.md").read_text()
+    namespace: dict = {}
+    exec(_doc_block(doc, "python").replace('"runs/m1"', repr(str(m1))), namespace)
+    assert "share_of_block_pct" in capsys.readouterr().out
+    got = namespace["shares"].sort_index()
+    assert len(got) == len(expect) >= 20
+    np.testing.assert_allclose(got.to_numpy(), expect.to_numpy(), rtol=1e-12)
+    sql = _doc_block(doc, "sql").replace("runs/m1", str(m1))
+    frame = duckdb.connect().execute(sql).fetchdf().set_index(["point_id", "family", "component"]).sort_index()
+    assert list(frame.index) == list(expect.index)
+    np.testing.assert_allclose(frame.share_of_block_pct.to_numpy(), expect.to_numpy(), rtol=1e-9)
+
+
 def test_html_report_is_self_contained(runs, tmp_path, config_dir, cli):
     m1, _ = runs
     page = tmp_path / "report.html"
@@ -115,6 +146,22 @@ def test_compare_mamba1_vs_mamba2(runs, tmp_path, config_dir):
     text = page.read_text()
     assert text.count('data-plot="') == 9  # ratio chart + 4 per run
     assert "<script" not in text
+
+    from mambaprof.reports.comparison import FORWARD_WORDS
+    from mambaprof.reports.run_analysis import RunComparison
+
+    cmp = RunComparison(m1, m2, use_calibration=False)
+    rows = cmp.components
+    for side in ("a", "b"):  # the block components' shares sum to 100 on each side (final norm kept apart)
+        sums = rows.groupby(["batch", "seqlen"])[f"{side}_share_pct"].sum(min_count=1).dropna()
+        np.testing.assert_allclose(sums, 100.0, rtol=1e-9)
+    final = rows[rows.component == "model norm"]
+    raw = cmp.a.components
+    expect = raw[(raw.family == "model") & (raw.component == "norm")].groupby("seqlen").time_ms.mean()
+    np.testing.assert_allclose(final.set_index("seqlen").a_ms.reindex(expect.index), expect, rtol=1e-9)
+    at = rows[(rows.seqlen == 64) & (rows.component == "forward")].iloc[0]
+    headline = cmp.findings()[0].text
+    assert f"{FORWARD_WORDS} wall time {at.ratio:.2f}x" in headline  # the table's forward row, by name
 
 
 @pytest.mark.parametrize("args,expect", [

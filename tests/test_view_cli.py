@@ -76,7 +76,7 @@ def test_view_serves_the_run_on_loopback_and_stops(tiny_run):
 
 def test_view_errors(tiny_run, tmp_path, cli):
     res = cli("view", str(tmp_path))
-    assert res.returncode == 2 and "has no TensorBoard trace" in res.stderr
+    assert res.returncode == 2 and "has no profiler trace" in res.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

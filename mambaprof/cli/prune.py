@@ -146,6 +146,7 @@ def prune_command(
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Prune SSM states (structured, physical) at several ratios and scores; measure speed, memory, accuracy."""
+    from mambaprof.reports import plots, views
     from mambaprof.reports import pruning as report
     from mambaprof.reports.render_terminal import rich_table
 
@@ -205,18 +206,18 @@ def prune_command(
         ignore_stop_signals()
         raise typer.Exit(exc.exit_code) from None
     df = report.read_pruning(writer.out)
-    plots = report.pareto_plot(df, writer.out / "pareto",
+    pareto = plots.pareto_plot(df, writer.out / "pareto",
                                caveat=report.perplexity_means_nothing(df, loaded.source))
     if not quiet:
         console = Console(width=max(Console().width, 100))
-        console.print(rich_table(report.summary_view(df), console))
-        winners = report.winners_view(df)
+        console.print(rich_table(views.pruning_summary_view(df), console))
+        winners = views.pruning_winners_view(df)
         if winners is not None:
             console.print(rich_table(winners, console))
     if result.caveat:
         typer.echo(f"CAVEAT: {result.caveat}")
     typer.echo(f"run directory: {writer.out}  (status {result.status}"
                f"{': ' + result.reason if result.reason else ''})")
-    typer.echo(f"pareto plot: {plots[0]}  (full report: mambaprof report {writer.out})")
+    typer.echo(f"pareto plot: {pareto[0]}  (full report: mambaprof report {writer.out})")
     if result.saved is not None:
         typer.echo(f"pruned model saved: {result.saved}")

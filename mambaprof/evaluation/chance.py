@@ -36,6 +36,19 @@ def perplexity_at_chance(perplexity: float) -> bool:
     return math.log(perplexity) >= math.log(CHANCE_PERPLEXITY) - LEARNED_MARGIN_NATS
 
 
+def perplexity_words(perplexity: float) -> str:
+    """The unpruned perplexity (per byte) against chance, worded from the number: worse than a uniform guess over
+    the 256 byte values when above CHANCE_PERPLEXITY, that of one when equal to 3 significant digits, else near it."""
+    learned = f"a model that learned scores below {CHANCE_PERPLEXITY / math.exp(LEARNED_MARGIN_NATS):.0f}"
+    guess = f"a uniform guess over the {CHANCE_PERPLEXITY:.0f} byte values"
+    if f"{perplexity:.3g}" == f"{CHANCE_PERPLEXITY:.3g}":
+        return f"its perplexity {perplexity:.4g} per byte is that of {guess} ({learned})"
+    if perplexity > CHANCE_PERPLEXITY:
+        return (f"its perplexity {perplexity:.4g} per byte is worse than {guess} (which scores "
+                f"{CHANCE_PERPLEXITY:.0f}; {learned})")
+    return f"its perplexity {perplexity:.4g} per byte is near that of {guess} ({CHANCE_PERPLEXITY:.0f}; {learned})"
+
+
 def task_chance_limit_pct(task: str, answers: int) -> float:
     """Highest accuracy (%) that still counts as chance for `answers` scored answers."""
     p = CHANCE_PCT[task] / 100.0
@@ -56,9 +69,7 @@ def accuracy_caveat(perplexity: float | None, accuracy_pct: Mapping[str, float |
         return None
     reasons = ["it has random weights (a preset or default config, never trained)"] if random_weights else []
     if ppl_chance:
-        reasons.append(f"its perplexity {perplexity:.4g} per byte is at chance (a uniform guess scores "
-                       f"{CHANCE_PERPLEXITY:.0f}; a model that learned scores below "
-                       f"{CHANCE_PERPLEXITY / math.exp(LEARNED_MARGIN_NATS):.0f})")
+        reasons.append(perplexity_words(perplexity))
     if at_chance:
         reasons.append("its task accuracy is at chance: " + ", ".join(
             f"{TASK_NAMES.get(t, t)} {a:.1f}% (chance {CHANCE_PCT[t]:.3g}%)" for t, a in at_chance.items()))

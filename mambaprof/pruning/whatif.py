@@ -53,10 +53,10 @@ from mambaprof.run.measure import measure_point
 from mambaprof.run.sweep import TraceConfig, free_memory, interrupts_raise, is_oom, is_storage_failure, run_record
 from mambaprof.storage.rundir import RunWriter, utcnow
 from mambaprof.storage.schema.base import json_cell
+from mambaprof.taxonomy import MIXER_COMPONENTS
 
 #: most bytes of the calibration text the recovery fine-tune reads (the stdlib calib split is ~0.6 MB)
 RECOVERY_TEXT_BYTES = 32 << 20
-MIXER_COMPONENTS = ("in_proj", "conv1d", "ssm_params", "ssm_scan", "gating", "out_proj")
 ProgressFn = Callable[[int, int, str], None]
 
 

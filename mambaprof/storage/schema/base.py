@@ -9,8 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from mambaprof.storage.schema.figures import REPORT_FIGURES
+
 #: Bump on any change to a table or column. Readers refuse runs with a newer version.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 TABLES: dict[str, Table] = {}
 
@@ -145,4 +147,4 @@ def render_markdown() -> str:
             doc = col.doc.replace("|", "\\|")
             lines.append(f"| `{col.name}` | {type_name}{nullable} | {col.unit or '-'} | {doc} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + REPORT_FIGURES

@@ -160,6 +160,8 @@ SUMMARY_POINTS = register(Table(
                "schema 5."),
         Column("output_check", S, "", "`pass`, `fail` or `skipped` (split output vs original)."),
         Column("attributed_kernel_pct", F64, "%", "Kernel time attributed to a named component."),
+        Column("host_noisy", B, "", "original_spread_pct above 50: this point's repeats were disturbed (null with "
+               "one repeat; schema 7 on)."),
         *_point_hardware(),
     ),
 ))
@@ -184,6 +186,14 @@ SUMMARY_SCALING = register(Table(
         Column("exponent", F64, "", "Fitted log-log slope: 1 is linear in sequence length, 2 quadratic."),
         Column("prefactor_ms", F64, "ms", "Fitted time at seqlen 1 (exp of the intercept)."),
         Column("r2", F64, "", "Coefficient of determination of the fit in log space (null with 2 points)."),
+        Column("exponent_theil_sen", F64, "", "Theil-Sen exponent: the median of the log-log slopes between every "
+               "pair of lengths (robust to one outlying point; schema 7 on)."),
+        Column("exponent_loo_min", F64, "", "Smallest least-squares exponent with one length left out (null with "
+               "fewer than 3 lengths)."),
+        Column("exponent_loo_max", F64, "", "Largest least-squares exponent with one length left out."),
+        Column("fit_flag", S, "", "Why the report states no exponent for this fit: `is negative`, `rests on two "
+               "lengths` or `is carried by one point` (a leave-one-out exponent more than 0.25 from `exponent`); "
+               "null when the fit is trusted."),
     ),
 ))
 
@@ -244,6 +254,10 @@ SUMMARY_RUN = register(Table(
         Column("peak_gb_per_s", F64, "GB/s", "Peak memory bandwidth (null when unknown)."),
         Column("n_points", I32, "", "Points in the run."),
         Column("n_points_ok", I32, "", "Points with status ok."),
+        Column("host_loaded", B, "", "The run was taken on a loaded host, judged from its own repeats: the original "
+               "forward spread more than 50% (slowest - fastest over median) at half the points with two repeats, "
+               "or more than 200% at one; null when no point has two repeats (schema 7 on)."),
+        Column("host_load", S, "", "That verdict in words, with the spreads it rests on."),
         Column("mambaprof_version", S, "", "Version of mambaprof that wrote the summary."),
     ),
 ))
