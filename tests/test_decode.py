@@ -206,3 +206,27 @@ def test_study_decode_phase(tmp_path: Path, cli) -> None:
     assert sorted(p["batch"] for p in points) == [1, 2] and all(p["tokens_match"] for p in points)
     assert "lm_head" in (tmp_path / "st" / "mamba-tiny-decode.html").read_text()
     assert (tmp_path / "st" / "report.html").is_file()  # the prefill study report is unaffected
+
+
+def test_decode_refuses_a_model_with_layers_it_could_not_split() -> None:
+    """A Mamba layer profiled as-is has no split step: a decode 'step' without it would time another model (on the
+    H200 a probe bug once left every mamba_ssm layer as-is and the 'split step' ran in 0.4 ms for 48 layers)."""
+    import warnings
+
+    from support.models import tiny_mamba
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+
+    from mambaprof.errors import UnsupportedModelError
+
+    class DoubledMixer(MambaMixer):  # a family whose forward differs from what the recipe reproduces
+        def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            return 2.0 * super().forward(*args, **kwargs)
+
+    model = tiny_mamba()
+    model.backbone.layers[1].mixer.__class__ = DoubledMixer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = discover(model)
+    assert [a.layer for a in structure.asis] == [1]
+    with pytest.raises(UnsupportedModelError, match=r"1 Mamba layer\(s\) could not be split \(layer 1"):
+        decode_step_for(model, structure, 1, 64)

@@ -488,6 +488,11 @@ def decode_step_for(model: nn.Module, structure: ModelStructure, batch: int, max
     (one line) for a model without one."""
     cls = type(model)
     path = f"{cls.__module__}.{cls.__qualname__}"
+    if structure.asis:
+        first = structure.asis[0]
+        raise UnsupportedModelError(f"--phase decode: {len(structure.asis)} Mamba layer(s) could not be split "
+                                    f"(layer {first.layer} {first.name}: {first.reason}); a decode step without them "
+                                    "would time another model")
     if structure.family not in ("mamba1", "mamba2"):
         raise UnsupportedModelError(f"--phase decode: {path} mixes Mamba-1 and Mamba-2 layers; no decode path yet")
     if path in _HF_DECODE and all(s.block is not None for s in structure.mixers):
