@@ -21,7 +21,8 @@ import pytest
 from support.cli import run_cli
 from support.reliability import FAST, TINY_HF, assert_one_line_error, write
 
-from mambaprof.storage.rundir import LOCK_FILE, MARKER, read_run_record, read_table
+from mambaprof.storage.rundir import ARTIFACT_DIRS, LOCK_FILE, MARKER, read_run_record, read_table
+from mambaprof.storage.schema import TABLES
 
 USER_FILES = {
     "runs/a.txt": "my notes on runs", "tb/b.txt": "my tensorboard notes", "io/c.txt": "my io notes",
@@ -107,8 +108,8 @@ def test_force_replaces_only_what_mambaprof_wrote(user, model_file):
     (user.root / "run" / "points" / "mine.txt").write_text("a user's file in the run's table folder")
     (user.root / "run" / "notes.md").write_text("a user's notes beside the tables")
     res = user.call("trace", str(model_file), "--out", "run", "--force", "--seqlens", "16", "--tb", *FAST[:-1],
-                    owns=("run/runs/", "run/points/part-", "run/components/", "run/kernels/", "run/tb/",
-                          f"run/{MARKER}", "run/memory", "run/io", "run/collector_status/", "run/hw_"))
+                    owns=(*(f"run/{t}/part-" for t in TABLES), *(f"run/{a}/" for a in ARTIFACT_DIRS),
+                          f"run/{MARKER}"))
     assert res.returncode == 0, res.stderr
     run = user.root / "run"
     assert (run / "points" / "mine.txt").read_text().startswith("a user's")
