@@ -52,10 +52,10 @@ class UserFolder:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
 
-    def call(self, *args: str, owns: tuple[str, ...] = (), timeout: float = 600, **kw):
+    def call(self, *args: str, owns: tuple[str, ...] = (), **kw):
         """Run `mambaprof ARGS` in the folder; every file outside the `owns` prefixes must be unchanged."""
         before = checksums(self.root)
-        res = run_cli(*args, cwd=self.root, timeout=timeout, **kw)
+        res = run_cli(*args, cwd=self.root, **kw)
         after = checksums(self.root)
 
         def owned(rel: str) -> bool:  # `owns` are path prefixes ("run/" a folder, "run/points/part-" its parts)
@@ -227,7 +227,7 @@ def _interrupted(args: list[str], sig: int, after_s: float, cwd: Path) -> subpro
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "KINETO_LOG_LEVEL": "5"})
     time.sleep(after_s)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=3600)  # far past pytest-timeout, whose message names a hang
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mambaprof.storage.rundir import RunWriter
+from mambaprof.storage.schema import get_table
 
 MAMBA1 = ("in_proj", "conv1d", "ssm_params", "ssm_scan", "gating", "out_proj", "norm", "residual")
 MAMBA2 = ("in_proj", "conv1d", "ssm_scan", "gating", "out_proj", "norm", "residual")
@@ -122,10 +123,13 @@ def _row(point: dict, layer: int, comp: str, family: str, seqlen: int, spec: Spe
 
 
 def write_plain(writer: RunWriter, name: str, frame: pd.DataFrame) -> None:
-    """A table as the hardware collectors write it (plain Parquet part; read without its schema here)."""
+    """A table part with these columns only (a subset of the table's schema, as a test needs), tagged as
+    mambaprof tags its parts (table name, schema version), so validate takes it for one of mambaprof's own."""
     folder = writer.out / name
     folder.mkdir()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+    tag = get_table(name).arrow_schema().metadata
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(tag),
+                   folder / "part-00000.parquet")
 
 
 def hardware_tables(writer: RunWriter, comps: pd.DataFrame) -> None:
