@@ -122,10 +122,13 @@ def _row(point: dict, layer: int, comp: str, family: str, seqlen: int, spec: Spe
 
 
 def write_plain(writer: RunWriter, name: str, frame: pd.DataFrame) -> None:
-    """A table as the hardware collectors write it (plain Parquet part; read without its schema here)."""
+    """A table as the hardware collectors write it: a Parquet part labelled with its table (`mambaprof.table`, which
+    readers check since the run-directory safety checks), columns as given (read without its schema here)."""
     folder = writer.out / name
     folder.mkdir()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"mambaprof.table": name.encode()})
+    pq.write_table(table, folder / "part-00000.parquet")
 
 
 def hardware_tables(writer: RunWriter, comps: pd.DataFrame) -> None:
