@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.cli import run_cli
+from support.cli import kill_group, run_cli
 from support.reliability import FAST, TINY_HF, assert_one_line_error, write
 
 from mambaprof.storage.rundir import ARTIFACT_DIRS, LOCK_FILE, MARKER, read_run_record, read_table
@@ -224,10 +224,15 @@ interrupts = pytest.mark.reliability("interrupts")
 
 def _interrupted(args: list[str], sig: int, after_s: float, cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.Popen([sys.executable, "-m", "mambaprof", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "KINETO_LOG_LEVEL": "5"})
-    time.sleep(after_s)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=3600)  # far past pytest-timeout, whose message names a hang
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "KINETO_LOG_LEVEL": "5"},
+                            start_new_session=True)
+    try:
+        time.sleep(after_s)
+        proc.send_signal(sig)
+        out, err = proc.communicate()  # a run that never stops is the test's pytest-timeout
+    except BaseException:
+        kill_group(proc)
+        raise
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mambaprof.storage.rundir import RunWriter
-from mambaprof.storage.schema import get_table
 
 MAMBA1 = ("in_proj", "conv1d", "ssm_params", "ssm_scan", "gating", "out_proj", "norm", "residual")
 MAMBA2 = ("in_proj", "conv1d", "ssm_scan", "gating", "out_proj", "norm", "residual")
@@ -123,13 +122,13 @@ def _row(point: dict, layer: int, comp: str, family: str, seqlen: int, spec: Spe
 
 
 def write_plain(writer: RunWriter, name: str, frame: pd.DataFrame) -> None:
-    """A table part with these columns only (a subset of the table's schema, as a test needs), tagged as
-    mambaprof tags its parts (table name, schema version), so validate takes it for one of mambaprof's own."""
+    """A table as the hardware collectors write it: a Parquet part labelled with its table (`mambaprof.table`, which
+    readers check since the run-directory safety checks), columns as given (read without its schema here)."""
     folder = writer.out / name
     folder.mkdir()
-    tag = get_table(name).arrow_schema().metadata
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(tag),
-                   folder / "part-00000.parquet")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"mambaprof.table": name.encode()})
+    pq.write_table(table, folder / "part-00000.parquet")
 
 
 def hardware_tables(writer: RunWriter, comps: pd.DataFrame) -> None:
