@@ -38,9 +38,9 @@ from mambaprof.run.sweep import (
     SweepResult,
     TraceConfig,
     free_memory,
-    interrupts_raise,
     is_oom,
     is_storage_failure,
+    run_points,
     run_record,
 )
 from mambaprof.storage.rundir import RunWriter, utcnow
@@ -352,46 +352,23 @@ def run_decode_sweep(loaded: LoadedModel, structure: ModelStructure, config: Dec
     counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
     writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
                                        identity=identity))
-    status, reason = "complete", None
-    rows: list[dict[str, Any]] = []
-    interrupted_by: str | None = None
-    storage_error: StorageError | None = None
-    with interrupts_raise() as guard:
+
+    def run_one(pid: int, batch: int, prompt_len: int, report_phase: Callable[[str], None]) -> dict[str, Any]:
+        return _decode_point(pid, batch, prompt_len, loaded, structure, config, writer, identity, debug,
+                             report_phase)
+
+    def finish(status: str, reason: str | None, counts: dict[str, int]) -> str | None:
         try:
-            for done, (pid, batch, prompt_len) in enumerate(todo):
-                desc = f"decode b={batch} prompt={prompt_len}"
-                report(done, len(todo), desc)
-                row = _decode_point(pid, batch, prompt_len, loaded, structure, config, writer, identity, debug,
-                                    lambda ph, d=done, s=desc: report(d, len(todo), f"{s} · {ph}"))
-                counts[row["status"]] = counts.get(row["status"], 0) + 1
-                rows.append(row)
-                report(done + 1, len(todo), desc)
-        except RunInterrupted as exc:
-            interrupted_by = exc.signame
-            status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
-        except StorageError as exc:
-            status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
-            storage_error = exc
-        finally:
-            guard.disarm()
-            if status == "complete":
-                if counts["ok"] == 0 and todo:
-                    status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
-                elif counts["oom"] + counts["error"]:
-                    status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
-            try:
-                writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
-                                                   counts, finished_at=utcnow(), identity=identity))
-            except OSError as exc:
-                if not is_storage_failure(exc):
-                    raise
-                reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
-    if interrupted_by is None and guard.received:
-        interrupted_by = guard.received[0]
-    if storage_error is not None:
-        raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
-                           "free disk space, then trace the rest into a new --out")
-    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+            writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
+                                               counts, finished_at=utcnow(), identity=identity))
+        except OSError as exc:
+            if not is_storage_failure(exc):
+                raise
+            reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+        return reason
+
+    return run_points(todo, run_one, writer, identity.get("rank", 0), report,
+                      lambda b, p: f"decode b={b} prompt={p}", points_table="decode_points", finish=finish)
 
 
 def _decode_point(pid: int, batch: int, prompt_len: int, loaded: LoadedModel, structure: ModelStructure,

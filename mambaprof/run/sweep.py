@@ -233,6 +233,66 @@ def _merge(into: Rows, more: Rows) -> Rows:
     return into
 
 
+#: one point: (point_id, a, b, on_phase) -> its `points` row (status ok / oom / error)
+PointRunner = Callable[[int, int, int, Callable[[str], None]], dict[str, Any]]
+
+
+def run_points(todo: Sequence[tuple[int, int, int]], run_one: PointRunner, writer: RunWriter, rank: int,
+               report: ProgressFn, describe: Callable[[int, int], str], points_table: str = "points",
+               before: Callable[[], None] | None = None,
+               finish: Callable[[str, str | None, dict[str, int]], str | None] | None = None,
+               storage_hint: str = "free disk space, then trace the rest into a new --out") -> SweepResult:
+    """Run `todo` (point_id, a, b) one point at a time under the interrupt guard; the loop every sweep shares.
+
+    Each point's row is counted as it comes; SIGINT/SIGTERM end the loop as `incomplete`, a refused write
+    as `incomplete` and then StorageError. Once the loop ends, whatever ended it, the counts are read back
+    from `points_table` on disk (a signal between a point's write and its count changes nothing), the status
+    is decided (complete / incomplete / failed) and `finish(status, reason, counts)` writes the run record
+    (it returns the reason, amended where the record could not be written). `before` runs first, inside the
+    guard (e.g. autotuning)."""
+    counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
+    status, reason = "complete", None
+    rows: list[dict[str, Any]] = []
+    storage_error: StorageError | None = None
+    interrupted_by: str | None = None
+    with interrupts_raise() as guard:
+        try:
+            if before is not None:
+                before()
+            for done, (pid, a, b) in enumerate(todo):
+                desc = describe(a, b)
+                report(done, len(todo), desc)
+                row = run_one(pid, a, b, lambda ph, d=done, s=desc: report(d, len(todo), f"{s} · {ph}"))
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+                rows.append(row)
+                report(done + 1, len(todo), desc)
+        except RunInterrupted as exc:
+            interrupted_by = exc.signame
+            status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
+        except StorageError as exc:
+            status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
+            storage_error = exc
+        finally:
+            guard.disarm()  # signals from here on are noted: the run record below is always written
+            counts = _counts_on_disk(writer, [p for p, _, _ in todo], rank, counts, points_table)
+            if interrupted_by is not None:
+                reason = f"interrupted by {interrupted_by} after {sum(counts.values())} of {len(todo)} points"
+            if status == "complete":
+                failed = counts["oom"] + counts["error"]
+                if counts["ok"] == 0 and todo:
+                    status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
+                elif failed:
+                    status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
+            if finish is not None:
+                reason = finish(status, reason, counts)
+    if interrupted_by is None and guard.received:  # asked to stop while the last point was being written
+        interrupted_by = guard.received[0]
+    if storage_error is not None:
+        raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
+                           storage_hint)
+    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+
+
 def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfig, writer: RunWriter,
               extra_collectors: Sequence[PointCollector] = (), progress: ProgressFn | None = None,
               debug: bool = False, identity: dict[str, Any] | None = None,
@@ -248,84 +308,60 @@ def run_sweep(loaded: LoadedModel, structure: ModelStructure, config: TraceConfi
     todo = list(points) if points is not None else [(i, b, s) for i, (b, s) in enumerate(config.points())]
     report = progress or (lambda done, total, desc: None)
     started = utcnow()
-    counts: dict[str, int] = {"ok": 0, "oom": 0, "error": 0}
     autotune = AutotunePolicy(config.autotune)
-    writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None, counts,
-                                       identity=identity, autotune_json=autotune.as_json()))
+    writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
+                                       {"ok": 0, "oom": 0, "error": 0}, identity=identity,
+                                       autotune_json=autotune.as_json()))
     writer.write_rows("layers", [{"run_id": writer.run_id, **identity, **row} for row in layer_rows(structure)],
                       None, suffix=f"_r{identity.get('rank', 0)}" if identity.get("world_size", 1) > 1 else "")
     trace_dir = writer.tb_dir / writer.run_id if config.tensorboard else None
-    status, reason = "complete", None
-    rows: list[dict[str, Any]] = []
-    storage_error: StorageError | None = None
-    interrupted_by: str | None = None
     for collector in run_collectors:
         collector.start_run(writer.run_id, identity)
-    with interrupts_raise() as guard:
-        try:
-            if autotune.before_sweep([(b, s) for _, b, s in todo], _tuning_forward(loaded, structure, config),
-                                     is_oom, lambda: free_memory(config.device),
-                                     lambda desc: report(0, len(todo), desc), agree=config.agree_max):
-                writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
-                                                   counts, identity=identity, autotune_json=autotune.as_json()))
-            for done, (pid, batch, seqlen) in enumerate(todo):
-                desc = f"b={batch} L={seqlen}"
-                report(done, len(todo), desc)
 
-                def on_phase(ph: str, d: int = done, s: str = desc, p: int = pid) -> None:
-                    report(d, len(todo), f"{s} · {ph}")
-                    for collector in run_collectors:
-                        collector.on_phase(p, ph)
+    def before() -> None:
+        if autotune.before_sweep([(b, s) for _, b, s in todo], _tuning_forward(loaded, structure, config),
+                                 is_oom, lambda: free_memory(config.device),
+                                 lambda desc: report(0, len(todo), desc), agree=config.agree_max):
+            writer.write_run_record(run_record(writer, loaded, structure, config, started, "running", None,
+                                               {"ok": 0, "oom": 0, "error": 0}, identity=identity,
+                                               autotune_json=autotune.as_json()))
 
-                row = _run_point(pid, batch, seqlen, loaded, structure, config, writer, extra_collectors,
-                                 trace_dir, identity, debug, on_phase, run_collectors, autotune)
-                counts[row["status"]] = counts.get(row["status"], 0) + 1
-                rows.append(row)
-                report(done + 1, len(todo), desc)
-        except RunInterrupted as exc:
-            interrupted_by = exc.signame
-            status, reason = "incomplete", f"interrupted by {exc.signame} after {len(rows)} of {len(todo)} points"
-        except StorageError as exc:
-            status, reason = "incomplete", f"stopped after {len(rows)} of {len(todo)} points: {exc.message}"
-            storage_error = exc
-        finally:
-            guard.disarm()  # signals from here on are noted: the run record below is always written
-            # the record counts what is on disk: a signal between a point's write and its count changes nothing
-            counts = _counts_on_disk(writer, [p for p, _, _ in todo], identity.get("rank", 0), counts)
-            if interrupted_by is not None:
-                reason = f"interrupted by {interrupted_by} after {sum(counts.values())} of {len(todo)} points"
-            if status == "complete":
-                failed = counts["oom"] + counts["error"]
-                if counts["ok"] == 0 and todo:
-                    status, reason = "failed", f"no point finished ({counts['oom']} oom, {counts['error']} error)"
-                elif failed:
-                    status, reason = "incomplete", f"{counts['oom']} point(s) oom, {counts['error']} error"
-            run_rows: Rows = {}
+    def run_one(pid: int, batch: int, seqlen: int, report_phase: Callable[[str], None]) -> dict[str, Any]:
+        def on_phase(ph: str) -> None:
+            report_phase(ph)
             for collector in run_collectors:
-                _merge(run_rows, collector.stop_run())
-            try:
-                for table, table_rows in run_rows.items():
-                    writer.write_rows(table, table_rows, None)
-                writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
-                                                   counts, finished_at=utcnow(), identity=identity,
-                                                   autotune_json=autotune.as_json()))
-            except OSError as exc:
-                if not is_storage_failure(exc):
-                    raise
-                reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
-    if interrupted_by is None and guard.received:  # asked to stop while the last point was being written
-        interrupted_by = guard.received[0]
-    if storage_error is not None:
-        raise StorageError(f"{storage_error.message}; {len(rows)} finished point(s) stay readable in {writer.out}",
-                           "free disk space or raise the file-size limit, then trace the rest into a new --out")
-    return SweepResult(status=status, reason=reason, counts=counts, point_rows=rows, interrupted_by=interrupted_by)
+                collector.on_phase(pid, ph)
+
+        return _run_point(pid, batch, seqlen, loaded, structure, config, writer, extra_collectors, trace_dir,
+                          identity, debug, on_phase, run_collectors, autotune)
+
+    def finish(status: str, reason: str | None, counts: dict[str, int]) -> str | None:
+        run_rows: Rows = {}
+        for collector in run_collectors:
+            _merge(run_rows, collector.stop_run())
+        try:
+            for table, table_rows in run_rows.items():
+                writer.write_rows(table, table_rows, None)
+            writer.write_run_record(run_record(writer, loaded, structure, config, started, status, reason,
+                                               counts, finished_at=utcnow(), identity=identity,
+                                               autotune_json=autotune.as_json()))
+        except OSError as exc:
+            if not is_storage_failure(exc):
+                raise
+            reason = f"{reason}; the run record could not be updated either ({exc.strerror})"
+        return reason
+
+    return run_points(todo, run_one, writer, identity.get("rank", 0), report, lambda b, s: f"b={b} L={s}",
+                      before=before, finish=finish,
+                      storage_hint="free disk space or raise the file-size limit, then trace the rest into a new --out")
 
 
-def _counts_on_disk(writer: RunWriter, point_ids: Sequence[int], rank: int, fallback: dict[str, int]) -> dict[str, int]:
-    """Point statuses of this sweep's `points` rows on disk (its rank, its point ids); `fallback` when the
+def _counts_on_disk(writer: RunWriter, point_ids: Sequence[int], rank: int, fallback: dict[str, int],
+                    table: str = "points") -> dict[str, int]:
+    """Point statuses of this sweep's rows of `table` on disk (its rank, its point ids); `fallback` when the
     table cannot be read (e.g. the disk failed)."""
     try:
-        rows = read_table(writer.out, "points", columns=["rank", "point_id", "status", "run_id"]).to_pylist()
+        rows = read_table(writer.out, table, columns=["rank", "point_id", "status", "run_id"]).to_pylist()
     except Exception:  # noqa: BLE001 - the in-memory counts are the best there is then
         return fallback
     wanted = set(point_ids)
