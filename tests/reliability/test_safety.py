@@ -46,8 +46,9 @@ def checksums(root: Path) -> dict[str, str]:
 class UserFolder:
     """A folder of a user's own files; `call` runs the CLI and fails on any change outside `owns`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, runner=run_cli) -> None:
         self.root = root
+        self.runner = runner
         for rel, text in USER_FILES.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
@@ -55,7 +56,7 @@ class UserFolder:
     def call(self, *args: str, owns: tuple[str, ...] = (), **kw):
         """Run `mambaprof ARGS` in the folder; every file outside the `owns` prefixes must be unchanged."""
         before = checksums(self.root)
-        res = run_cli(*args, cwd=self.root, **kw)
+        res = self.runner(*args, cwd=self.root, **kw)
         after = checksums(self.root)
 
         def owned(rel: str) -> bool:  # `owns` are path prefixes ("run/" a folder, "run/points/part-" its parts)
@@ -70,10 +71,10 @@ class UserFolder:
 
 
 @pytest.fixture
-def user(tmp_path):
+def user(tmp_path, cli):
     root = tmp_path / "user"
     root.mkdir()
-    return UserFolder(root)
+    return UserFolder(root, cli)
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +136,16 @@ def test_report_outputs_never_overwrite_a_users_files(user, traced):
 
 
 @safety
-def test_report_outputs_inside_the_runs_tables_are_refused(tmp_path, traced):
+def test_report_outputs_inside_the_runs_tables_are_refused(tmp_path, traced, cli):
     run = tmp_path / "run"
     shutil.copytree(traced, run)
     before = checksums(run)
     for option, target in (("--html", run / "points" / "r.html"), ("--parquet", run / "points"),
                            ("--parquet", run / "components" / "s"), ("--parquet", run)):
-        res = run_cli("report", str(run), option, str(target), "--quiet")
+        res = cli("report", str(run), option, str(target), "--quiet")
         assert_one_line_error(res, str(target.name), 2)
     assert checksums(run) == before
-    assert run_cli("validate", str(run)).returncode == 0
+    assert cli("validate", str(run)).returncode == 0
 
 
 @safety
@@ -176,14 +177,14 @@ def _lock(run: Path, pid: int, host: str | None = None) -> None:
 
 
 @concurrency
-def test_a_second_writer_is_refused_while_the_first_lives(tmp_path, traced, model_file):
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path, traced, model_file, cli):
     run = tmp_path / "run"
     shutil.copytree(traced, run)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         _lock(run, sleeper.pid)
         before = checksums(run)
-        res = run_cli("trace", str(model_file), "--out", str(run), "--force", "--seqlens", "16", *FAST)
+        res = cli("trace", str(model_file), "--out", str(run), "--force", "--seqlens", "16", *FAST)
         assert_one_line_error(res, f"is being written by another mambaprof (pid {sleeper.pid}", 2)
         assert checksums(run) == before
     finally:
@@ -192,20 +193,20 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path, traced, mode
 
 
 @concurrency
-def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, traced, model_file):
+def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, traced, model_file, cli):
     run = tmp_path / "run"
     shutil.copytree(traced, run)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _lock(run, dead.pid)
-    res = run_cli("trace", str(model_file), "--out", str(run), "--force", "--seqlens", "16", *FAST)
+    res = cli("trace", str(model_file), "--out", str(run), "--force", "--seqlens", "16", *FAST)
     assert res.returncode == 0, res.stderr
     assert f"was locked by pid {dead.pid}, which is no longer running" in res.stderr
     assert not (run / LOCK_FILE).exists()
 
 
 @concurrency
-def test_validate_detects_rows_of_two_runs_in_one_directory(tmp_path, traced):
+def test_validate_detects_rows_of_two_runs_in_one_directory(tmp_path, traced, cli):
     run = tmp_path / "run"
     shutil.copytree(traced, run)
     part = next((run / "points").glob("part-*.parquet"))
@@ -213,7 +214,7 @@ def test_validate_detects_rows_of_two_runs_in_one_directory(tmp_path, traced):
     other = table.set_column(table.schema.get_field_index("run_id"), "run_id",
                              pa.array(["20260101T000000Z-0badf00d"] * table.num_rows))
     pq.write_table(other.replace_schema_metadata(table.schema.metadata), run / "points" / "part-00099.parquet")
-    res = run_cli("validate", str(run))
+    res = cli("validate", str(run))
     assert res.returncode != 0 and "holds rows of 2 runs" in res.stdout + res.stderr
     assert "Traceback" not in res.stderr
 
@@ -282,39 +283,39 @@ errors = pytest.mark.reliability("error-lines")
     ("import sys\n\ndef build_model():\n    sys.exit(0)\n", "called sys.exit(0)"),
     ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
 ])
-def test_model_files_that_cannot_work_are_one_line(tmp_path, body, expect):
+def test_model_files_that_cannot_work_are_one_line(tmp_path, body, expect, cli):
     model = tmp_path / "model.py"
     model.write_text(body)
-    assert_one_line_error(run_cli("trace", str(model), "--out", str(tmp_path / "o"), *FAST), expect, 2)
+    assert_one_line_error(cli("trace", str(model), "--out", str(tmp_path / "o"), *FAST), expect, 2)
     assert not (tmp_path / "o").exists()
 
 
 @errors
-def test_a_symlink_loop_model_file_is_one_line(tmp_path):
+def test_a_symlink_loop_model_file_is_one_line(tmp_path, cli):
     (tmp_path / "model.py").symlink_to(tmp_path / "model.py")
-    assert_one_line_error(run_cli("trace", str(tmp_path / "model.py"), *FAST), "cannot be opened", 2)
+    assert_one_line_error(cli("trace", str(tmp_path / "model.py"), *FAST), "cannot be opened", 2)
 
 
 @errors
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1"])
-def test_non_finite_or_negative_point_seconds_is_refused(tmp_path, value):
-    res = run_cli("trace", "--point-seconds", value, "--out", str(tmp_path / "o"), *FAST)
+def test_non_finite_or_negative_point_seconds_is_refused(tmp_path, value, cli):
+    res = cli("trace", "--point-seconds", value, "--out", str(tmp_path / "o"), *FAST)
     assert_one_line_error(res, "--point-seconds", 2)
     assert not (tmp_path / "o").exists()
 
 
 @errors
-def test_a_foreign_parquet_file_in_a_table_folder_fails_validate_and_report_cleanly(tmp_path, traced):
+def test_a_foreign_parquet_file_in_a_table_folder_fails_validate_and_report_cleanly(tmp_path, traced, cli):
     run = tmp_path / "run"
     shutil.copytree(traced, run)
     pq.write_table(pa.table({"x": [1, 2, 3]}), run / "points" / "part-99999.parquet")
-    res = run_cli("validate", str(run))
+    res = cli("validate", str(run))
     assert res.returncode != 0 and "not a file mambaprof wrote" in res.stdout + res.stderr
-    assert_one_line_error(run_cli("report", str(run), "--quiet"), "not a file mambaprof wrote", 2)
+    assert_one_line_error(cli("report", str(run), "--quiet"), "not a file mambaprof wrote", 2)
 
 
 @errors
-def test_a_write_refused_mid_run_exits_with_the_storage_code(tmp_path, model_file):
+def test_a_write_refused_mid_run_exits_with_the_storage_code(tmp_path, model_file, cli):
     """The points/ folder of a marked run cannot take files (immutable as root, read-only otherwise): the first
     point's write is refused mid-run; one line, exit 4, the record says why."""
     out = tmp_path / "run"
@@ -328,7 +329,7 @@ def test_a_write_refused_mid_run_exits_with_the_storage_code(tmp_path, model_fil
         os.chmod(out / "points", 0o500)
         undo = ["chmod", "700", str(out / "points")]
     try:
-        res = run_cli("trace", str(model_file), "--out", str(out), "--force", "--seqlens", "16,32", *FAST)
+        res = cli("trace", str(model_file), "--out", str(out), "--force", "--seqlens", "16,32", *FAST)
     finally:
         subprocess.run(undo, check=True)
     assert_one_line_error(res, "could not write results of point 0", 4)
