@@ -85,7 +85,15 @@ def _mask(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Te
     return hidden
 
 
-class HFMamba1Like(MixerAdapter):
+class _RecipeAdapter(MixerAdapter):
+    """An adapter of transformers' Mamba-family mixers: the family's recipe and the class path it handles."""
+
+    def __init__(self, recipe: MixerRecipe, handles: str) -> None:
+        self.recipe = recipe
+        self.handles = handles
+
+
+class HFMamba1Like(_RecipeAdapter):
     """A transformers-style Mamba-1 mixer (MambaMixer, FalconMambaMixer, JambaMambaMixer, ...).
 
     Runs the family's own `causal_conv1d_fn` and `mamba_selective_scan` (reference ops on the CPU, the
@@ -93,10 +101,6 @@ class HFMamba1Like(MixerAdapter):
     """
 
     family = "mamba1"
-
-    def __init__(self, recipe: MixerRecipe, handles: str) -> None:
-        self.recipe = recipe
-        self.handles = handles
 
     def dims(self, module: nn.Module) -> MixerDims:
         return MixerDims(family="mamba1", d_model=int(module.hidden_size), d_inner=int(module.intermediate_size),
@@ -151,16 +155,12 @@ class HFMamba1Like(MixerAdapter):
             return m.out_proj(scan_output.transpose(1, 2).to(dtype))
 
 
-class HFMamba2Like(MixerAdapter):
+class HFMamba2Like(_RecipeAdapter):
     """A transformers-style Mamba-2 mixer (Mamba2Mixer, BambaMixer, NemotronHMamba2Mixer, Zamba2MambaMixer,
     GraniteMoeHybridMambaLayer, FalconH1Mixer, ...). Gating is the gated RMSNorm module (always separable),
     or `y * silu(z)` where the recipe's flag turns the norm off (Falcon-H1 without mamba_rms_norm)."""
 
     family = "mamba2"
-
-    def __init__(self, recipe: MixerRecipe, handles: str) -> None:
-        self.recipe = recipe
-        self.handles = handles
 
     def dims(self, module: nn.Module) -> MixerDims:
         return MixerDims(family="mamba2", d_model=int(module.hidden_size), d_inner=int(module.intermediate_size),
