@@ -9,8 +9,9 @@ import warnings
 import pytest
 import torch
 from support.cli import EXAMPLES, run_cli
+from support.windows import WindowRecorder
 
-from mambaprof.collectors.markers import Probe, Window
+from mambaprof.collectors.markers import Probe
 from mambaprof.model.adapters import MixerRecipe, register_mixer, unregister_mixer
 from mambaprof.model.counts import attention_count, attention_dims
 from mambaprof.model.loading import import_model_file
@@ -28,17 +29,6 @@ TINY = {
     "granite-4.0-h-tiny-cpu": (["mamba2+mlp+moe", "attention+mlp+moe", "mamba2+mlp+moe"], "granitemoehybrid"),
     "llama-tiny": (["attention+mlp"] * 2, None),
 }
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Window]] = []
-
-    def enter(self, w: Window) -> None:
-        self.events.append(("enter", w))
-
-    def exit(self, w: Window) -> None:
-        self.events.append(("exit", w))
 
 
 def _build(name: str) -> torch.nn.Module:
@@ -66,20 +56,14 @@ def test_family_split_reproduces_output_and_marks_components(name: str) -> None:
     ids = _ids()
     with torch.inference_mode():
         ref = model(input_ids=ids).logits
-        rec = Recorder()
+        rec = WindowRecorder()
         with Instrumenter(st, split=True).installed(Probe([rec])):
             out = model(input_ids=ids).logits
         again = model(input_ids=ids).logits
     assert torch.equal(out, ref), float((out - ref).abs().max())
     assert torch.equal(again, ref)
-    stack = []
-    for kind, w in rec.events:
-        if kind == "enter":
-            stack.append(w)
-        else:
-            assert stack.pop() == w
-    assert not stack
-    entered = {(w.layer, w.name) for kind, w in rec.events if kind == "enter"}
+    rec.assert_properly_nested()
+    entered = rec.entered
     for layer, comp in expected_components(st):
         if comp != "residual" and not (layer == -1 and comp == "other"):
             assert (layer, comp) in entered, (layer, comp)
@@ -109,11 +93,11 @@ def test_falcon_h1_recipe_is_what_makes_the_split_right() -> None:
     ids = _ids(1, 24)
     with torch.inference_mode():
         ref = model(input_ids=ids).logits
-        rec = Recorder()
+        rec = WindowRecorder()
         with Instrumenter(st).installed(Probe([rec])):
             out = model(input_ids=ids).logits
     assert torch.equal(out, ref)
-    entered = {(w.layer, w.name) for kind, w in rec.events if kind == "enter"}
+    entered = rec.entered
     assert (0, "mixer") in entered and (0, "attention") in entered and (0, "mlp") in entered
     assert (0, "in_proj") not in entered
 
@@ -193,7 +177,7 @@ def test_zamba2_shared_attention_is_counted_in_the_calling_layer() -> None:
     st = discover(model)
     rows = layer_rows(st)
     assert rows[1]["shared_attention"] is True and rows[0]["shared_attention"] is False
-    rec = Recorder()
+    rec = WindowRecorder()
     with torch.inference_mode(), Instrumenter(st).installed(Probe([rec])):
         model(input_ids=_ids(1, 16))
     att_layers = sorted({w.layer for kind, w in rec.events if kind == "enter" and w.name == "attention"})

@@ -8,22 +8,12 @@ import warnings
 
 import torch
 from support.mamba_ssm_like import MHA, MambaLMHeadModel
+from support.windows import WindowRecorder
 
-from mambaprof.collectors.markers import Probe, Window
+from mambaprof.collectors.markers import Probe
 from mambaprof.model.counts import attention_dims
 from mambaprof.model.structure import discover, expected_components, is_attention, is_mlp, layer_rows
 from mambaprof.run.instrument import Instrumenter
-
-
-class _Entered:
-    def __init__(self) -> None:
-        self.windows: set[tuple[int, str]] = set()
-
-    def enter(self, w: Window) -> None:
-        self.windows.add((w.layer, w.name))
-
-    def exit(self, w: Window) -> None:
-        pass
 
 
 def test_mamba_ssm_hybrid_layers_are_attention_and_mlp_by_structure() -> None:
@@ -44,11 +34,11 @@ def test_mamba_ssm_hybrid_layers_are_attention_and_mlp_by_structure() -> None:
     ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref = model(ids).logits
-        rec = _Entered()
+        rec = WindowRecorder()
         with Instrumenter(st, split=True).installed(Probe([rec])):
             out = model(ids).logits
     assert torch.equal(out, ref)
-    assert {(1, "attention"), (0, "mlp"), (1, "mlp"), (2, "mlp"), (0, "ssm_scan")} <= rec.windows
+    assert {(1, "attention"), (0, "mlp"), (1, "mlp"), (2, "mlp"), (0, "ssm_scan")} <= rec.entered
     assert (1, "attention") in expected_components(st)
 
 

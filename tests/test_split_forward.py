@@ -3,23 +3,13 @@
 import pytest
 import torch
 from support.models import tiny_mamba, tiny_mamba2
+from support.windows import WindowRecorder
 
-from mambaprof.collectors.markers import Probe, Window
+from mambaprof.collectors.markers import Probe
 from mambaprof.errors import UnsupportedModelError
 from mambaprof.model.structure import discover
 from mambaprof.run.instrument import Instrumenter
 from mambaprof.taxonomy import MIXER_COMPONENTS
-
-
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def enter(self, w: Window):
-        self.events.append(("enter", w))
-
-    def exit(self, w: Window):
-        self.events.append(("exit", w))
 
 
 @pytest.mark.parametrize("build", [tiny_mamba, tiny_mamba2])
@@ -29,7 +19,7 @@ def test_split_equals_original_and_marks_every_component(build):
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref = model(input_ids=ids, use_cache=False).logits
-        rec = Recorder()
+        rec = WindowRecorder()
         with Instrumenter(st, split=True).installed(Probe([rec])):
             out = model(input_ids=ids, use_cache=False).logits
         again = model(input_ids=ids, use_cache=False).logits
@@ -37,7 +27,7 @@ def test_split_equals_original_and_marks_every_component(build):
     assert torch.equal(again, ref)
     for site in st.mixers:
         assert "forward" not in site.module.__dict__  # patch removed
-    entered = {(w.layer, w.name) for kind, w in rec.events if kind == "enter"}
+    entered = rec.entered
     family = st.mixers[0].dims.family
     expected = [c for c in MIXER_COMPONENTS if not (family == "mamba2" and c == "ssm_params")]
     for site in st.mixers:
@@ -45,14 +35,7 @@ def test_split_equals_original_and_marks_every_component(build):
             assert (site.layer, comp) in entered
         assert (site.layer, "norm") in entered and (site.layer, "block") in entered
     assert (-1, "embedding") in entered and (-1, "lm_head") in entered and (-1, "norm") in entered
-    # properly nested: every enter has its exit, in LIFO order
-    stack = []
-    for kind, w in rec.events:
-        if kind == "enter":
-            stack.append(w)
-        else:
-            assert stack.pop() == w
-    assert not stack
+    rec.assert_properly_nested()
 
 
 def test_split_with_attention_mask_matches():
@@ -71,7 +54,7 @@ def test_split_with_attention_mask_matches():
 def test_exception_inside_forward_closes_windows_and_restores():
     model = tiny_mamba()
     st = discover(model)
-    rec = Recorder()
+    rec = WindowRecorder()
     probe = Probe([rec])
     with pytest.raises(IndexError), torch.inference_mode(), Instrumenter(st).installed(probe):
         model(input_ids=torch.full((1, 8), 10_000))  # out of vocabulary

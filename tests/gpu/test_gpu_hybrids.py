@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.windows import WindowRecorder
 
 from mambaprof.env import mamba_ssm_available
 from mambaprof.model.adapters.hf import kernel_fn, uses_reference
@@ -55,7 +56,7 @@ def test_mamba_ssm_hybrid_lm_attention_and_mlp_layers() -> None:
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    from mambaprof.collectors.markers import Probe, Window
+    from mambaprof.collectors.markers import Probe
     from mambaprof.model.counts import attention_dims
 
     torch.manual_seed(0)
@@ -71,25 +72,15 @@ def test_mamba_ssm_hybrid_lm_attention_and_mlp_layers() -> None:
     dims = attention_dims(st.layers[1].attention[0])
     assert (dims.n_heads, dims.n_kv_heads, dims.head_dim) == (4, 2, 64)
 
-    class Entered:
-        def __init__(self) -> None:
-            self.windows: set[tuple[int, str]] = set()
-
-        def enter(self, w: Window) -> None:
-            self.windows.add((w.layer, w.name))
-
-        def exit(self, w: Window) -> None:
-            pass
-
     ids = torch.randint(0, 256, (1, 1024), device="cuda:0")
-    rec = Entered()
+    rec = WindowRecorder()
     with torch.inference_mode():
         ref = model(ids).logits
         with Instrumenter(st, split=True).installed(Probe([rec])):
             out = model(ids).logits
     check = compare_outputs(ref, out, torch.bfloat16)
     assert check.passed, (check.max_abs_err, check.rel_err)
-    assert {(1, "attention"), (3, "attention"), (0, "mlp"), (1, "mlp"), (0, "ssm_scan"), (2, "in_proj")} <= rec.windows
+    assert {(1, "attention"), (3, "attention"), (0, "mlp"), (1, "mlp"), (0, "ssm_scan"), (2, "in_proj")} <= rec.entered
 
 
 @pytest.mark.parametrize("name", ["bamba-tiny", "nemotron-h-tiny", "falcon-h1-tiny"])
