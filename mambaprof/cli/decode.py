@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mambaprof.cli.options import MAX_BATCH, parse_int_list, parse_nonnegative
-from mambaprof.cli.progress import sweep_progress
+from mambaprof.cli.progress import say_run_end, sweep_progress
 from mambaprof.distributed.ranks import detect
 from mambaprof.errors import BadArgumentError
 from mambaprof.model.loading import resolve_device, resolve_dtype
@@ -92,13 +92,7 @@ def decode_command(source: ModelSource, prompt_len: str, batch: str, dtype: str,
     if not quiet:
         print_decode_summary(result.point_rows, f"{loaded.ref} · decode · {len(structure.mixers)} layers "
                              f"({structure.family}) · run {writer.run_id}", Console())
-    typer.echo(f"run directory: {writer.out}  (status {result.status}"
-               f"{': ' + result.reason if result.reason else ''})")
-    errors = [r for r in result.point_rows if r.get("error")]
-    if result.status == "failed" and errors:
-        first = errors[0]
-        typer.echo(f"error: no decode point finished; the first (batch {first['batch']}, prompt {first['seqlen']}) "
-                   f"failed with {first['error']} (--debug shows the traceback)", err=True)
+    say_run_end(writer.out, result, noun="decode point", length="prompt", table="decode_points")
     code = result.exit_code
     if code > 128:
         ignore_stop_signals()

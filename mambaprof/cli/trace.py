@@ -20,7 +20,7 @@ from mambaprof.cli.options import (
     parse_number,
     parse_seconds,
 )
-from mambaprof.cli.progress import rank_progress, sweep_progress
+from mambaprof.cli.progress import rank_progress, say_run_end, sweep_progress
 from mambaprof.collectors.hardware import HardwareOptions, build_hardware
 from mambaprof.distributed.ranks import RankInfo, detect, rank_device
 from mambaprof.distributed.trace import run_distributed_trace
@@ -216,12 +216,5 @@ def _trace_here(source: ModelSource, config: TraceConfig, out: Path, force: bool
     if not quiet:
         print_summary(outcome, Console())
     result = outcome.result
-    typer.echo(f"run directory: {outcome.run_dir}  (status {result.status}"
-               f"{': ' + result.reason if result.reason else ''})")
-    errors = [r for r in result.point_rows if r.get("error")]
-    if result.status == "failed" and errors:
-        first = errors[0]
-        typer.echo(f"error: no point finished; the first (batch {first['batch']}, seqlen {first['seqlen']}) failed "
-                   f"with {first['error']} (every point's error is in {outcome.run_dir / 'points'}; --debug shows "
-                   "the traceback)", err=True)
+    say_run_end(outcome.run_dir, result)
     return result.exit_code
