@@ -336,3 +336,33 @@ def test_a_write_refused_mid_run_exits_with_the_storage_code(tmp_path, model_fil
     record = read_run_record(out)
     assert record["status"] == "incomplete" and record["n_points_ok"] == 0
     assert "could not write" in record["status_reason"]
+
+
+@interrupts
+def test_a_signal_inside_an_import_ends_with_one_line_not_an_abort(monkeypatch, capsys):
+    """A signal handled inside an import must not raise through native module initialisation (torch's pybind11
+    modules abort the process on it: exit -6); the handler sees importlib's frames and stops at once, one line."""
+    import mambaprof.cli as cli_pkg
+
+    def fake_exit(code: int) -> None:
+        raise SystemExit(code)  # os._exit never returns
+
+    monkeypatch.setattr(cli_pkg.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli_pkg, "_ignore_stop_signals", lambda: None)
+    frame = None
+
+    def capture() -> None:
+        nonlocal frame
+        frame = sys._getframe()
+
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_loader("mambaprof_test_import_frame", loader=None)
+    module = types.ModuleType(spec.name)
+    exec(compile("capture()", "<frozen importlib._bootstrap>", "exec"), {"capture": capture}, vars(module))
+    with pytest.raises(SystemExit) as stopped:  # inside an "import": exits at once, RunInterrupted never raised
+        cli_pkg._raise_interrupt(signal.SIGTERM, frame)
+    assert stopped.value.code == 143
+    with pytest.raises(cli_pkg.RunInterrupted):  # outside one: raises, as before
+        cli_pkg._raise_interrupt(signal.SIGINT, sys._getframe())
