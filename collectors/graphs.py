@@ -2,16 +2,21 @@
 their replays with CUDA events.
 
 torch.profiler loses the module context of kernels replayed from a graph, so attribution under graphs is
-measured here instead: each piece of a step is captured as its own graph (all in one memory pool, captured and
-replayed in the same order, so every piece reads the outputs the previous one wrote), and an event between
-replays times each piece. `time_sequence` returns those per-piece times; comparing their sum with the whole
-step's single graph says how much the extra graph boundaries cost.
+measured here instead, two ways:
+- `time_within_graph`: the whole step captured as one graph with external timing events recorded between its
+  pieces (event-record nodes inside the graph); each replay's events give every piece's time inside the real
+  graph, so the pieces telescope to the step. The event nodes' own cost is measured (the replay of the graph
+  with events against the plain graph's) and kept small by spreading the events over several captures.
+- `capture_sequence` + `time_sequence`: each piece captured as its own graph (all in one memory pool, captured
+  and replayed in the same order, so every piece reads the outputs the previous one wrote), an event between
+  replays. Each piece then pays a graph launch and loses its overlap with its neighbours: the isolated cost.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,3 +98,68 @@ def time_sequence(graphs: Sequence[torch.cuda.CUDAGraph], steps: int, device: to
         for i in range(len(graphs)):
             per_graph[i].append(float(step_events[i].elapsed_time(step_events[i + 1])))
     return [statistics.median(v) for v in per_graph]
+
+
+@dataclass
+class InGraphTimes:
+    """Per-piece times measured inside whole-sequence CUDA graphs (`time_within_graph`).
+
+    piece_ms: median ms of each piece per replay (None for a piece no group timed).
+    graph_ms: per group, median ms of one replay of its graph with the events in it (events around the replay).
+    """
+
+    piece_ms: list[float | None]
+    graph_ms: list[float]
+
+
+def _event() -> torch.cuda.Event:
+    return torch.cuda.Event(enable_timing=True, external=True)
+
+
+def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequence[int]], steps: int,
+                      device: torch.device, warmup: int = 2) -> InGraphTimes:
+    """Time pieces of a sequence inside the sequence's own CUDA graph, in ms.
+
+    For each group (indices into `fns`), the whole sequence is captured as one graph with an external timing
+    event before and after each piece of the group (one event between two neighbouring pieces); the graph is
+    replayed `steps` times after `warmup`, each replay synchronised and its events read; then it is freed
+    before the next group's capture. A piece's time is the median over replays of the interval around it.
+    """
+    _warm_up(fns, warmup)
+    piece: list[float | None] = [None] * len(fns)
+    graph_ms: list[float] = []
+    for group in groups:
+        chosen = sorted(set(group))
+        marks: dict[int, torch.cuda.Event] = {}  # boundary index i: before fns[i] (i == len: after the last)
+        for i in chosen:
+            marks.setdefault(i, _event())
+            marks.setdefault(i + 1, _event())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i, fn in enumerate(fns):
+                if i in marks:
+                    marks[i].record()
+                fn()
+            if len(fns) in marks:
+                marks[len(fns)].record()
+        for _ in range(max(warmup, 1)):
+            graph.replay()
+        torch.cuda.synchronize(device)
+        samples: dict[int, list[float]] = {i: [] for i in chosen}
+        for _ in range(max(steps, 1)):
+            graph.replay()
+            torch.cuda.synchronize(device)
+            for i in chosen:
+                samples[i].append(float(marks[i].elapsed_time(marks[i + 1])))
+        graph_ms.append(time_loop(graph.replay, steps, device, warmup))
+        for i in chosen:
+            piece[i] = statistics.median(samples[i])
+        del graph
+    return InGraphTimes(piece, graph_ms)
+
+
+def spread_groups(n: int, per_graph: int) -> list[list[int]]:
+    """Indices 0..n-1 dealt round-robin into groups of at most `per_graph` pieces (neighbouring pieces land in
+    different graphs, so no graph has many events close together)."""
+    k = max(1, -(-n // max(per_graph, 1)))
+    return [list(range(g, n, k)) for g in range(k)]
