@@ -52,7 +52,7 @@ def main():
             stepper.token.copy_(stepper.prefill(ids).argmax(-1, keepdim=True))
             segs = stepper.segments()
             fns = [s.run for s in segs]
-            whole = graphs.capture(lambda: stepper.split_step(), warmup=3)
+            whole = graphs.capture(stepper.split_step, warmup=3)
             plain = [graphs.time_loop(whole.replay, a.steps, dev, 3) for _ in range(5)]
             rec = {"segments": len(segs), "plain_replay_ms": plain, "in_graph": {}}
             for per in [int(p) for p in a.per_graph.split(",")]:
