@@ -55,7 +55,8 @@ if points:
     p = pd.concat(points)
     p.to_csv(out / "decode_points.csv", index=False)
     cols = ["run", "batch", "status", "ms_per_token", "tokens_per_s", "own_eager_ms", "split_eager_ms",
-            "graph_replay_ms", "component_graph_sum_ms", "graph_sum_vs_whole_pct", "own_graph_ms",
+            "graph_replay_ms", "component_graph_sum_ms", "graph_sum_vs_whole_pct", "graph_event_ms",
+            "graph_events_vs_whole_pct", "isolated_graph_sum_ms", "own_graph_ms",
             "generate_ms_per_token", "step_vs_generate_pct", "launch_bound_pct", "tokens_match",
             "tokens_match_generate", "error"]
     print(p[[c for c in cols if c in p.columns]].to_string(index=False))

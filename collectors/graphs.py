@@ -3,10 +3,11 @@ their replays with CUDA events.
 
 torch.profiler loses the module context of kernels replayed from a graph, so attribution under graphs is
 measured here instead, two ways:
-- `time_within_graph`: the whole step captured as one graph with external timing events recorded between its
-  pieces (event-record nodes inside the graph); each replay's events give every piece's time inside the real
-  graph, so the pieces telescope to the step. The event nodes' own cost is measured (the replay of the graph
-  with events against the plain graph's) and kept small by spreading the events over several captures.
+- `time_within_graph`: the whole step captured as one graph with external timing events (event-record nodes)
+  around some of its pieces; each replay's events give those pieces' times inside the real graph. Spread
+  over several captures, every piece is timed once while each capture carries few events, so the step runs
+  nearly as the plain graph does (each capture's replay time says how nearly). Every interval also carries
+  the event nodes' own latency; empty intervals in the same captures measure it and it is subtracted.
 - `capture_sequence` + `time_sequence`: each piece captured as its own graph (all in one memory pool, captured
   and replayed in the same order, so every piece reads the outputs the previous one wrote), an event between
   replays. Each piece then pays a graph launch and loses its overlap with its neighbours: the isolated cost.
@@ -102,13 +103,18 @@ def time_sequence(graphs: Sequence[torch.cuda.CUDAGraph], steps: int, device: to
 
 @dataclass
 class InGraphTimes:
-    """Per-piece times measured inside whole-sequence CUDA graphs (`time_within_graph`).
+    """Per-piece times measured inside whole-sequence CUDA graphs (`time_within_graph`), all in ms per replay.
 
-    piece_ms: median ms of each piece per replay (None for a piece no group timed).
-    graph_ms: per group, median ms of one replay of its graph with the events in it (events around the replay).
+    piece_ms: median interval around each piece, less `event_ms` (None for a piece no group timed).
+    raw_piece_ms: the same before that correction.
+    event_ms: median of the empty intervals (two events with nothing between them) of all captures: what one
+        pair of event nodes adds to any interval; subtracted from every piece.
+    graph_ms: per group, median time of one replay of its graph with the events in it.
     """
 
     piece_ms: list[float | None]
+    raw_piece_ms: list[float | None]
+    event_ms: float
     graph_ms: list[float]
 
 
@@ -116,32 +122,45 @@ def _event() -> torch.cuda.Event:
     return torch.cuda.Event(enable_timing=True, external=True)
 
 
+#: empty event pairs per capture (spread over the sequence), for `InGraphTimes.event_ms`
+EMPTY_PAIRS = 3
+
+
 def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequence[int]], steps: int,
                       device: torch.device, warmup: int = 2) -> InGraphTimes:
     """Time pieces of a sequence inside the sequence's own CUDA graph, in ms.
 
     For each group (indices into `fns`), the whole sequence is captured as one graph with an external timing
-    event before and after each piece of the group (one event between two neighbouring pieces); the graph is
-    replayed `steps` times after `warmup`, each replay synchronised and its events read; then it is freed
-    before the next group's capture. A piece's time is the median over replays of the interval around it.
+    event right before and right after each piece of the group, plus `EMPTY_PAIRS` empty pairs (two events
+    back to back) between pieces; the graph is replayed `steps` times after `warmup`, each replay synchronised
+    and its events read, then freed before the next group's capture. A piece's time is the median over
+    replays of the interval around it, less the median empty interval (the event nodes' own latency, which
+    every interval carries once).
     """
     _warm_up(fns, warmup)
-    piece: list[float | None] = [None] * len(fns)
+    n = len(fns)
+    raw: list[float | None] = [None] * n
     graph_ms: list[float] = []
+    empty: list[float] = []
     for group in groups:
-        chosen = sorted(set(group))
-        marks: dict[int, torch.cuda.Event] = {}  # boundary index i: before fns[i] (i == len: after the last)
-        for i in chosen:
-            marks.setdefault(i, _event())
-            marks.setdefault(i + 1, _event())
+        chosen = set(group)
+        free = [i for i in range(n + 1) if i not in chosen and (i - 1) not in chosen] or [0]
+        empty_at = {free[(k * (len(free) - 1)) // max(EMPTY_PAIRS - 1, 1)] for k in range(EMPTY_PAIRS)}
+        pairs: dict[int, tuple[torch.cuda.Event, torch.cuda.Event]] = {i: (_event(), _event()) for i in chosen}
+        blanks: dict[int, tuple[torch.cuda.Event, torch.cuda.Event]] = {i: (_event(), _event()) for i in empty_at}
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for i, fn in enumerate(fns):
-                if i in marks:
-                    marks[i].record()
-                fn()
-            if len(fns) in marks:
-                marks[len(fns)].record()
+            for i in range(n + 1):
+                if i in blanks:
+                    blanks[i][0].record()
+                    blanks[i][1].record()
+                if i == n:
+                    break
+                if i in pairs:
+                    pairs[i][0].record()
+                fns[i]()
+                if i in pairs:
+                    pairs[i][1].record()
         for _ in range(max(warmup, 1)):
             graph.replay()
         torch.cuda.synchronize(device)
@@ -149,13 +168,16 @@ def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequenc
         for _ in range(max(steps, 1)):
             graph.replay()
             torch.cuda.synchronize(device)
-            for i in chosen:
-                samples[i].append(float(marks[i].elapsed_time(marks[i + 1])))
+            for i, (a, b) in pairs.items():
+                samples[i].append(float(a.elapsed_time(b)))
+            empty.extend(float(a.elapsed_time(b)) for a, b in blanks.values())
         graph_ms.append(time_loop(graph.replay, steps, device, warmup))
         for i in chosen:
-            piece[i] = statistics.median(samples[i])
+            raw[i] = statistics.median(samples[i])
         del graph
-    return InGraphTimes(piece, graph_ms)
+    event_ms = statistics.median(empty) if empty else 0.0
+    piece = [None if r is None else r - event_ms for r in raw]
+    return InGraphTimes(piece, raw, event_ms, graph_ms)
 
 
 def spread_groups(n: int, per_graph: int) -> list[list[int]]:

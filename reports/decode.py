@@ -57,9 +57,9 @@ class DecodeAnalysis:
                     for r in points[points.status != "ok"].itertuples()]
         for r in ok.itertuples():
             if r.graph_sum_within_5pct is False:
-                warnings.append(f"batch {r.batch} prompt {r.seqlen}: the per-component graphs add up to "
-                                f"{r.graph_sum_vs_whole_pct:+.1f}% of the whole-step graph (more than 5%): graph "
-                                "boundaries cost time that the whole step does not pay")
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: the components timed inside the graph add "
+                                f"up to {r.graph_sum_vs_whole_pct:+.1f}% of the whole-step graph (more than 5%): "
+                                "read the per-component graph times as shares, not as absolute times")
             if r.tokens_match is False or r.tokens_match_generate is False:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: greedy tokens of the split step differ from "
                                 "the model's own step or generate")

@@ -47,16 +47,20 @@ def test_decode_graph_point(family: str) -> None:
             "seqlen": 64, "dtype": "bfloat16"}
     row, comps = measure_decode_point(loaded, structure, _config(True), 8, 64, base)
     print(family, {k: row.get(k) for k in ("ms_per_token", "graph_replay_ms", "component_graph_sum_ms",
-                                           "graph_sum_vs_whole_pct", "own_graph_ms", "generate_ms_per_token",
+                                           "graph_sum_vs_whole_pct", "graph_event_ms", "isolated_graph_sum_ms",
+                                           "own_graph_ms", "generate_ms_per_token",
                                            "step_vs_generate_pct", "launch_bound_pct", "split_eager_ms")})
     assert row["backend"] == "mamba_ssm" and row["cuda_graphs"] is True
     assert row["logits_max_abs_diff"] < 1e-2  # the same kernels on the same state: bitwise in practice
     assert row["tokens_match"] is True
     assert row["cache_bytes"] == row["cache_bytes_closed_form"]
-    for key in ("graph_loop_ms", "graph_replay_ms", "component_graph_sum_ms", "own_graph_ms",
+    for key in ("graph_loop_ms", "graph_replay_ms", "component_graph_sum_ms", "isolated_graph_sum_ms",
+                "graph_event_ms", "graph_events_vs_whole_pct", "own_graph_ms",
                 "generate_ms_per_token", "launch_bound_pct"):
         assert row[key] is not None and row[key] == row[key], key
-    assert row["graph_replay_ms"] > 0 and row["component_graph_sum_ms"] > 0
+    assert row["graph_replay_ms"] > 0 and row["component_graph_sum_ms"] > 0 and row["graph_event_ms"] > 0
+    # isolated graphs pay a launch per component that the whole step does not
+    assert row["isolated_graph_sum_ms"] > row["graph_replay_ms"]
     graph = [c for c in comps if c["timing"] == "graph"]
     timed = {(c["layer"], c["component"]) for c in graph if c["time_ms"] is not None}
     expected = {"in_proj", "conv1d", "ssm_scan", "out_proj", "norm"}

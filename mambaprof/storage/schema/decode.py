@@ -42,12 +42,20 @@ DECODE_POINTS = register(Table(
                "greedy loop (copy token in, replay, argmax), events around the whole loop."),
         Column("graph_replay_ms", F64, "ms", "Per step: the whole-step graph replayed back to back (no "
                "token copy or argmax)."),
-        Column("component_graph_sum_ms", F64, "ms", "Per step: each (layer, component) captured as its own "
-               "graph, replayed in order with an event between graphs; the sum over components."),
+        Column("component_graph_sum_ms", F64, "ms", "Per step: the sum over (layer, component) of the times "
+               "measured inside the whole-step graph (timing events around each component, spread over several "
+               "captures, less graph_event_ms)."),
+        Column("graph_event_ms", F64, "ms", "What a pair of timing events inside a graph adds to any interval "
+               "(median empty interval of the same captures); subtracted from every component's time."),
+        Column("graph_events_vs_whole_pct", F64, "%", "The slowest capture with timing events inside against "
+               "graph_replay_ms (100 x (events/whole - 1)): how much the events perturbed the step they timed."),
         Column("graph_sum_vs_whole_pct", F64, "%", "component_graph_sum_ms vs graph_replay_ms "
                "(100 x (sum/whole - 1))."),
-        Column("graph_sum_within_5pct", B, "", "|graph_sum_vs_whole_pct| <= 5: the per-component graph "
-               "attribution accounts for the whole-step graph."),
+        Column("graph_sum_within_5pct", B, "", "|graph_sum_vs_whole_pct| <= 5: the in-graph attribution "
+               "accounts for the whole-step graph."),
+        Column("isolated_graph_sum_ms", F64, "ms", "Per step, for comparison: each (layer, component) captured "
+               "as its own graph and replayed in order, an event between graphs; the sum (each pays a graph "
+               "launch and loses its overlap with its neighbours)."),
         Column("own_graph_ms", F64, "ms", "Per step: the model's own CUDA-graph decode (mamba_ssm's "
                "capture_graph, the graph generate(cg=True) replays), greedy loop; null where the model has none."),
         Column("generate_ms_per_token", F64, "ms", "The model's own generate per new token: (time of "
@@ -83,7 +91,8 @@ DECODE_COMPONENTS = register(Table(
     doc="One row per (decode point, layer, component, timing): a decode step's time per component, with its "
         "closed-form traffic and its decode cache (measured and closed form). `timing` says how it was timed: "
         "`eager` (timestamps between components of the eager step: CUDA events on GPU, perf_counter on CPU) "
-        "or `graph` (each component replayed as its own CUDA graph). Layer -1 is the model level.",
+        "or `graph` (measured inside the whole step's CUDA graph, see decode_points.component_graph_sum_ms). "
+        "Layer -1 is the model level.",
     key=("run_id", "rank", "point_id", "layer", "component", "timing"),
     columns=identity_columns() + (
         _PHASE,
