@@ -7,7 +7,8 @@ measured here instead, two ways:
   around some of its pieces; each replay's events give those pieces' times inside the real graph. Spread
   over several captures, every piece is timed once while each capture carries few events, so the step runs
   nearly as the plain graph does (each capture's replay time says how nearly). Every interval also carries
-  the event nodes' own latency; empty intervals in the same captures measure it and it is subtracted.
+  one event node's latency (a few microseconds, tens of percent over ~300 pieces); a capture with an event
+  at every boundary, timed against the plain graph, measures it and it is subtracted.
 - `capture_sequence` + `time_sequence`: each piece captured as its own graph (all in one memory pool, captured
   and replayed in the same order, so every piece reads the outputs the previous one wrote), an event between
   replays. Each piece then pays a graph launch and loses its overlap with its neighbours: the isolated cost.
@@ -107,14 +108,18 @@ class InGraphTimes:
 
     piece_ms: median interval around each piece, less `event_ms` (None for a piece no group timed).
     raw_piece_ms: the same before that correction.
-    event_ms: median of the empty intervals (two events with nothing between them) of all captures: what one
-        pair of event nodes adds to any interval; subtracted from every piece.
-    graph_ms: per group, median time of one replay of its graph with the events in it.
+    event_ms: what one event node adds to the step's timeline where it sits between two kernels: (replay of
+        the step with an event at every boundary - plain replay) / events, medians of interleaved rounds. An
+        interval around a piece carries this once (two events around the piece replace one kernel-to-kernel
+        hand-over), so it is subtracted from every piece.
+    plain_ms: the whole sequence as one graph without events (median replay).
+    graph_ms: per group, median replay of its graph with the events in it.
     """
 
     piece_ms: list[float | None]
     raw_piece_ms: list[float | None]
     event_ms: float
+    plain_ms: float
     graph_ms: list[float]
 
 
@@ -122,8 +127,34 @@ def _event() -> torch.cuda.Event:
     return torch.cuda.Event(enable_timing=True, external=True)
 
 
-#: empty event pairs per capture (spread over the sequence), for `InGraphTimes.event_ms`
-EMPTY_PAIRS = 3
+def _capture_with_events(fns: Sequence[Callable[[], Any]], before: dict[int, torch.cuda.Event],
+                         after: dict[int, torch.cuda.Event]) -> torch.cuda.CUDAGraph:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i, fn in enumerate(fns):
+            if i in before:
+                before[i].record()
+            fn()
+            if i in after:
+                after[i].record()
+    return graph
+
+
+def _event_cost(fns: Sequence[Callable[[], Any]], steps: int, device: torch.device, warmup: int,
+                rounds: int = 3) -> tuple[float, float]:
+    """(ms one event node adds between two kernels, ms of the plain replay), from the plain graph and the graph
+    with an event at every boundary, timed in interleaved rounds."""
+    plain = _capture_with_events(fns, {}, {})
+    marks = {i: _event() for i in range(len(fns))}
+    marks_end = {len(fns) - 1: _event()}
+    dense = _capture_with_events(fns, marks, marks_end)
+    p, d = [], []
+    for _ in range(rounds):
+        p.append(time_loop(plain.replay, steps, device, warmup))
+        d.append(time_loop(dense.replay, steps, device, warmup))
+    del plain, dense
+    plain_ms = statistics.median(p)
+    return max(statistics.median(d) - plain_ms, 0.0) / (len(fns) + 1), plain_ms
 
 
 def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequence[int]], steps: int,
@@ -131,36 +162,19 @@ def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequenc
     """Time pieces of a sequence inside the sequence's own CUDA graph, in ms.
 
     For each group (indices into `fns`), the whole sequence is captured as one graph with an external timing
-    event right before and right after each piece of the group, plus `EMPTY_PAIRS` empty pairs (two events
-    back to back) between pieces; the graph is replayed `steps` times after `warmup`, each replay synchronised
-    and its events read, then freed before the next group's capture. A piece's time is the median over
-    replays of the interval around it, less the median empty interval (the event nodes' own latency, which
-    every interval carries once).
+    event right before and right after each piece of the group; the graph is replayed `steps` times after
+    `warmup`, each replay synchronised and its events read, then freed before the next group's capture. A
+    piece's time is the median over replays of the interval around it, less `event_ms` (see InGraphTimes).
     """
     _warm_up(fns, warmup)
-    n = len(fns)
-    raw: list[float | None] = [None] * n
+    event_ms, plain_ms = _event_cost(fns, steps, device, warmup)
+    raw: list[float | None] = [None] * len(fns)
     graph_ms: list[float] = []
-    empty: list[float] = []
     for group in groups:
-        chosen = set(group)
-        free = [i for i in range(n + 1) if i not in chosen and (i - 1) not in chosen] or [0]
-        empty_at = {free[(k * (len(free) - 1)) // max(EMPTY_PAIRS - 1, 1)] for k in range(EMPTY_PAIRS)}
-        pairs: dict[int, tuple[torch.cuda.Event, torch.cuda.Event]] = {i: (_event(), _event()) for i in chosen}
-        blanks: dict[int, tuple[torch.cuda.Event, torch.cuda.Event]] = {i: (_event(), _event()) for i in empty_at}
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for i in range(n + 1):
-                if i in blanks:
-                    blanks[i][0].record()
-                    blanks[i][1].record()
-                if i == n:
-                    break
-                if i in pairs:
-                    pairs[i][0].record()
-                fns[i]()
-                if i in pairs:
-                    pairs[i][1].record()
+        chosen = sorted(set(group))
+        before = {i: _event() for i in chosen}
+        after = {i: _event() for i in chosen}
+        graph = _capture_with_events(fns, before, after)
         for _ in range(max(warmup, 1)):
             graph.replay()
         torch.cuda.synchronize(device)
@@ -168,16 +182,14 @@ def time_within_graph(fns: Sequence[Callable[[], Any]], groups: Sequence[Sequenc
         for _ in range(max(steps, 1)):
             graph.replay()
             torch.cuda.synchronize(device)
-            for i, (a, b) in pairs.items():
-                samples[i].append(float(a.elapsed_time(b)))
-            empty.extend(float(a.elapsed_time(b)) for a, b in blanks.values())
+            for i in chosen:
+                samples[i].append(float(before[i].elapsed_time(after[i])))
         graph_ms.append(time_loop(graph.replay, steps, device, warmup))
         for i in chosen:
             raw[i] = statistics.median(samples[i])
         del graph
-    event_ms = statistics.median(empty) if empty else 0.0
     piece = [None if r is None else r - event_ms for r in raw]
-    return InGraphTimes(piece, raw, event_ms, graph_ms)
+    return InGraphTimes(piece, raw, event_ms, plain_ms, graph_ms)
 
 
 def spread_groups(n: int, per_graph: int) -> list[list[int]]:

@@ -44,9 +44,10 @@ DECODE_POINTS = register(Table(
                "token copy or argmax)."),
         Column("component_graph_sum_ms", F64, "ms", "Per step: the sum over (layer, component) of the times "
                "measured inside the whole-step graph (timing events around each component, spread over several "
-               "captures, less graph_event_ms)."),
-        Column("graph_event_ms", F64, "ms", "What a pair of timing events inside a graph adds to any interval "
-               "(median empty interval of the same captures); subtracted from every component's time."),
+               "captures, less graph_event_ms each)."),
+        Column("graph_event_ms", F64, "ms", "What one timing event inside the graph adds to the step where it "
+               "sits between two kernels: (replay with an event at every component boundary - plain replay) / "
+               "events; an interval around a component carries it once, so it is subtracted from each."),
         Column("graph_events_vs_whole_pct", F64, "%", "The slowest capture with timing events inside against "
                "graph_replay_ms (100 x (events/whole - 1)): how much the events perturbed the step they timed."),
         Column("graph_sum_vs_whole_pct", F64, "%", "component_graph_sum_ms vs graph_replay_ms "
