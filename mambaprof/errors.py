@@ -6,6 +6,19 @@ traceback only under `--debug`.
 
 from __future__ import annotations
 
+from types import FrameType
+
+
+def inside_import(frame: FrameType | None) -> bool:
+    """Whether code interrupted at `frame` runs inside an import (importlib's frames are on the stack). An
+    exception raised there can cross a native extension's initialisation (torch's pybind11 modules), which
+    cannot pass it on and aborts the process."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
 
 class MambaprofError(Exception):
     """An error the user can act on. `exit_code` is what the CLI exits with."""

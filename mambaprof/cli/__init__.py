@@ -16,21 +16,12 @@ import sys
 from types import FrameType
 from typing import Any
 
-from mambaprof.errors import RunInterrupted
-
-
-def _inside_import(frame: FrameType | None) -> bool:
-    """Whether the interrupted code runs inside an import (importlib's frames are on the stack)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
+from mambaprof.errors import RunInterrupted, inside_import
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     exc = RunInterrupted(signal.Signals(signum).name)
-    if _inside_import(frame):
+    if inside_import(frame):
         # An exception raised here can cross a native extension's initialisation (torch's pybind11 modules),
         # which cannot pass it on and aborts the process (seen: "terminate called after throwing an instance of
         # 'pybind11::error_already_set'", exit -6). An import writes nothing of the user's: stop right here.

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from mambaprof import __version__
 from mambaprof.collectors.context import PointCollector, PointSpec, Rows, RunCollector
 from mambaprof.env import collect_env
 from mambaprof.errors import RunInterrupted as RunInterrupted  # re-exported: the sweep raises it
-from mambaprof.errors import StorageError, one_line
+from mambaprof.errors import StorageError, inside_import, one_line
 from mambaprof.model.inputs import make_call
 from mambaprof.model.loading import LoadedModel
 from mambaprof.model.structure import ModelStructure, layer_rows
@@ -141,31 +142,79 @@ def ignore_stop_signals() -> None:
         pass
 
 
+#: seconds between checks whether a signal deferred inside an import can be raised yet
+IMPORT_RETRY_S = 0.05
+
+
 class InterruptGuard:
-    """What `interrupts_raise` saw: the signals received, and whether one may still raise."""
+    """What `interrupts_raise` saw: the signals received, and whether one may still raise.
+
+    A signal that lands inside an import is not raised there (it would cross a native extension's
+    initialisation and abort the process); it is deferred and raised from a SIGALRM timer that re-checks
+    every IMPORT_RETRY_S seconds, once the import has finished."""
 
     def __init__(self) -> None:
         self.received: list[str] = []
         self.armed = True
+        self.pending: str | None = None
+        self._alarm_before: Any = None
+        self._timer_before: tuple[float, float, float] | None = None  # (left s, interval s, when) of ITIMER_REAL
 
     def disarm(self) -> None:
         """From now on signals are only noted (cleanup that must finish, like writing the run record)."""
         self.armed = False
+        self.cancel_retry()
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         self.received.append(name)
-        if self.armed:
+        if self.armed and self.pending is None:
+            if inside_import(frame):
+                self._defer(name)
+                return
             self.armed = False  # one RunInterrupted per block: a second signal must not cut the cleanup short
             raise RunInterrupted(name)
+
+    def _defer(self, name: str) -> None:
+        self.pending = name
+        if hasattr(signal, "setitimer"):
+            left, interval = signal.getitimer(signal.ITIMER_REAL)  # someone else's timer (pytest-timeout's)
+            self._timer_before = (left, interval, time.monotonic())
+            self._alarm_before = signal.signal(signal.SIGALRM, self._retry)
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
+
+    def _retry(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed or self.pending is None:
+            return
+        if inside_import(frame):
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S)
+            return
+        name = self.pending
+        self.cancel_retry()
+        self.armed = False
+        raise RunInterrupted(name)
+
+    def cancel_retry(self) -> None:
+        """Stop the deferred-signal timer and give SIGALRM and its timer back as they were (the signal stays in
+        `received`)."""
+        self.pending = None
+        if self._alarm_before is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._alarm_before)
+            self._alarm_before = None
+            if self._timer_before is not None and self._timer_before[0] > 0:
+                left, interval, when = self._timer_before
+                signal.setitimer(signal.ITIMER_REAL, max(left - (time.monotonic() - when), 1e-3), interval)
+            self._timer_before = None
 
 
 @contextmanager
 def interrupts_raise() -> Iterator[InterruptGuard]:
-    """Inside: the first SIGINT or SIGTERM raises RunInterrupted (main thread only); later ones, and any
-    after `disarm()`, are noted in the guard and otherwise ignored until the block ends. `timeout` sends
-    SIGTERM to the process and again to its process group, so a second signal is common: with the default
-    action restored it would kill the process before the run record says how the run ended."""
+    """Inside: the first SIGINT or SIGTERM raises RunInterrupted (main thread only; inside an import, as soon
+    as the import has finished); later ones, and any after `disarm()`, are noted in the guard and otherwise
+    ignored until the block ends. `timeout` sends SIGTERM to the process and again to its process group, so a
+    second signal is common: with the default action restored it would kill the process before the run
+    record says how the run ended."""
     guard = InterruptGuard()
     previous: dict[int, Any] = {}
     try:
@@ -176,6 +225,7 @@ def interrupts_raise() -> Iterator[InterruptGuard]:
     try:
         yield guard
     finally:
+        guard.cancel_retry()
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -366,3 +366,32 @@ def test_a_signal_inside_an_import_ends_with_one_line_not_an_abort(monkeypatch, 
     assert stopped.value.code == 143
     with pytest.raises(cli_pkg.RunInterrupted):  # outside one: raises, as before
         cli_pkg._raise_interrupt(signal.SIGINT, sys._getframe())
+
+
+@interrupts
+def test_the_sweep_defers_a_signal_that_lands_inside_an_import_until_the_import_is_done(tmp_path, monkeypatch):
+    """The sweep's guard must not raise inside an import either (same abort); it raises RunInterrupted once
+    the import has finished, and gives SIGALRM and its timer back."""
+    from mambaprof.run.sweep import RunInterrupted, interrupts_raise
+
+    (tmp_path / "mambaprof_test_slow_import.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "t = time.monotonic()\n"
+        "while time.monotonic() - t < 0.3:\n"
+        "    pass\n"
+        "done = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    alarm_before = signal.getsignal(signal.SIGALRM)
+    imported = None
+    with pytest.raises(RunInterrupted) as stopped:
+        with interrupts_raise() as guard:
+            import mambaprof_test_slow_import as imported  # noqa: F401
+            t = time.monotonic()
+            while time.monotonic() - t < 5:  # the deferred signal arrives within the retry period
+                pass
+    assert stopped.value.signame == "SIGTERM" and guard.received == ["SIGTERM"]
+    assert imported is not None and imported.done is True  # the import ran to its end
+    assert sys.modules["mambaprof_test_slow_import"].done is True
+    assert signal.getsignal(signal.SIGALRM) is alarm_before
+    del sys.modules["mambaprof_test_slow_import"]
