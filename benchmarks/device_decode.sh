@@ -2,7 +2,8 @@
 # Device run for issue 17 (decode profiling with CUDA graphs). Kind nvidia-h200 (1 GPU); carry [".whl"]
 # (mamba_ssm + causal_conv1d wheels, see /work/shared/wheels/README.md).
 # Usage on the device (repo root): bash benchmarks/device_decode.sh   (writes under $OUT; BUDGET seconds in all,
-# default 480; SKIP_TESTS=1 skips step 1; REPEATS timed steps per pass, default 50; every step has a timeout and later steps are skipped once the budget is spent)
+# default 480; SKIP_TESTS=1 skips step 1; REPEATS timed steps per pass, default 50; BATCHES default 1,8,64,256;
+# every step has a timeout and later steps are skipped once the budget is spent)
 #  1. GPU tests of the decode path (tests/gpu/test_gpu_decode.py).
 #  2. `mambaprof trace --phase decode` at the mamba-1.4b and mamba2-1.3b preset shapes (mamba_ssm, bf16),
 #     prompt 128, batch 1/8/64/256, with CUDA graphs (the split step as one graph, every (layer, component)
@@ -21,7 +22,8 @@ echo "issue 17 decode device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), budget ${BUDGE
 
 [ "${SKIP_TESTS:-0}" = 1 ] || step 120 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider
 
-COMMON=(--backend mamba_ssm --dtype bf16 --prompt-len 128 --batch 1,8,64,256 --repeats "${REPEATS:-50}" --warmup 5 --quiet)
+COMMON=(--backend mamba_ssm --dtype bf16 --prompt-len 128 --batch "${BATCHES:-1,8,64,256}" --repeats "${REPEATS:-50}"
+        --warmup 5 --quiet)
 # graphs first (the measurements that matter), then the eager runs while the budget lasts
 for preset in mamba-1.4b mamba2-1.3b; do
   step 150 "$LOG" python3 -m mambaprof trace --phase decode --preset "$preset" "${COMMON[@]}" \
