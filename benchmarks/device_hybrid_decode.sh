@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device run for issue 17, hybrids (decode with a KV cache beside the SSM state). Kind nvidia-h200 (1 GPU); carry
 # [".whl"] (mamba_ssm + causal_conv1d wheels, see /work/shared/wheels/README.md).
-# Usage on the device (repo root): bash benchmarks/device_hybrid_decode.sh   (BUDGET seconds in all, default 540)
+# Usage on the device (repo root): bash benchmarks/device_hybrid_decode.sh   (BUDGET seconds in all, default 540;
+# TESTS: a pytest -k filter, default all of the file; BATCH (default 1,16) and REPEATS (default 30) for the sweep)
 #  1. GPU tests of the decode path (tests/gpu/test_gpu_decode.py: the pure-Mamba graph tests, mamba_ssm with MHA
 #     layers, transformers Bamba under the device's transformers version).
 #  2. `mambaprof trace --phase decode` at the bamba-9b preset shape (transformers, bf16, the model's own
@@ -19,10 +20,12 @@ echo "issue 17 hybrid decode device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), budget 
 python3 -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)" \
     | tee -a "$LOG"
 
-step 200 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider
+step 200 "$OUT/pytest_gpu.txt" python3 -m pytest -m gpu tests/gpu/test_gpu_decode.py -q -s -p no:cacheprovider \
+    ${TESTS:+-k "$TESTS"}
 
 step 240 "$LOG" python3 -m mambaprof trace --phase decode --preset bamba-9b --dtype bf16 \
-    --prompt-len 256,1024,4096 --batch 1,16 --repeats 30 --warmup 3 --quiet --out "$RUNS/bamba-9b" --force
+    --prompt-len 256,1024,4096 --batch "${BATCH:-1,16}" --repeats "${REPEATS:-30}" --warmup 3 --quiet \
+    --out "$RUNS/bamba-9b" --force
 
 for run in "$RUNS"/*/; do
   step 30 "$OUT/reports.txt" python3 -m mambaprof report "$run"
