@@ -1,6 +1,11 @@
 """The decode section: a step's time per component, tokens/s against batch, CUDA graphs vs none, and the
 decode roofline (the bytes each step must move against the device's memory bandwidth), from the
-decode_points and decode_components tables. Shares are of the decode step only (never mixed with prefill)."""
+decode_points and decode_components tables. Shares are of the decode step only (never mixed with prefill).
+
+For hybrids (runs with attention layers): per prompt length, the step's time by layer kind (the Mamba layers'
+components, attention, mlp, moe) with the run's own spread (quartiles over the timed steps), and the decode cache
+split into SSM state, conv state and KV cache; the findings say from these numbers whether attention's time and
+KV bytes grow with the context while the Mamba layers' stay flat, and where a difference is within the spread."""
 
 from __future__ import annotations
 
@@ -14,9 +19,33 @@ from mambaprof.reports.fmt import mib, missing, ms, num, pct, rate, si
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
 from mambaprof.reports.views import View
 from mambaprof.storage.rundir import read_run_record, read_table
-from mambaprof.taxonomy import component_order
+from mambaprof.taxonomy import MIXER_COMPONENTS, component_order
 
 DECODE_TABLES = ("decode_points", "decode_components")
+
+#: layer-kind groups of a hybrid's decode step, by component (the Mamba layers are their mixers' components)
+KIND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("mamba", MIXER_COMPONENTS), ("attention", ("attention",)), ("mlp", ("mlp",)), ("moe", ("moe",)),
+    ("norm+residual", ("norm", "residual")))
+#: what is left (embedding, final norm, lm_head, positions: layer -1)
+MODEL_GROUP = "model"
+_CACHE_PARTS = (("SSM state", "ssm_state_bytes"), ("conv state", "conv_state_bytes"), ("KV cache", "kv_cache_bytes"))
+
+
+def kind_group(layer: int, component: str) -> str:
+    """The layer-kind group of a (layer, component) of a decode step."""
+    if layer < 0:
+        return MODEL_GROUP
+    return next((g for g, comps in KIND_GROUPS if component in comps), MODEL_GROUP)
+
+
+def _trend(lo: pd.Series, hi: pd.Series) -> str:
+    """`grows` / `shrinks` when the two points' quartile ranges do not overlap, else `within the spread`."""
+    if hi.q1_ms > lo.q3_ms:
+        return "grows"
+    if hi.q3_ms < lo.q1_ms:
+        return "shrinks"
+    return "within the spread"
 
 
 def is_decode_run(run_dir: Path | str) -> bool:
@@ -71,6 +100,8 @@ class DecodeAnalysis:
             if r.cache_bytes != r.cache_bytes_closed_form:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {mib(r.cache_bytes)} "
                                 f"measured vs {mib(r.cache_bytes_closed_form)} closed form")
+        if "notes" in ok:
+            warnings += list(dict.fromkeys(str(n) for n in ok.notes if not missing(n)))
         if peaks is None:
             warnings.append("no memory bandwidth known for this device (CPU, or a GPU not in the table): the "
                             "roofline columns are empty; give --peaks FILE")
@@ -104,12 +135,74 @@ class DecodeAnalysis:
         grouped["order"] = [component_order(c) for c in grouped.component]
         return grouped.sort_values("order").drop(columns="order").reset_index(drop=True)
 
+    @property
+    def is_hybrid(self) -> bool:
+        """True when the step has attention layers (a KV cache beside the SSM state)."""
+        return bool((self.components.component == "attention").any())
+
+    def by_kind(self) -> pd.DataFrame:
+        """One row per (batch, prompt, layer-kind group) of the eager step: the medians of its (layer, component)s
+        summed (time_ms) and their first and third quartiles summed (q1_ms, q3_ms: the run's own spread)."""
+        rows = self.components[self.components.timing == "eager"].copy()
+        for col in ("time_ms_q1", "time_ms_q3"):
+            if col not in rows:
+                rows[col] = rows.time_ms
+        rows["group"] = [kind_group(int(layer), c) for layer, c in zip(rows.layer, rows.component, strict=True)]
+        return rows.groupby(["batch", "seqlen", "group"], as_index=False).agg(
+            time_ms=("time_ms", lambda v: v.sum(min_count=1)), q1_ms=("time_ms_q1", lambda v: v.sum(min_count=1)),
+            q3_ms=("time_ms_q3", lambda v: v.sum(min_count=1)))
+
+    def context_sentences(self) -> list[str]:
+        """Per batch, the shortest against the longest prompt: how the KV cache, the SSM + conv state, attention's
+        time and the Mamba layers' time change, each time change judged against the quartiles of both points."""
+        ok = self.points[self.points.status == "ok"]
+        if not self.is_hybrid or "kv_cache_bytes" not in ok:
+            return []
+        kinds = self.by_kind().set_index(["batch", "seqlen", "group"])
+        out: list[str] = []
+        for batch, at in ok.groupby("batch"):
+            at = at.sort_values("seqlen")
+            if at.seqlen.nunique() < 2:
+                continue
+            lo, hi = at.iloc[0], at.iloc[-1]
+            p0, p1 = int(lo.seqlen), int(hi.seqlen)
+            kv0, kv1 = float(lo.kv_cache_bytes), float(hi.kv_cache_bytes)
+            st0 = float(lo.ssm_state_bytes) + float(lo.conv_state_bytes)
+            st1 = float(hi.ssm_state_bytes) + float(hi.conv_state_bytes)
+            growth = kv1 / kv0 if kv0 > 0 else float("nan")
+            linear = abs(growth / (p1 / p0) - 1.0) < 0.01 if kv0 > 0 else False
+            state = f"stays {mib(st0)}" if st0 == st1 else f"changes {mib(st0)} -> {mib(st1)}"
+            out.append(f"Batch {batch}, prompt {p0} -> {p1} ({p1 / p0:.3g}x): the KV cache grows {mib(kv0)} -> "
+                       f"{mib(kv1)} ({growth:.3g}x, {'linear in the prompt' if linear else 'not linear'}); the SSM + "
+                       f"conv state {state}.")
+            parts, trends = [], {}
+            for group, label_ in (("attention", "attention"), ("mamba", "the Mamba layers")):
+                if (batch, p0, group) not in kinds.index or (batch, p1, group) not in kinds.index:
+                    continue
+                a, b = kinds.loc[(batch, p0, group)], kinds.loc[(batch, p1, group)]
+                if missing(a.time_ms) or missing(b.time_ms):
+                    continue
+                trends[group] = _trend(a, b)
+                parts.append(f"{label_} {ms(a.time_ms)} -> {ms(b.time_ms)} ms "
+                             f"({num(100.0 * (b.time_ms / a.time_ms - 1.0) if a.time_ms > 0 else None, '+.0f', '%')}; "
+                             f"quartiles {ms(a.q1_ms)}-{ms(a.q3_ms)} vs {ms(b.q1_ms)}-{ms(b.q3_ms)}): {trends[group]}")
+            if parts:
+                verdict = ""
+                if trends.get("attention") == "grows" and trends.get("mamba") == "within the spread":
+                    verdict = " Attention's time grows with the context while the Mamba layers' stays flat."
+                elif trends.get("attention") == "within the spread":
+                    verdict = (" Attention's change is within the run's spread at these lengths: the numbers do not "
+                               "show it growing.")
+                out.append(f"Batch {batch}, eager step: " + "; ".join(parts) + "." + verdict)
+        return out
+
     def sentences(self) -> list[str]:
         """Findings in words, from the numbers."""
         out: list[str] = []
         ok = self.points[self.points.status == "ok"]
         if ok.empty:
             return ["no decode point finished"]
+        out += self.context_sentences()
         prompt = int(ok.seqlen.max())
         at = ok[ok.seqlen == prompt].sort_values("batch")
         lo, hi = at.iloc[0], at.iloc[-1]
@@ -174,10 +267,40 @@ def components_view(analysis: DecodeAnalysis, batch: int, seqlen: int) -> View:
                                                  "timestamps between the components of the eager step"))
 
 
+def kinds_view(analysis: DecodeAnalysis) -> View:
+    """A hybrid's step by layer kind per (batch, prompt): eager ms with quartiles, and the decode cache split."""
+    kinds = analysis.by_kind()
+    groups = [g for g, _ in KIND_GROUPS if g in set(kinds.group)] + [MODEL_GROUP]
+    ok = analysis.points[analysis.points.status == "ok"].sort_values(["batch", "seqlen"])
+    parts = [(name, col) for name, col in _CACHE_PARTS if col in ok]
+    by = kinds.set_index(["batch", "seqlen", "group"])
+    rows = []
+    for _, r in ok.iterrows():
+        cells = [str(r.batch), str(r.seqlen)]
+        for g in groups:
+            key = (r.batch, r.seqlen, g)
+            if key not in by.index or missing(by.loc[key].time_ms):
+                cells.append("-")
+                continue
+            k = by.loc[key]
+            cells.append(f"{ms(k.time_ms)} ({ms(k.q1_ms)}-{ms(k.q3_ms)})")
+        cells += [mib(r[col]) for _, col in parts]
+        rows.append(cells)
+    return View("Decode step by layer kind (hybrid)", ["batch", "prompt", *[f"{g} ms" for g in groups],
+                                                       *[name for name, _ in parts]], rows,
+                caption="eager step, medians summed over the kind's layers and components, in brackets the sums of "
+                        "their first and third quartiles over the timed steps; mamba: the Mamba mixers' components; "
+                        "model: embedding, positions, final norm, lm_head. Cache measured right after the prompt: SSM "
+                        "and conv state per Mamba layer (constant in the prompt), KV cache per attention layer "
+                        "(linear in it).", keys=2)
+
+
 def decode_views(analysis: DecodeAnalysis) -> list[View]:
-    """Every table of the decode section: points, then the step by component at the smallest and largest
-    batch of the longest prompt."""
+    """Every table of the decode section: points, for hybrids the step by layer kind, then the step by component
+    at the smallest and largest batch of the longest prompt."""
     views = [points_view(analysis)]
+    if analysis.is_hybrid:
+        views.append(kinds_view(analysis))
     ok = analysis.points[analysis.points.status == "ok"]
     if not ok.empty:
         prompt = int(ok.seqlen.max())

@@ -90,8 +90,11 @@ def decode_command(source: ModelSource, prompt_len: str, batch: str, dtype: str,
         ignore_stop_signals()
         return signal_exit_code(exc.signame)
     if not quiet:
-        print_decode_summary(result.point_rows, f"{loaded.ref} · decode · {len(structure.mixers)} layers "
-                             f"({structure.family}) · run {writer.run_id}", Console())
+        n_attn = sum(1 for ls in structure.layers if ls.attention)
+        layers = (f"{len(structure.mixers)} Mamba + {n_attn} attention layers" if n_attn
+                  else f"{len(structure.mixers)} layers")
+        print_decode_summary(result.point_rows, f"{loaded.ref} · decode · {layers} ({structure.family}) · run "
+                             f"{writer.run_id}", Console())
     say_run_end(writer.out, result, noun="decode point", length="prompt", table="decode_points")
     code = result.exit_code
     if code > 128:

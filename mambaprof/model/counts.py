@@ -209,6 +209,14 @@ class DecodeCount:
     weight_bytes: float
     state_bytes: float
 
+    def __add__(self, other: DecodeCount) -> DecodeCount:
+        return DecodeCount(self.flops + other.flops, self.bytes_min + other.bytes_min,
+                           self.weight_bytes + other.weight_bytes, self.state_bytes + other.state_bytes)
+
+    def scaled(self, k: float) -> DecodeCount:
+        """This count k times (a component that runs k times per layer, e.g. two norms)."""
+        return DecodeCount(k * self.flops, k * self.bytes_min, k * self.weight_bytes, k * self.state_bytes)
+
 
 def _dc(count: Count, weight_bytes: float, state_bytes: float = 0.0) -> DecodeCount:
     return DecodeCount(count.flops, count.bytes_min + state_bytes, weight_bytes, state_bytes)
@@ -268,3 +276,48 @@ def decode_model_counts(d_model: int, vocab: int | None, batch: int, elem: int) 
     if vocab:
         out["lm_head"] = _dc(lm_head_count(d_model, vocab, batch, 1, elem), elem * d_model * vocab)
     return out
+
+
+def kv_cache_bytes(d: AttentionDims, batch: int, context: int, elem: int) -> float:
+    """Bytes one attention layer's KV cache holds after `context` tokens: K and V, batch x context x kv heads x
+    head_dim elements each (2 x kv_heads x head_dim x context x elem per sequence)."""
+    return float(elem * d.kv_cache_elems(batch, context))
+
+
+def attention_decode_count(d: AttentionDims, d_model: int, batch: int, context: int, elem: int) -> DecodeCount:
+    """One attention layer's decode step for `batch` sequences with `context` tokens already cached.
+
+    FLOPs: the projections (2 per weight element per token), q.K^T and P.V over context + 1 keys (2 x 2 x heads x
+    head_dim per key per sequence) and the softmax (~5 per score). Cache traffic (state_bytes): the whole KV cache
+    read and this token's K and V written, 2 x kv_heads x head_dim x (context + 1) x elem per sequence; it grows
+    linearly with the context, where the SSM state's does not. Minimum bytes add the weights and the activations
+    (input and output, q/k/v and the attention output once each)."""
+    keys = context + 1
+    flops = (2.0 * batch * d.weight_elems + 4.0 * batch * d.n_heads * d.head_dim * keys
+             + 5.0 * batch * d.n_heads * keys)
+    state = kv_cache_bytes(d, batch, keys, elem)
+    acts = elem * batch * (2 * d_model + (2 * d.n_heads + 2 * d.n_kv_heads) * d.head_dim)
+    weights = float(elem * d.weight_elems)
+    return DecodeCount(flops, weights + state + acts, weights, state)
+
+
+def mlp_decode_count(module: nn.Module, d_model: int, batch: int, elem: int) -> DecodeCount:
+    """A dense feed-forward's decode step: the prefill count at one token per sequence, its weights read once."""
+    return _dc(mlp_count(module, d_model, batch, 1, elem), float(elem * _linear_elems(module)))
+
+
+def moe_decode_count(module: nn.Module, d_model: int, batch: int, elem: int) -> DecodeCount | None:
+    """A mixture of experts' decode step: router and shared experts as dense weights, the routed experts at top_k of
+    num_experts per token (FLOPs); weight bytes read cover min(num_experts, batch x top_k) distinct experts, the
+    most a step can touch. None when experts or top_k cannot be read."""
+    experts = getattr(module, "experts", None)
+    n_exp = _first_attr(module, ("num_experts", "n_routed_experts", "num_local_experts"))
+    top_k = _first_attr(module, ("top_k", "num_experts_per_tok"))
+    if not isinstance(experts, nn.Module) or not n_exp or not top_k:
+        return None
+    expert_w = sum(p.numel() for p in experts.parameters())
+    other_w = sum(p.numel() for p in module.parameters()) - expert_w
+    k = min(top_k, n_exp)
+    flops = 2.0 * batch * (other_w + expert_w * k / n_exp)
+    weights = float(elem) * (other_w + expert_w * min(n_exp, batch * k) / n_exp)
+    return DecodeCount(flops, weights + float(elem * batch * d_model * (2 + 2 * k)), weights, 0.0)

@@ -29,7 +29,17 @@ import torch
 from mambaprof.collectors import graphs
 from mambaprof.collectors.timing import ForwardTimer, make_clock, synchronize
 from mambaprof.errors import StorageError, one_line
-from mambaprof.model.counts import DecodeCount, decode_cache_bytes, decode_model_counts, mixer_decode_counts
+from mambaprof.model.counts import (
+    DecodeCount,
+    attention_decode_count,
+    attention_dims,
+    decode_cache_bytes,
+    decode_model_counts,
+    kv_cache_bytes,
+    mixer_decode_counts,
+    mlp_decode_count,
+    moe_decode_count,
+)
 from mambaprof.model.decode import DecodeStep, decode_step_for
 from mambaprof.model.inputs import TOLERANCE
 from mambaprof.model.loading import LoadedModel
@@ -102,21 +112,40 @@ def _greedy(step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, n
     return tokens, logits
 
 
-def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int) -> dict[tuple[int, str], DecodeCount]:
-    """Closed-form traffic per (layer, component) of one decode step, keyed as the step's segments are."""
+def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int,
+                context: int = 0) -> dict[tuple[int, str], DecodeCount]:
+    """Closed-form traffic per (layer, component) of one decode step, keyed as the step's segments are; attention
+    layers read a KV cache of `context` tokens (the prompt length for the step right after the prompt)."""
     elem = torch.empty((), dtype=stepper.dtype).element_size()
+    d_model = structure.d_model
     out: dict[tuple[int, str], DecodeCount] = {}
-    model = decode_model_counts(structure.d_model, structure.vocab_size, batch, elem)
-    for site in structure.mixers:
-        for comp, count in mixer_decode_counts(site.dims, batch, elem).items():
-            out[(site.layer, comp)] = count
-        if site.fused_add_norm:
+    model = decode_model_counts(d_model, structure.vocab_size, batch, elem)
+
+    def add(key: tuple[int, str], count: DecodeCount | None) -> None:
+        if count is not None:
+            out[key] = out[key] + count if key in out else count
+
+    for ls in structure.layers:
+        if ls.mixer is not None:
+            for comp, count in mixer_decode_counts(ls.mixer.dims, batch, elem).items():
+                out[(ls.layer, comp)] = count
+        for m in ls.attention:
+            dims = attention_dims(m)
+            add((ls.layer, "attention"), attention_decode_count(dims, d_model, batch, context, elem) if dims else None)
+        for m in ls.mlp:
+            add((ls.layer, "mlp"), mlp_decode_count(m, d_model, batch, elem))
+        for m in ls.moe:
+            add((ls.layer, "moe"), moe_decode_count(m, d_model, batch, elem))
+        if ls.mixer is None and not (ls.attention or ls.mlp or ls.moe):
+            continue
+        n_norms = len(ls.norms) or 1  # a pre-norm residual step per norm of the layer
+        if ls.fused_add_norm:
             n, r = model["norm"], model["residual"]
-            out[(site.layer, "norm")] = DecodeCount(n.flops + r.flops, n.bytes_min + r.bytes_min,
-                                                    n.weight_bytes, 0.0)
+            out[(ls.layer, "norm")] = DecodeCount(n.flops + r.flops, n.bytes_min + r.bytes_min,
+                                                  n.weight_bytes, 0.0).scaled(n_norms)
         else:
-            out[(site.layer, "norm")] = model["norm"]
-            out[(site.layer, "residual")] = model["residual"]
+            out[(ls.layer, "norm")] = model["norm"].scaled(n_norms)
+            out[(ls.layer, "residual")] = model["residual"].scaled(n_norms)
     out[(MODEL_LAYER, "embedding")] = model["embedding"]
     out[(MODEL_LAYER, "norm")] = model["final_norm"]
     if "lm_head" in model:
@@ -124,11 +153,17 @@ def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int) -> d
     return out
 
 
-def _closed_form_cache(structure: ModelStructure, batch: int, elem: int) -> dict[tuple[int, str], float]:
+def closed_form_cache(structure: ModelStructure, batch: int, context: int, elem: int) -> dict[tuple[int, str], float]:
+    """Closed-form decode cache per (layer, component) after `context` tokens: conv and SSM state per Mamba layer
+    (constant in the context), the KV cache per attention layer (linear in it)."""
     out: dict[tuple[int, str], float] = {}
-    for site in structure.mixers:
-        for comp, nbytes in decode_cache_bytes(site.dims, batch, elem).items():
-            out[(site.layer, comp)] = nbytes
+    for ls in structure.layers:
+        if ls.mixer is not None:
+            for comp, nbytes in decode_cache_bytes(ls.mixer.dims, batch, elem).items():
+                out[(ls.layer, comp)] = nbytes
+        dims = [d for d in (attention_dims(m) for m in ls.attention) if d is not None]
+        if dims:
+            out[(ls.layer, "attention")] = sum(kv_cache_bytes(d, batch, context, elem) for d in dims)
     return out
 
 
@@ -145,13 +180,17 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
     g = torch.Generator().manual_seed(config.seed)
     ids = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(device)
     stepper = decode_step_for(loaded.model, structure, batch, max_seqlen)
+    no_graphs = stepper.graph_capturable() if config.graphs_on else None
+    graphs_on = config.graphs_on and no_graphs is None
     row: dict[str, Any] = {**base, "phase": "decode", "status": "ok", "backend": stepper.backend,
-                           "cuda_graphs": config.graphs_on, "steps": steps, "warmup": warmup}
+                           "cuda_graphs": graphs_on, "steps": steps, "warmup": warmup,
+                           "notes": f"no CUDA graphs: {no_graphs}" if no_graphs else None}
     try:
         with torch.inference_mode():
             phase("prefill")
             first = stepper.prefill(ids).argmax(-1, keepdim=True)
             stepper.token.copy_(first)
+            cache_measured = stepper.cache_bytes()  # right after the prompt: the KV cache holds prompt_len tokens
             phase("check")
             snap = stepper.snapshot()
             own_tokens, own_logits = _greedy(stepper.own_step, first, check)
@@ -167,14 +206,18 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
                                              for a, b in zip(own_tokens, split_tokens, strict=True))
             stepper.restore(snap)
 
+            # each pass starts from the state after the prompt, so a KV cache holds about prompt_len tokens
             phase("eager")
             own_ms, split_ms = _time_eager(stepper, first, steps, warmup)
             row["own_eager_ms"], row["split_eager_ms"] = own_ms, split_ms
             row["split_vs_own_pct"] = _pct(split_ms, own_ms)
-            eager = _time_components_eager(stepper, steps, warmup)
+            stepper.restore(snap)
+            stepper.token.copy_(first)
+            eager, spread = _time_components_eager(stepper, steps, warmup)
             row["component_eager_sum_ms"] = sum(eager.values())
+            stepper.restore(snap)
             graph_times: dict[tuple[int, str], float] = {}
-            if config.graphs_on:
+            if graphs_on:
                 phase("cuda graphs")
                 graph_row, graph_times, graph_match = _time_graphs(stepper, first, snap, own_tokens, steps,
                                                                    warmup, prompt_len)
@@ -183,11 +226,11 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
                 row["launch_bound_pct"] = (100.0 * (1.0 - row["graph_replay_ms"] / split_ms)
                                            if split_ms > 0 else None)
             row["tokens_match"] = tokens_match
-            row["ms_per_token"] = row.get("graph_loop_ms") if config.graphs_on else own_ms
+            row["ms_per_token"] = row.get("graph_loop_ms") if graphs_on else own_ms
             if config.generate:
                 phase("generate")
                 stepper.release()  # the split step's context is not needed any more; generate needs memory
-                gen_ms, gen_tokens = _time_generate(stepper, ids, gen_new, config)
+                gen_ms, gen_tokens = _time_generate(stepper, ids, gen_new, config, graphs_on)
                 row["generate_ms_per_token"] = gen_ms
                 k = min(len(split_tokens), gen_tokens.shape[1])
                 ours = torch.cat(split_tokens, dim=1)[:, :k]
@@ -195,7 +238,8 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
                 row["step_vs_generate_pct"] = _pct(row["ms_per_token"], gen_ms)
         if row.get("ms_per_token"):
             row["tokens_per_s"] = batch * 1000.0 / row["ms_per_token"]
-        components = _component_rows(structure, stepper, batch, base, eager, graph_times, row)
+        components = _component_rows(structure, stepper, batch, prompt_len, base, eager, spread, graph_times,
+                                     cache_measured, row)
     finally:
         stepper.release()
     return row, components
@@ -214,8 +258,10 @@ def _time_eager(stepper: DecodeStep, tok: torch.Tensor, steps: int, warmup: int)
     return statistics.median(own), statistics.median(split)
 
 
-def _time_components_eager(stepper: DecodeStep, steps: int, warmup: int) -> dict[tuple[int, str], float]:
-    """Median ms per (layer, component) of the eager split step, one timestamp per segment boundary."""
+def _time_components_eager(stepper: DecodeStep, steps: int, warmup: int
+                           ) -> tuple[dict[tuple[int, str], float], dict[tuple[int, str], tuple[float, float]]]:
+    """Median ms per (layer, component) of the eager split step, one timestamp per segment boundary; and the
+    first and third quartiles over the timed steps (the spread a difference between points is judged by)."""
     segments = stepper.segments()
     clock = make_clock(stepper.device)
     for _ in range(warmup):
@@ -235,7 +281,15 @@ def _time_components_eager(stepper: DecodeStep, steps: int, warmup: int) -> dict
             step[key] = step.get(key, 0.0) + clock.elapsed_ms(marks[i], marks[i + 1])
         for key, ms in step.items():
             per.setdefault(key, []).append(ms)
-    return {k: statistics.median(v) for k, v in per.items()}
+    return {k: statistics.median(v) for k, v in per.items()}, {k: _quartiles(v) for k, v in per.items()}
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """(first, third) quartile of `values` (both the value itself for one value)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 def _time_graphs(stepper: DecodeStep, first: torch.Tensor, snap: list[torch.Tensor],
@@ -296,13 +350,13 @@ def _time_graphs(stepper: DecodeStep, first: torch.Tensor, snap: list[torch.Tens
     return out, per, match
 
 
-def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: DecodeConfig
-                   ) -> tuple[float, torch.Tensor]:
+def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: DecodeConfig,
+                   graphs_on: bool | None = None) -> tuple[float, torch.Tensor]:
     """The model's own generate per new token: (median time for `new` tokens - median for 1) / (new - 1), in
     ms of wall time (the host loop is part of it); also the tokens of the long run. The long run goes first so
     that a graph cache sized for it serves the short one."""
     timer = ForwardTimer(stepper.device)
-    graphs_on = config.graphs_on
+    graphs_on = config.graphs_on if graphs_on is None else graphs_on
     tokens = stepper.generate(ids, new, graphs_on)  # warm-up (and graph capture under cg)
     stepper.generate(ids, 1, graphs_on)
     long, short = [], []
@@ -315,18 +369,22 @@ def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: Dec
     return per_token, tokens
 
 
-def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, base: dict[str, Any],
-                    eager: dict[tuple[int, str], float], graph_times: dict[tuple[int, str], float],
-                    point: dict[str, Any]) -> list[dict[str, Any]]:
-    """decode_components rows (eager, and graph where measured), plus the point's byte totals."""
-    counts = step_counts(structure, stepper, batch)
+def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, prompt_len: int,
+                    base: dict[str, Any], eager: dict[tuple[int, str], float],
+                    spread: dict[tuple[int, str], tuple[float, float]], graph_times: dict[tuple[int, str], float],
+                    measured: dict[tuple[int, str], int], point: dict[str, Any]) -> list[dict[str, Any]]:
+    """decode_components rows (eager, and graph where measured), plus the point's byte totals. `measured`: the
+    decode cache per (layer, component) right after the prompt."""
+    counts = step_counts(structure, stepper, batch, prompt_len)
     elem = torch.empty((), dtype=stepper.dtype).element_size()
-    closed = _closed_form_cache(structure, batch, elem)
-    measured = stepper.cache_bytes()
+    closed = closed_form_cache(structure, batch, prompt_len, elem)
     fused = stepper.fused_components()
+    kinds = structure.layer_kinds
     point["fused_json"] = json_cell(fused) if fused else None
     point["cache_bytes"] = int(sum(measured.values()))
     point["cache_bytes_closed_form"] = int(sum(closed.values()))
+    for col, comp in (("ssm_state_bytes", "ssm_scan"), ("conv_state_bytes", "conv1d"), ("kv_cache_bytes", "attention")):
+        point[col] = int(sum(v for (_, c), v in measured.items() if c == comp))
     point["weight_bytes"] = sum(c.weight_bytes for c in counts.values())
     point["state_bytes"] = sum(c.state_bytes for c in counts.values())
     point["bytes_min"] = sum(c.bytes_min for c in counts.values())
@@ -341,8 +399,11 @@ def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, 
             layer, comp = key
             count = counts.get(key)
             note = fused.get(comp) if key not in times else None
+            q1, q3 = spread.get(key, (None, None)) if timing == "eager" else (None, None)
             rows.append({**base, "phase": "decode", "layer": layer, "component": comp, "timing": timing,
-                         "time_ms": times.get(key), "flops": count.flops if count else None,
+                         "layer_kind": kinds.get(layer, "model") if layer != MODEL_LAYER else "model",
+                         "time_ms": times.get(key), "time_ms_q1": q1, "time_ms_q3": q3,
+                         "flops": count.flops if count else None,
                          "bytes_min": count.bytes_min if count else None,
                          "weight_bytes": count.weight_bytes if count else None,
                          "state_bytes": count.state_bytes if count else None,

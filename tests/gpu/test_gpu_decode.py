@@ -17,6 +17,7 @@ from mambaprof.model.loading import LoadedModel
 from mambaprof.model.presets import Preset, build_mamba_ssm
 from mambaprof.model.structure import discover
 from mambaprof.run.decode import DecodeConfig, measure_decode_point
+from mambaprof.run.tracing import ModelSource
 
 pytestmark = [
     pytest.mark.gpu,
@@ -97,3 +98,52 @@ def test_pruning_graph_decode_times_each_model_at_each_batch() -> None:
         assert [len(t) for t in result.ms_per_token[batch]] == [2, 2]
         assert all(ms > 0 for t in result.ms_per_token[batch] for ms in t)
     print({b: [sorted(t) for t in result.ms_per_token[b]] for b in result.batches})
+
+
+_BASE = {"run_id": "t", "rank": 0, "world_size": 1, "point_id": 0, "device": "cuda:0", "dtype": "bfloat16"}
+
+
+def _ssm_hybrid() -> LoadedModel:
+    """mamba_ssm MambaLMHeadModel with MHA at layer 1 of 3 (no rotary: that needs flash_attn) and GatedMLPs."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    torch.manual_seed(0)
+    cfg = MambaConfig(d_model=512, n_layer=3, d_intermediate=1024, vocab_size=4096,
+                      ssm_cfg={"layer": "Mamba2", "d_state": 64, "headdim": 64}, attn_layer_idx=[1],
+                      attn_cfg={"num_heads": 8, "num_heads_kv": 2, "causal": True}, rms_norm=True,
+                      residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
+    return LoadedModel(MambaLMHeadModel(cfg, device=DEV, dtype=torch.bfloat16).eval(), "model", "ssm-hybrid")
+
+
+@pytest.mark.parametrize("prompt", [64, 256])
+def test_decode_mamba_ssm_hybrid_attention(prompt: int) -> None:
+    """The SSM path's attention segment (MHA with the model's own InferenceParams KV cache): the split step
+    reproduces the model's own step, the KV cache matches its closed form and grows with the prompt; graphs are not
+    captured (the MHA write position is a Python int) and the point says why."""
+    loaded = _ssm_hybrid()
+    structure = discover(loaded.model)
+    assert [ls.kind for ls in structure.layers] == ["mamba2+mlp", "attention+mlp", "mamba2+mlp"]
+    row, comps = measure_decode_point(loaded, structure, _config(True), 4, prompt, {**_BASE, "batch": 4,
+                                                                                    "seqlen": prompt})
+    print(prompt, {k: row.get(k) for k in ("split_eager_ms", "own_eager_ms", "kv_cache_bytes", "notes")})
+    assert row["backend"] == "mamba_ssm" and row["cuda_graphs"] is False and "no CUDA graphs" in row["notes"]
+    assert row["tokens_match"] is True and row["logits_max_abs_diff"] < 1e-2
+    assert row["cache_bytes"] == row["cache_bytes_closed_form"]
+    assert row["kv_cache_bytes"] == 2 * 4 * 2 * 64 * prompt * 2  # K and V, batch 4, 2 kv heads x 64, bf16
+    attention = [c for c in comps if c["component"] == "attention"]
+    assert [c["layer"] for c in attention] == [1] and attention[0]["time_ms"] > 0
+    assert {c["component"] for c in comps if c["layer"] == 1} >= {"attention", "mlp", "norm"}
+
+
+def test_decode_transformers_hybrid_on_gpu() -> None:
+    """transformers Bamba on the GPU (the device's transformers version; mamba_ssm kernels where installed):
+    split step == own step, KV cache == closed form; eager only, with the reason recorded."""
+    loaded = ModelSource(preset="bamba-tiny").load(DEV, torch.bfloat16)
+    structure = discover(loaded.model)
+    row, comps = measure_decode_point(loaded, structure, _config(True), 8, 128, {**_BASE, "batch": 8, "seqlen": 128})
+    print({k: row.get(k) for k in ("split_eager_ms", "own_eager_ms", "logits_max_abs_diff", "notes")})
+    assert row["backend"] == "transformers" and row["cuda_graphs"] is False and "DynamicCache" in row["notes"]
+    assert row["tokens_match"] is True and row["tokens_match_generate"] is True
+    assert row["cache_bytes"] == row["cache_bytes_closed_form"] and row["kv_cache_bytes"] > 0
+    assert any(c["component"] == "attention" and c["time_ms"] for c in comps)

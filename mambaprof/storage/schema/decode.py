@@ -73,8 +73,15 @@ DECODE_POINTS = register(Table(
                "equal the model's own step's over the check steps."),
         Column("tokens_match_generate", B, "", "Greedy tokens of the split step equal those of the model's "
                "generate from the same prompt (null when not compared)."),
-        Column("cache_bytes", I64, "bytes", "Decode cache measured: bytes of the live conv/SSM state tensors."),
+        Column("cache_bytes", I64, "bytes", "Decode cache measured right after the prompt: bytes of the live "
+               "conv/SSM state tensors and KV caches (ssm_state_bytes + conv_state_bytes + kv_cache_bytes)."),
         Column("cache_bytes_closed_form", I64, "bytes", "Decode cache from the closed form (model.counts)."),
+        Column("ssm_state_bytes", I64, "bytes", "Measured SSM state of every Mamba layer (constant in the prompt "
+               "length)."),
+        Column("conv_state_bytes", I64, "bytes", "Measured conv state of every Mamba layer (constant in the prompt "
+               "length)."),
+        Column("kv_cache_bytes", I64, "bytes", "Measured KV cache of every attention layer after the prompt "
+               "(2 x kv_heads x head_dim x prompt_len x elem per sequence and layer; 0 without attention)."),
         Column("weight_bytes", F64, "bytes", "Closed-form parameter bytes a step reads."),
         Column("state_bytes", F64, "bytes", "Closed-form cache bytes a step reads and writes."),
         Column("bytes_min", F64, "bytes", "Closed-form minimum bytes of one step (weights + cache + "
@@ -82,6 +89,8 @@ DECODE_POINTS = register(Table(
         Column("flops", F64, "flops", "Closed-form FLOPs of one step."),
         Column("fused_json", S, "", "Components the split could not separate on this kernel path -> note "
                "(JSON)."),
+        Column("notes", S, "", "What the point did not measure and why (e.g. no CUDA graphs for a model whose "
+               "decode cache a graph cannot replay), else null."),
         Column("started_at", TS, "UTC", "When the point started."),
         Column("finished_at", TS, "UTC", "When the point finished."),
     ),
@@ -97,17 +106,23 @@ DECODE_COMPONENTS = register(Table(
     key=("run_id", "rank", "point_id", "layer", "component", "timing"),
     columns=identity_columns() + (
         _PHASE,
-        Column("layer", I32, "", "Mixer index, -1 for the model level (embedding, final norm, lm_head)."),
+        Column("layer", I32, "", "Layer index, -1 for the model level (embedding, final norm, lm_head; `other`: "
+               "a hybrid's positions)."),
         Column("component", S, "", "Taxonomy component (see `components`)."),
         Column("timing", S, "", "`eager` or `graph`."),
+        Column("layer_kind", S, "", "Kind of the layer (see `layers.layer_kind`: mamba1, mamba2, attention, mlp, moe "
+               "joined by `+`); `model` for layer -1."),
         Column("time_ms", F64, "ms", "Per step (median over the timed steps)."),
+        Column("time_ms_q1", F64, "ms", "First quartile of the per-step times (eager timing; null for graph)."),
+        Column("time_ms_q3", F64, "ms", "Third quartile of the per-step times (eager timing; null for graph)."),
         Column("flops", F64, "flops", "Closed-form FLOPs of this component in one step."),
         Column("bytes_min", F64, "bytes", "Closed-form minimum bytes in one step (weights + cache + "
                "activations)."),
         Column("weight_bytes", F64, "bytes", "Closed-form parameter bytes read in one step."),
         Column("state_bytes", F64, "bytes", "Closed-form decode-cache bytes read and written in one step."),
         Column("cache_bytes", I64, "bytes", "Decode cache this component owns, measured from the live tensors "
-               "(null where it owns none)."),
+               "right after the prompt: conv state (conv1d), SSM state (ssm_scan), KV cache (attention); null where "
+               "it owns none."),
         Column("cache_bytes_closed_form", I64, "bytes", "The same from the closed form."),
         Column("fused_into", S, "", "For a component the split cannot separate: the note saying where its "
                "time is (its time_ms is then null)."),
