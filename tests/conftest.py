@@ -16,6 +16,13 @@ from support.forked_cli import ForkedCli
 from support.models import tiny_mamba, tiny_mamba2
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+# One intra-op thread per process unless the caller says otherwise: the suite runs two test processes on two cores
+# (`pytest -n 2`), each starting CLI processes of its own, and torch's default of a thread per core oversubscribes
+# the machine (idle threads spin: measured 15-40% more CPU for the same trace). Children inherit the variable; this
+# process's own pool is set here too (torch is already imported). No test's result depends on the thread count.
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(params=["mamba1", "mamba2"])
