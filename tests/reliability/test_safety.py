@@ -83,9 +83,9 @@ def model_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory, model_file):
+def traced(tmp_path_factory, model_file, forked_cli):
     base = tmp_path_factory.mktemp("traced")
-    res = run_cli("trace", str(model_file), "--out", str(base / "run"), "--seqlens", "16", *FAST)
+    res = forked_cli("trace", str(model_file), "--out", str(base / "run"), "--seqlens", "16", *FAST)
     assert res.returncode == 0, res.stderr
     return base / "run"
 
