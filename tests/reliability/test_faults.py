@@ -147,12 +147,12 @@ def test_sigkill_between_points_reads_as_incomplete(tmp_path, spawn):
 
 def test_disk_full_stops_cleanly(tmp_path):
     out = tmp_path / "run"
-    limit = 600_000  # bytes: point 0's tables fit (kernels ~80 kB at L=16), point 1's kernels (~870 kB at L=256) not
+    limit = 250_000  # bytes: point 0's tables fit (kernels ~80 kB at L=16), point 1's kernels (~370 kB at L=128) not
 
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = run_process([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,256",
+    proc = run_process([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,128",
                         "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet", "--no-tb"],
                        preexec_fn=cap)
     assert proc.returncode == 4, proc.stderr
