@@ -46,3 +46,17 @@ def cli(forked_cli):
 def real_cli():
     return run_cli
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `--dist loadfile` (pytest-xdist) hands out files in the collection order below, not most-tests-first: a file of
+    # two slow tests handed out last kept one worker busy long after the other had finished
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files that hold a test marked `slow` run first (each file's tests keep their order), so that the workers of
+    `pytest -n 2 --dist loadfile` end with the quick files and finish together."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)

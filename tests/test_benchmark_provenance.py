@@ -70,6 +70,7 @@ def test_source_digest_follows_the_sources_not_the_results(tmp_path, monkeypatch
     assert prov.git_commit(tmp_path) == ("abc123", None)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_stamp_and_never_overwrites_another_file(tmp_path):
     out = tmp_path / "provenance.json"
     cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--device", "cpu", "--script", "benchmarks/s.sh", "--",

@@ -3,6 +3,7 @@ communication, and under --no-shard both ranks run the same number of forwards."
 
 import os
 
+import pytest
 from support.cli import EXAMPLES
 from support.distributed import FAST, launch, tables, torchrun
 
@@ -10,6 +11,7 @@ from mambaprof.reports.ranks import rank_view
 from mambaprof.storage.rundir import read_table
 
 
+@pytest.mark.slow
 def test_data_parallel_model_communicates_through_launch_distributed(tmp_path):
     out = tmp_path / "run"
     proc = launch(["trace", str(EXAMPLES / "data_parallel.py"), "--no-shard", "--out", str(out), "--seqlens", "32",
@@ -59,6 +61,7 @@ def build_model():
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_ranks_run_the_same_number_of_forwards(tmp_path):
     """Under --no-shard every decision that changes how many forwards run is collective: with a time cap and
     a rank whose timings differ, both ranks call the model (and its all_gather) equally often and finish."""

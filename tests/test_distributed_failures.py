@@ -32,6 +32,7 @@ BAD_MODEL = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["raise", "die"])
 def test_failing_rank_is_reported_and_the_others_data_stays(tmp_path, how):
     model = tmp_path / "model.py"
@@ -64,6 +65,7 @@ def test_failing_rank_is_reported_and_the_others_data_stays(tmp_path, how):
         assert "rank 1 lost" in run["status_reason"]
 
 
+@pytest.mark.slow
 def test_existing_out_without_force_stops_every_rank(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -74,6 +76,7 @@ def test_existing_out_without_force_stops_every_rank(tmp_path):
     assert f"error: --out {out} already holds a run" in proc.stderr
 
 
+@pytest.mark.slow
 def test_study_nproc_refusing_its_out_stops_every_rank_with_an_error_line_each(tmp_path):
     other = tmp_path / "thesis"
     other.mkdir()

@@ -26,6 +26,7 @@ def sweeps(tmp_path_factory, forked_cli):
     return base / "two", base / "one", two
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # builds `sweeps`: a torchrun sweep and a 1-rank sweep
 def test_two_rank_sweep_is_one_dataset_matching_a_one_rank_sweep(sweeps):
     two, one, proc = sweeps
@@ -109,6 +110,7 @@ def test_partitioned_dataset_reads_with_pandas_pyarrow_duckdb_and_polars_as_docu
             assert set(want.columns) <= set(got.columns), (name, table)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # two models on two ranks, then the study's report
 def test_study_nproc_shards_every_model_across_the_ranks(tmp_path):
     out = tmp_path / "study"

@@ -56,6 +56,7 @@ def runs(tmp_path_factory, forked_cli):
     return out
 
 
+@pytest.mark.slow
 def test_compare_sets_a_transformer_beside_a_mamba(runs, tmp_path, cli) -> None:
     html = tmp_path / "cmp.html"
     res = cli("compare", str(runs["llama-tiny"]), str(runs["mamba2-tiny"]), "--html", str(html), env=ENV)

@@ -101,6 +101,7 @@ def test_force_on_a_users_folder_is_refused_and_touches_nothing(user, model_file
     assert_one_line_error(res, "exists and is not empty", code=2)
 
 
+@pytest.mark.slow
 @safety
 def test_force_replaces_only_what_mambaprof_wrote(user, model_file):
     res = user.call("trace", str(model_file), "--out", "run", "--seqlens", "16", *FAST, owns=("run/",))
@@ -252,6 +253,7 @@ def test_a_signal_in_the_first_second_is_one_line_and_the_signal_exit_code(tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: interrupted by"), res.stderr
 
 
+@pytest.mark.slow
 @interrupts
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_prune_interrupted_is_incomplete_and_its_counts_match_the_disk(tmp_path, sig, code):
