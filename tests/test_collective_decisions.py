@@ -1,6 +1,6 @@
 """Under ranks every decision that changes how many forwards run is collective (PointSpec.agree_max): what one
 rank decides alone is overridden by the MAX over the ranks. Here the other ranks are simulated by the agree
-function itself; tests/test_distributed_runs.py counts the forwards of a real 2-rank data-parallel trace."""
+function itself; tests/test_distributed_data_parallel.py counts the forwards of a real 2-rank data-parallel trace."""
 
 from __future__ import annotations
 

@@ -137,6 +137,7 @@ FAKE_NCU = textwrap.dedent('''\
 ''')
 
 
+@pytest.mark.slow
 def test_collector_runs_the_target_under_a_stand_in_ncu(tmp_path):
     fake = tmp_path / "bin" / "ncu"
     fake.parent.mkdir()

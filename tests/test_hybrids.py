@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from support.cli import EXAMPLES, run_cli
+from support.cli import EXAMPLES
 from support.windows import WindowRecorder
 
 from mambaprof.collectors.markers import Probe
@@ -193,11 +193,11 @@ def test_every_hybrid_preset_says_where_its_numbers_come_from() -> None:
     assert len(nemotron) == 52 and nemotron.count("attention") == 4
 
 
-def test_trace_cli_on_a_hybrid_preset(tmp_path) -> None:
+def test_trace_cli_on_a_hybrid_preset(tmp_path, cli) -> None:
     import polars as pl
 
     out = tmp_path / "run"
-    res = run_cli("trace", "--preset", "bamba-tiny", "--seqlens", "32", "--repeats", "3", "--warmup", "1",
+    res = cli("trace", "--preset", "bamba-tiny", "--seqlens", "32", "--repeats", "3", "--warmup", "1",
                   "--profile-repeats", "1", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     comps = pl.read_parquet(out / "components")

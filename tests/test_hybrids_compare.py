@@ -1,10 +1,10 @@
-"""A Transformer beside a Mamba in `mambaprof compare` (the prefill crossover), and the hybrid view in HTML."""
+"""A Transformer beside a Mamba in `mambaprof compare` (the prefill crossover), and the hybrid view in HTML. The CLI
+calls fork from a warm process (`cli`); trace, report and compare keep their real-subprocess tests elsewhere."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from support.cli import run_cli
 
 from mambaprof.reports.hybrids import format_prefill_crossovers, prefill_crossovers
 
@@ -45,20 +45,21 @@ def test_prefill_crossover_measured_extrapolated_or_absent_and_said_so() -> None
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, forked_cli):
     root = tmp_path_factory.mktemp("cmp")
     out = {}
     for preset in ("llama-tiny", "mamba2-tiny"):
         out[preset] = root / preset
-        res = run_cli("trace", "--preset", preset, "--seqlens", "16,32,64", *TINY, "--out", str(out[preset]),
+        res = forked_cli("trace", "--preset", preset, "--seqlens", "16,32,64", *TINY, "--out", str(out[preset]),
                       env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
     return out
 
 
-def test_compare_sets_a_transformer_beside_a_mamba(runs, tmp_path) -> None:
+@pytest.mark.slow
+def test_compare_sets_a_transformer_beside_a_mamba(runs, tmp_path, cli) -> None:
     html = tmp_path / "cmp.html"
-    res = run_cli("compare", str(runs["llama-tiny"]), str(runs["mamba2-tiny"]), "--html", str(html), env=ENV)
+    res = cli("compare", str(runs["llama-tiny"]), str(runs["mamba2-tiny"]), "--html", str(html), env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Transformer vs Mamba: prefill crossover" in res.stdout
     text = html.read_text()
@@ -67,7 +68,7 @@ def test_compare_sets_a_transformer_beside_a_mamba(runs, tmp_path) -> None:
     assert "llama-tiny" in section and "mamba2-tiny" in section
     assert any(w in section for w in ("measured: between", "extrapolated from fits", "already takes longer",
                                       "none found"))
-    same = run_cli("compare", str(runs["mamba2-tiny"]), str(runs["mamba2-tiny"]), env=ENV)
+    same = cli("compare", str(runs["mamba2-tiny"]), str(runs["mamba2-tiny"]), env=ENV)
     assert same.returncode == 0 and "prefill crossover" not in same.stdout
 
 
@@ -101,14 +102,14 @@ def test_energy_and_memory_by_layer_kind_from_their_tables() -> None:
     assert mem.loc["rest", "alloc_delta_bytes"] == 20
 
 
-def test_html_report_has_the_hybrid_view(tmp_path) -> None:
+def test_html_report_has_the_hybrid_view(tmp_path, cli) -> None:
     from mambaprof.reports.hybrids import hybrid_view
     from mambaprof.reports.render_html import hybrid_section
 
     out, html = tmp_path / "run", tmp_path / "r.html"
-    res = run_cli("trace", "--preset", "bamba-tiny", "--seqlens", "16,32", *TINY, "--out", str(out), env=ENV)
+    res = cli("trace", "--preset", "bamba-tiny", "--seqlens", "16,32", *TINY, "--out", str(out), env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
-    rep = run_cli("report", str(out), "--html", str(html), "--quiet", env=ENV)
+    rep = cli("report", str(out), "--html", str(html), "--quiet", env=ENV)
     assert rep.returncode == 0, rep.stderr[-2000:]
     text = html.read_text()
     section = text.split("Hybrid view (layer kinds)", 1)[1]

@@ -28,6 +28,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_prune_trained_mamba1_end_to_end(trained, tmp_path, real_cli, cli):
     out, saved = tmp_path / "run", tmp_path / "pruned"
     res = real_cli("prune", "--hf", str(trained / "mamba1"), "--ratios", "0,0.25,0.5", "--score", "delta",

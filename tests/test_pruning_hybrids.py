@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from support.cli import run_cli
 
 from mambaprof.errors import UnsupportedModelError
 from mambaprof.evaluation.lm import lm_logits
@@ -130,9 +129,9 @@ def test_state_norm_families_are_refused_in_one_line(name: str) -> None:
         mixer_views(discover(model))
 
 
-def test_prune_cli_on_a_hybrid_preset_end_to_end(tmp_path) -> None:
+def test_prune_cli_on_a_hybrid_preset_end_to_end(tmp_path, cli) -> None:
     out, saved = tmp_path / "run", tmp_path / "pruned"
-    res = run_cli("prune", "--preset", "bamba-tiny", "--ratios", "0,0.5", "--score", "delta", "--seqlens", "32",
+    res = cli("prune", "--preset", "bamba-tiny", "--ratios", "0,0.5", "--score", "delta", "--seqlens", "32",
                   "--repeats", "1", "--warmup", "0", "--decode-steps", "2", "--calib-tokens", "512",
                   "--eval-tokens", "512", "--calib-seqlen", "32", "--task-episodes", "8", "--out", str(out),
                   "--save", str(saved), "--quiet", env=ENV)
@@ -145,7 +144,7 @@ def test_prune_cli_on_a_hybrid_preset_end_to_end(tmp_path) -> None:
     assert [v.d_state for v in mixer_views(discover(back.model))] == [8, 8]
     assert back.config["mambaprof_pruning"]["state_sizes"] == [8, 8]
 
-    refused = run_cli("prune", "--preset", "jamba-tiny", "--ratios", "0,0.5", "--out", str(tmp_path / "j"),
+    refused = cli("prune", "--preset", "jamba-tiny", "--ratios", "0,0.5", "--out", str(tmp_path / "j"),
                       "--quiet", env=ENV)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "normalises B and C over the state axis" in refused.stderr + refused.stdout

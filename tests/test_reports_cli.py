@@ -34,6 +34,7 @@ def config_dir(tmp_path):
     return {"MAMBAPROF_CONFIG_DIR": str(tmp_path / "config")}
 
 
+@pytest.mark.slow
 def test_report_terminal_fits_100_columns(runs, config_dir):
     m1, _ = runs
     res = run_cli("report", str(m1), "--per-layer", env=config_dir)
@@ -135,6 +136,7 @@ def test_html_report_is_self_contained(runs, tmp_path, config_dir, cli):
     assert "SSM scan:" in text and "mambaprof report: mamba-tiny" in text
 
 
+@pytest.mark.slow
 def test_compare_mamba1_vs_mamba2(runs, tmp_path, config_dir):
     m1, m2 = runs
     page = tmp_path / "compare.html"
@@ -180,6 +182,7 @@ def test_errors_are_one_line(runs, tmp_path, args, expect, cli):
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
 
 
+@pytest.mark.slow
 def test_calibrate_stores_peaks_the_report_uses(runs, tmp_path, config_dir, cli):
     m1, _ = runs
     peaks_file = tmp_path / "peaks.json"

@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 from support.reliability import assert_one_line_error
 
 from mambaprof.storage.rundir import read_run_record, read_table
 
 
+@pytest.mark.slow
 def test_study_runs_every_model(tmp_path, cli):
     out = tmp_path / "study"
     res = cli("study", "--out", str(out), "--models", "mamba2-tiny,mamba-tiny", "--seqlens", "32,64", "--batch", "1",

@@ -27,6 +27,7 @@ TINY_HF = """
 """
 
 
+@pytest.mark.slow
 def test_default_trace_end_to_end(tmp_path, real_cli):
     out = tmp_path / "run"
     res = real_cli("trace", "--out", str(out), "--seqlens", "16,32", *FAST)

@@ -38,6 +38,7 @@ def _accepts(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+@pytest.mark.slow
 def test_view_serves_the_run_on_loopback_and_stops(tiny_run):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mambaprof", "view", str(tiny_run), "--port", str(port)],

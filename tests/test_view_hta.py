@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.cli import run_cli
 
 from mambaprof.cli import view
 
@@ -52,9 +51,9 @@ def test_fixture_is_a_small_valid_chrome_trace():
     assert any(e.get("cat") == "cuda_runtime" for e in events) and trace["deviceProperties"]
 
 
-def test_view_prints_traces_perfetto_and_hta_breakdowns(run, tmp_path):
+def test_view_prints_traces_perfetto_and_hta_breakdowns(run, tmp_path, cli):
     keep = tmp_path / "hta"
-    res = run_cli("view", str(run), "--no-tensorboard", "--hta-dir", str(keep))
+    res = cli("view", str(run), "--no-tensorboard", "--hta-dir", str(keep))
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "2 point trace(s) under" in out and f"  {GPU_POINT}: {run / 'tb'}" in out
@@ -77,7 +76,7 @@ def test_view_prints_traces_perfetto_and_hta_breakdowns(run, tmp_path):
     by_type, _ = analysis.get_gpu_kernel_breakdown(visualize=False)
     assert int(by_type.set_index("kernel_type").loc["MEMORY", "sum"]) == memory
     # a second run never writes into a folder that is not empty
-    res = run_cli("view", str(run), "--no-tensorboard", "--hta-dir", str(keep))
+    res = cli("view", str(run), "--no-tensorboard", "--hta-dir", str(keep))
     assert res.returncode == 2 and "exists and is not an empty folder" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 

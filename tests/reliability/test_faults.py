@@ -97,6 +97,7 @@ def _wait_for_points(proc, out, n=1):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_keeps_finished_points(tmp_path, spawn, sig, code):
     out = tmp_path / "run"
@@ -113,6 +114,7 @@ def test_interrupt_keeps_finished_points(tmp_path, spawn, sig, code):
     assert 1 <= len(points) < 8 and (points.status == "ok").all()
 
 
+@pytest.mark.slow
 def test_repeated_sigterm_still_closes_the_run(tmp_path, spawn):
     # `timeout` signals the process and then its process group: the run gets SIGTERM twice (or more),
     # and the later ones arrive while the run record is being written; they must not cut that short
@@ -130,6 +132,7 @@ def test_repeated_sigterm_still_closes_the_run(tmp_path, spawn):
     assert (_finished_points_are_whole(out).status == "ok").all()
 
 
+@pytest.mark.slow
 def test_sigkill_between_points_reads_as_incomplete(tmp_path, spawn):
     out = tmp_path / "run"
     proc = _start(spawn, out)
@@ -145,14 +148,15 @@ def test_sigkill_between_points_reads_as_incomplete(tmp_path, spawn):
     assert not list(out.rglob(".*.tmp"))  # no temporary file left looking like data
 
 
+@pytest.mark.slow
 def test_disk_full_stops_cleanly(tmp_path):
     out = tmp_path / "run"
-    limit = 600_000  # bytes: point 0's tables fit (kernels ~80 kB at L=16), point 1's kernels (~870 kB at L=256) not
+    limit = 250_000  # bytes: point 0's tables fit (kernels ~80 kB at L=16), point 1's kernels (~370 kB at L=128) not
 
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = run_process([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,256",
+    proc = run_process([sys.executable, "-m", "mambaprof", "trace", "--out", str(out), "--seqlens", "16,128",
                         "--repeats", "1", "--warmup", "0", "--profile-repeats", "2", "--quiet", "--no-tb"],
                        preexec_fn=cap)
     assert proc.returncode == 4, proc.stderr

@@ -83,9 +83,9 @@ def model_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory, model_file):
+def traced(tmp_path_factory, model_file, forked_cli):
     base = tmp_path_factory.mktemp("traced")
-    res = run_cli("trace", str(model_file), "--out", str(base / "run"), "--seqlens", "16", *FAST)
+    res = forked_cli("trace", str(model_file), "--out", str(base / "run"), "--seqlens", "16", *FAST)
     assert res.returncode == 0, res.stderr
     return base / "run"
 
@@ -101,6 +101,7 @@ def test_force_on_a_users_folder_is_refused_and_touches_nothing(user, model_file
     assert_one_line_error(res, "exists and is not empty", code=2)
 
 
+@pytest.mark.slow
 @safety
 def test_force_replaces_only_what_mambaprof_wrote(user, model_file):
     res = user.call("trace", str(model_file), "--out", "run", "--seqlens", "16", *FAST, owns=("run/",))
@@ -252,6 +253,7 @@ def test_a_signal_in_the_first_second_is_one_line_and_the_signal_exit_code(tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: interrupted by"), res.stderr
 
 
+@pytest.mark.slow
 @interrupts
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_prune_interrupted_is_incomplete_and_its_counts_match_the_disk(tmp_path, sig, code):

@@ -2,11 +2,12 @@
 
 `python -m mambaprof ...` spends 2-4 s of CPU importing torch and transformers before it looks at its
 arguments; the bad-input and run-directory suites run it dozens of times. `ForkedCli` keeps one helper
-process per test process (the "zygote") that has imported mambaprof's CLI and the transformers Mamba
-models, and never run anything. Each call forks a child of it, which sets argv, the working directory
-and the environment, sends its stdout/stderr (file descriptors 1 and 2) to files, runs `mambaprof.cli.main`
-and exits with its exit code, the way `python -m mambaprof ARGS` would after its imports. What the
-tests see (exit code, every byte written to stdout and stderr, files written) is the child's own.
+process per test process (the "zygote") that has imported mambaprof's CLI with its sub-commands and report
+modules and the transformers Mamba models, and never run anything. Each call forks a child of it, which
+sets argv, the working directory and the environment, sends its stdout/stderr (file descriptors 1 and 2)
+to files, runs `mambaprof.cli.main` and exits with its exit code, the way `python -m mambaprof ARGS` would
+after its imports. What the tests see (exit code, every byte written to stdout and stderr, files written)
+is the child's own.
 
 What a forked child does not re-check is the import of the package itself; every command keeps at least
 one test through `support.cli.run_cli` (a real `python -m mambaprof` subprocess) for that.
@@ -36,6 +37,16 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 import mambaprof.cli
 from mambaprof.cli import main
 import transformers.models.mamba.modeling_mamba, transformers.models.mamba2.modeling_mamba2  # noqa: F401
+# what every call would import again (about 1 s each): the sub-commands (main's first import), the report
+# modules (matplotlib) that report/compare/prune/study import on use, the option coercion typer imports
+# (pydantic); importing them runs no torch op, so no intra-op thread pool exists when the zygote forks
+import mambaprof.cli.commands  # noqa: F401
+import mambaprof.reports.render_html, mambaprof.reports.render_terminal  # noqa: F401
+import mambaprof.reports.summary_parquet, mambaprof.reports.validate, mambaprof.storage.outputs  # noqa: F401
+try:
+    import typer._adapters  # noqa: F401
+except ImportError:
+    pass
 reply = os.fdopen(os.dup(1), "w", buffering=1)
 requests = os.fdopen(os.dup(0), "r")
 null = os.open(os.devnull, os.O_RDONLY)
