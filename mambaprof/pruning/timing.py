@@ -122,9 +122,10 @@ class Decoder:
                                                device=next(self.model.parameters()).device)}
 
     def cache_tensors(self) -> list[torch.Tensor]:
-        """The distinct tensors held by the cache (conv and SSM states of every layer)."""
+        """The distinct state tensors held by the cache (conv and SSM states, keys and values of every layer;
+        floating-point only: transformers >= 5.25 also keeps int/bool bookkeeping tensors there)."""
         root = self.cache.key_value_memory_dict if self.api == "mamba_ssm" else self.cache
-        return collect_tensors(root)
+        return [t for t in collect_tensors(root) if t.is_floating_point()]
 
 
 def _cache_of(out: Any) -> Any:
