@@ -37,33 +37,10 @@ done
 for run in "$RUNS"/*/; do
   step 30 "$OUT/reports.txt" python3 -m mambaprof report "$run" --html "${run%/}.html"
 done
-python3 - "$RUNS" "$OUT" <<'PY' >>"$LOG" 2>&1
-import sys
-from pathlib import Path
-import pandas as pd
-from mambaprof.storage.rundir import read_table
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-points, comps = [], []
-for run in sorted(p for p in runs.iterdir() if p.is_dir()):
-    for name, acc in (("decode_points", points), ("decode_components", comps)):
-        try:
-            frame = read_table(run, name).to_pandas()
-        except Exception as exc:  # noqa: BLE001 - a run that did not finish is reported, not fatal
-            print(f"{run.name}: {name} unreadable: {exc}")
-            continue
-        frame.insert(0, "run", run.name)
-        acc.append(frame)
-if points:
-    p = pd.concat(points)
-    p.to_csv(out / "decode_points.csv", index=False)
-    cols = ["run", "batch", "status", "ms_per_token", "tokens_per_s", "own_eager_ms", "split_eager_ms",
-            "graph_replay_ms", "component_graph_sum_ms", "graph_sum_vs_whole_pct", "graph_event_ms",
-            "graph_events_vs_whole_pct", "isolated_graph_sum_ms", "own_graph_ms",
-            "generate_ms_per_token", "step_vs_generate_pct", "launch_bound_pct", "tokens_match",
-            "tokens_match_generate", "error"]
-    print(p[[c for c in cols if c in p.columns]].to_string(index=False))
-if comps:
-    pd.concat(comps).to_csv(out / "decode_components.csv", index=False)
-PY
+python3 benchmarks/tables_to_csv.py "$RUNS" "$OUT" decode_points decode_components --show \
+    decode_points:run,batch,status,ms_per_token,tokens_per_s,own_eager_ms,split_eager_ms,graph_replay_ms,\
+component_graph_sum_ms,graph_sum_vs_whole_pct,graph_event_ms,graph_events_vs_whole_pct,isolated_graph_sum_ms,\
+own_graph_ms,generate_ms_per_token,step_vs_generate_pct,launch_bound_pct,tokens_match,tokens_match_generate,error \
+    >>"$LOG" 2>&1
 tar -czf "$OUT/runs_decode.tar.gz" -C "$RUNS" . 2>>"$LOG"
 echo "done after ${SECONDS}s" | tee -a "$LOG"

@@ -30,23 +30,5 @@ step 240 "$LOG" python3 -m mambaprof trace --phase decode --preset bamba-9b --dt
 for run in "$RUNS"/*/; do
   step 30 "$OUT/reports.txt" python3 -m mambaprof report "$run"
 done
-python3 - "$RUNS" "$OUT" <<'PY' >>"$LOG" 2>&1
-import sys
-from pathlib import Path
-import pandas as pd
-from mambaprof.storage.rundir import read_table
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("decode_points", "decode_components"):
-    frames = []
-    for run in sorted(p for p in runs.iterdir() if p.is_dir()):
-        try:
-            frame = read_table(run, name).to_pandas()
-        except Exception as exc:  # noqa: BLE001 - a run that did not finish is reported, not fatal
-            print(f"{run.name}: {name} unreadable: {exc}")
-            continue
-        frame.insert(0, "run", run.name)
-        frames.append(frame)
-    if frames:
-        pd.concat(frames).to_csv(out / f"{name}.csv", index=False)
-PY
+python3 benchmarks/tables_to_csv.py "$RUNS" "$OUT" decode_points decode_components >>"$LOG" 2>&1
 echo "done after ${SECONDS}s" | tee -a "$LOG"
