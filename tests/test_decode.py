@@ -20,7 +20,7 @@ from mambaprof.run.tracing import ModelSource
 from mambaprof.storage.rundir import RunWriter, read_run_record, read_table
 from mambaprof.storage.schema import get_table
 
-PRESETS = ("mamba-tiny", "mamba2-tiny")
+PRESETS = ("mamba-tiny", "mamba2-tiny", "falcon-mamba-tiny")
 CPU = torch.device("cpu")
 
 
@@ -53,7 +53,7 @@ def test_split_step_reproduces_own_step_and_generate(preset: str) -> None:
     assert torch.equal(torch.cat(tokens, dim=1), generated)
     comps = {(s.layer, s.component) for s in step.segments()}
     expected = {"in_proj", "conv1d", "ssm_scan", "gating", "out_proj", "norm", "residual"}
-    if preset == "mamba-tiny":
+    if preset != "mamba2-tiny":  # Mamba-1: x_proj and dt_proj (FalconMamba: with its weightless dt/B/C norms)
         expected.add("ssm_params")
     assert {c for layer, c in comps if layer == 0} == expected
     assert {c for layer, c in comps if layer == -1} == {"embedding", "norm", "lm_head"}
@@ -77,6 +77,28 @@ def test_decode_cache_matches_closed_form(preset: str, batch: int) -> None:
         assert counts["conv1d"].state_bytes == 2 * closed["conv1d"]
         assert counts["in_proj"].weight_bytes == 4 * site.module.in_proj.weight.numel()
         assert counts["out_proj"].weight_bytes == 4 * site.module.out_proj.weight.numel()
+
+
+@pytest.mark.parametrize("preset", [*PRESETS, "bamba-tiny", "jamba-tiny"])
+def test_bf16_step_keeps_the_cache_dtype_the_model_keeps(preset: str) -> None:
+    """In bf16 the split step casts the (float32 under residual_in_fp32) hidden state for the head as the model
+    does, and the closed-form cache counts the float32 SSM state transformers keeps (the scan's final state), so
+    the cache equals its closed form and the run says the state is wider than the weights."""
+    loaded = ModelSource(preset=preset).load(CPU, torch.bfloat16)
+    structure = discover(loaded.model)
+    base = {"run_id": "t", "rank": 0, "world_size": 1, "point_id": 0, "device": "cpu", "batch": 2, "seqlen": 8,
+            "dtype": "bfloat16"}
+    row, comps = run_decode.measure_decode_point(loaded, structure, _config(dtype=torch.bfloat16), 2, 8, base)
+    assert row["status"] == "ok" and row["tokens_match"] is True and row["tokens_match_generate"] is True
+    assert row["cache_bytes"] == row["cache_bytes_closed_form"] > 0
+    states = [c for c in comps if c["component"] == "ssm_scan" and c["timing"] == "eager"]
+    assert states and all(c["cache_bytes"] == c["cache_bytes_closed_form"] for c in states)
+    site = structure.mixers[0]
+    assert row["ssm_state_bytes"] == len(structure.mixers) * 4 * site.dims.recurrent_state_elems(2)  # float32
+    assert row["conv_state_bytes"] == len(structure.mixers) * 2 * site.dims.conv_state_elems(2)  # bf16
+    assert "SSM state 4 bytes per element" in row["notes"]
+    # the roofline's state traffic counts the state as kept: read and written once per step
+    assert states[0]["state_bytes"] == 2 * 4 * site.dims.recurrent_state_elems(2)
 
 
 def _config(**kw) -> DecodeConfig:

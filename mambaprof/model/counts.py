@@ -222,23 +222,26 @@ def _dc(count: Count, weight_bytes: float, state_bytes: float = 0.0) -> DecodeCo
     return DecodeCount(count.flops, count.bytes_min + state_bytes, weight_bytes, state_bytes)
 
 
-def decode_cache_bytes(d: MixerDims, batch: int, state_elem: int) -> dict[str, float]:
+def decode_cache_bytes(d: MixerDims, batch: int, state_elem: int, conv_elem: int | None = None) -> dict[str, float]:
     """Bytes one layer's decode cache holds: `conv1d` (batch x conv channels x d_conv) and `ssm_scan` (the SSM
-    state, batch x d_inner x d_state for Mamba-1, batch x nheads x headdim x d_state for Mamba-2)."""
-    return {"conv1d": float(state_elem * d.conv_state_elems(batch)),
+    state, batch x d_inner x d_state for Mamba-1, batch x nheads x headdim x d_state for Mamba-2); state_elem:
+    bytes per SSM state element, conv_elem: per conv state element (default state_elem)."""
+    ce = state_elem if conv_elem is None else conv_elem
+    return {"conv1d": float(ce * d.conv_state_elems(batch)),
             "ssm_scan": float(state_elem * d.recurrent_state_elems(batch))}
 
 
-def mixer_decode_counts(d: MixerDims, batch: int, elem: int, state_elem: int | None = None) -> dict[str, DecodeCount]:
+def mixer_decode_counts(d: MixerDims, batch: int, elem: int, state_elem: int | None = None,
+                        conv_elem: int | None = None) -> dict[str, DecodeCount]:
     """Per-component closed forms of one mixer's decode step for `batch` sequences.
 
     The step is the prefill count at seqlen 1 (weights read once, activations of one token per sequence)
     plus the decode cache: the conv state read and written by conv1d, the SSM state read and written by
-    ssm_scan (each 2 x its size; state_elem: bytes per state element, default elem).
+    ssm_scan (each 2 x its size; state_elem / conv_elem: bytes per SSM / conv state element, default elem).
     """
     se = elem if state_elem is None else state_elem
     base = mixer_counts(d, batch, 1, elem)
-    cache = decode_cache_bytes(d, batch, se)
+    cache = decode_cache_bytes(d, batch, se, elem if conv_elem is None else conv_elem)
     ch = d.conv_channels
     weights = {
         "in_proj": elem * d.d_model * d.in_proj_out,

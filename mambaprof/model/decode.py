@@ -137,6 +137,16 @@ class DecodeStep(ABC):
         """Bytes the decode cache holds, per (layer, component), from the live tensors."""
         return {k: sum(t.numel() * t.element_size() for t in ts) for k, ts in self.state_tensors().items()}
 
+    def state_element_bytes(self) -> dict[str, int]:
+        """Bytes per element of the decode cache as the model keeps it, per component (`conv1d`, `ssm_scan`,
+        `attention`), from the live tensors: a model may keep a state in another dtype than its weights (transformers
+        keeps the scan's float32 final SSM state of a bf16 model)."""
+        out: dict[str, int] = {}
+        for (_, comp), ts in self.state_tensors().items():
+            for t in ts:
+                out.setdefault(comp, t.element_size())
+        return out
+
 
 def _module_fn(module: nn.Module, name: str) -> Callable[..., Any]:
     """`name` from the Python module that defines the class of `module` (the kernel or its fallback)."""
@@ -191,7 +201,7 @@ def linear_states(cache: Any, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class HFDecodeStep(DecodeStep):
-    """transformers MambaForCausalLM / Mamba2ForCausalLM with their DynamicCache."""
+    """transformers MambaForCausalLM / Mamba2ForCausalLM / FalconMambaForCausalLM with their DynamicCache."""
 
     backend = "transformers"
 
@@ -255,7 +265,9 @@ class HFDecodeStep(DecodeStep):
             segs += self._block_segments(site.layer, site.block, site.module)
         segs.append(Segment(MODEL_LAYER, "norm", lambda: c.__setitem__("h", bb.norm_f(c["h"]))))
         head = self.model.lm_head
-        segs.append(Segment(MODEL_LAYER, "lm_head", lambda: c.__setitem__("logits", head(c["h"])[:, -1])))
+        # the model casts the (fp32 under residual_in_fp32) hidden state to the head's dtype first
+        segs.append(Segment(MODEL_LAYER, "lm_head",
+                            lambda: c.__setitem__("logits", head(c["h"].to(head.weight.dtype))[:, -1])))
         return segs
 
     def _block_segments(self, layer: int, block: nn.Module, m: nn.Module) -> list[Segment]:
@@ -896,9 +908,10 @@ class SSMDecodeStep(DecodeStep):
 
 
 _HF_DECODE = ("transformers.models.mamba.modeling_mamba.MambaForCausalLM",
-              "transformers.models.mamba2.modeling_mamba2.Mamba2ForCausalLM")
+              "transformers.models.mamba2.modeling_mamba2.Mamba2ForCausalLM",
+              "transformers.models.falcon_mamba.modeling_falcon_mamba.FalconMambaForCausalLM")
 _SSM_DECODE = ("mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel",)
-_SUPPORTED = ("supported: transformers MambaForCausalLM / Mamba2ForCausalLM and the hybrids "
+_SUPPORTED = ("supported: transformers MambaForCausalLM / Mamba2ForCausalLM / FalconMambaForCausalLM and the hybrids "
               f"{', '.join(HYBRID_LAYOUTS)}; mamba_ssm MambaLMHeadModel (with or without attn_layer_idx)")
 
 

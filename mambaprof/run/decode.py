@@ -20,7 +20,7 @@ an oom or error point is recorded and the sweep goes on.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,11 +112,14 @@ def _greedy(step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, n
     return tokens, logits
 
 
-def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int,
-                context: int = 0) -> dict[tuple[int, str], DecodeCount]:
+def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int, context: int = 0,
+                state_elem: Mapping[str, int] | None = None) -> dict[tuple[int, str], DecodeCount]:
     """Closed-form traffic per (layer, component) of one decode step, keyed as the step's segments are; attention
-    layers read a KV cache of `context` tokens (the prompt length for the step right after the prompt)."""
+    layers read a KV cache of `context` tokens (the prompt length for the step right after the prompt). state_elem:
+    bytes per cache element by component as the model keeps its cache (DecodeStep.state_element_bytes), default
+    the model's dtype."""
     elem = torch.empty((), dtype=stepper.dtype).element_size()
+    se = dict(state_elem or {})
     d_model = structure.d_model
     out: dict[tuple[int, str], DecodeCount] = {}
     model = decode_model_counts(d_model, structure.vocab_size, batch, elem)
@@ -127,11 +130,13 @@ def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int,
 
     for ls in structure.layers:
         if ls.mixer is not None:
-            for comp, count in mixer_decode_counts(ls.mixer.dims, batch, elem).items():
+            for comp, count in mixer_decode_counts(ls.mixer.dims, batch, elem, se.get("ssm_scan"),
+                                                   se.get("conv1d")).items():
                 out[(ls.layer, comp)] = count
         for m in ls.attention:
             dims = attention_dims(m)
-            add((ls.layer, "attention"), attention_decode_count(dims, d_model, batch, context, elem) if dims else None)
+            kv = se.get("attention", elem)
+            add((ls.layer, "attention"), attention_decode_count(dims, d_model, batch, context, kv) if dims else None)
         for m in ls.mlp:
             add((ls.layer, "mlp"), mlp_decode_count(m, d_model, batch, elem))
         for m in ls.moe:
@@ -153,18 +158,33 @@ def step_counts(structure: ModelStructure, stepper: DecodeStep, batch: int,
     return out
 
 
-def closed_form_cache(structure: ModelStructure, batch: int, context: int, elem: int) -> dict[tuple[int, str], float]:
+def closed_form_cache(structure: ModelStructure, batch: int, context: int, elem: int,
+                      state_elem: Mapping[str, int] | None = None) -> dict[tuple[int, str], float]:
     """Closed-form decode cache per (layer, component) after `context` tokens: conv and SSM state per Mamba layer
-    (constant in the context), the KV cache per attention layer (linear in it)."""
+    (constant in the context), the KV cache per attention layer (linear in it). Shapes come from the structure;
+    bytes per element from state_elem by component where given (the dtype the model keeps its cache in), else elem."""
+    se = dict(state_elem or {})
     out: dict[tuple[int, str], float] = {}
     for ls in structure.layers:
         if ls.mixer is not None:
-            for comp, nbytes in decode_cache_bytes(ls.mixer.dims, batch, elem).items():
+            cache = decode_cache_bytes(ls.mixer.dims, batch, se.get("ssm_scan", elem), se.get("conv1d", elem))
+            for comp, nbytes in cache.items():
                 out[(ls.layer, comp)] = nbytes
         dims = [d for d in (attention_dims(m) for m in ls.attention) if d is not None]
         if dims:
-            out[(ls.layer, "attention")] = sum(kv_cache_bytes(d, batch, context, elem) for d in dims)
+            out[(ls.layer, "attention")] = sum(kv_cache_bytes(d, batch, context, se.get("attention", elem))
+                                               for d in dims)
     return out
+
+
+def state_dtype_note(state_elem: Mapping[str, int], elem: int) -> str | None:
+    """One line naming the cache parts the model keeps in another element size than its weights, or None."""
+    names = {"ssm_scan": "SSM state", "conv1d": "conv state", "attention": "KV cache"}
+    odd = [f"{names.get(c, c)} {n} bytes per element" for c, n in sorted(state_elem.items()) if n != elem]
+    if not odd:
+        return None
+    return f"cache kept in another dtype than the model's ({elem} bytes per element): {', '.join(odd)}; " \
+           "the closed forms count it so"
 
 
 def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config: DecodeConfig, batch: int,
@@ -191,6 +211,10 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
             first = stepper.prefill(ids).argmax(-1, keepdim=True)
             stepper.token.copy_(first)
             cache_measured = stepper.cache_bytes()  # right after the prompt: the KV cache holds prompt_len tokens
+            state_elem = stepper.state_element_bytes()
+            dtype_note = state_dtype_note(state_elem, torch.empty((), dtype=stepper.dtype).element_size())
+            if dtype_note:
+                row["notes"] = "; ".join(n for n in (row["notes"], dtype_note) if n)
             phase("check")
             snap = stepper.snapshot()
             own_tokens, own_logits = _greedy(stepper.own_step, first, check)
@@ -239,7 +263,7 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
         if row.get("ms_per_token"):
             row["tokens_per_s"] = batch * 1000.0 / row["ms_per_token"]
         components = _component_rows(structure, stepper, batch, prompt_len, base, eager, spread, graph_times,
-                                     cache_measured, row)
+                                     cache_measured, row, state_elem)
     finally:
         stepper.release()
     return row, components
@@ -372,12 +396,13 @@ def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: Dec
 def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, prompt_len: int,
                     base: dict[str, Any], eager: dict[tuple[int, str], float],
                     spread: dict[tuple[int, str], tuple[float, float]], graph_times: dict[tuple[int, str], float],
-                    measured: dict[tuple[int, str], int], point: dict[str, Any]) -> list[dict[str, Any]]:
+                    measured: dict[tuple[int, str], int], point: dict[str, Any],
+                    state_elem: Mapping[str, int]) -> list[dict[str, Any]]:
     """decode_components rows (eager, and graph where measured), plus the point's byte totals. `measured`: the
-    decode cache per (layer, component) right after the prompt."""
-    counts = step_counts(structure, stepper, batch, prompt_len)
+    decode cache per (layer, component) right after the prompt; state_elem: its bytes per element by component."""
+    counts = step_counts(structure, stepper, batch, prompt_len, state_elem)
     elem = torch.empty((), dtype=stepper.dtype).element_size()
-    closed = closed_form_cache(structure, batch, prompt_len, elem)
+    closed = closed_form_cache(structure, batch, prompt_len, elem, state_elem)
     fused = stepper.fused_components()
     kinds = structure.layer_kinds
     point["fused_json"] = json_cell(fused) if fused else None
