@@ -197,11 +197,19 @@ def compare_runs_crossovers(run_a: Path | str, run_b: Path | str, label_a: str, 
                               label_a, label_b, basis)
 
 
+def ssm_state_element_bytes(record: dict, elem_bytes: int) -> int:
+    """Bytes per SSM state element in the model's decode cache: mamba_ssm allocates its states in the model's
+    dtype (`allocate_inference_cache`), transformers keeps the scan's float32 final state (4)."""
+    mixers = str(record.get("mixer_classes") or "")
+    return elem_bytes if mixers and all(m.startswith("mamba_ssm.") for m in mixers.split(",") if m) else 4
+
+
 def decode_cache(layers: pd.DataFrame, seqlens: list[int], batch: int, elem_bytes: int,
                  ssm_state_bytes: int = 4) -> pd.DataFrame:
     """Decode-cache memory per context length, from the closed forms in the `layers` table.
 
-    SSM state (held in fp32 by default, `ssm_state_bytes`) and conv state are constant in length; the attention
+    SSM state (`ssm_state_bytes` per element: 4 as transformers keeps it, see ssm_state_element_bytes) and conv
+    state are constant in length; the attention
     KV cache grows linearly. Columns: seqlen, ssm_state_bytes, conv_state_bytes, kv_cache_bytes, total_bytes,
     kv_share_pct.
     """
@@ -293,7 +301,8 @@ def hybrid_view(run_dir: Path | str, basis: str = "auto", cache_seqlens: list[in
     elem = _DTYPE_BYTES.get(str(record.get("dtype")), 2)
     kinds = layers.set_index("layer")["layer_kind"] if len(layers) else pd.Series(dtype=str)
     return HybridView(basis, kinds, shares, [crossover(shares, b) for b in batches],
-                      decode_cache(layers, seqlens, 1, elem), list(record.get("asis_layers") or []),
+                      decode_cache(layers, seqlens, 1, elem, ssm_state_element_bytes(record, elem)),
+                      list(record.get("asis_layers") or []),
                       energy_by_kind(_optional(run_dir, "energy")), memory_by_kind(_optional(run_dir, "memory")))
 
 

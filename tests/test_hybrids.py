@@ -222,6 +222,24 @@ def test_trace_cli_on_a_hybrid_preset(tmp_path, cli) -> None:
     assert all(abs(v - 100.0) < 1e-9 for v in sums)
 
 
+def test_decode_cache_counts_the_ssm_state_as_each_library_keeps_it() -> None:
+    """mamba_ssm allocates its decode states in the model's dtype; transformers keeps the scan's float32 state
+    (measured on the H200: bamba-9b's cache holds 116 MiB of SSM state per sequence in bf16)."""
+    import pandas as pd
+
+    from mambaprof.reports.hybrids import decode_cache, ssm_state_element_bytes
+
+    ssm = {"mixer_classes": "mamba_ssm.modules.mamba2.Mamba2"}
+    hf = {"mixer_classes": "transformers.models.bamba.modeling_bamba.BambaMixer"}
+    assert ssm_state_element_bytes(ssm, 2) == 2 and ssm_state_element_bytes(hf, 2) == 4
+    assert ssm_state_element_bytes({"mixer_classes": ""}, 2) == 4
+    layers = pd.DataFrame({"ssm_state_elems_per_seq": [100.0, None], "conv_state_elems_per_seq": [10.0, None],
+                           "kv_cache_elems_per_token": [None, 8.0]})
+    cache = decode_cache(layers, [16], 1, 2, ssm_state_element_bytes(ssm, 2)).iloc[0]
+    assert (cache["ssm_state_bytes"], cache["conv_state_bytes"], cache["kv_cache_bytes"]) == (200, 20, 256)
+    assert decode_cache(layers, [16], 1, 2, ssm_state_element_bytes(hf, 2)).iloc[0]["ssm_state_bytes"] == 400
+
+
 def test_crossover_measured_or_extrapolated_and_said_so() -> None:
     import pandas as pd
 
