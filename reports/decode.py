@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from mambaprof.paired import OUTSIDE, WITHIN, interval_verdict
 from mambaprof.reports.fmt import mib, missing, ms, num, pct, rate, si
 from mambaprof.reports.peaks import DevicePeaks, resolve_peaks
 from mambaprof.reports.views import View
@@ -61,6 +62,27 @@ def _roof_ms(nbytes: Any, peaks: DevicePeaks | None) -> float | None:
     return float(nbytes) / (peaks.gb_per_s * 1e9) * 1e3
 
 
+def vs_generate_finding(r: Any) -> str | None:
+    """What a decode point's step against the model's own generate says, judged by the interval over generate's
+    rounds (step_vs_generate_ci_*_pct) where the run has it: None when within 5%; one line when outside, or when
+    the run's spread cannot tell. Runs without the interval: a line when the GPU median is more than 5% off."""
+    pct_ = getattr(r, "step_vs_generate_pct", None)
+    if missing(pct_):
+        return None
+    lo, hi = getattr(r, "step_vs_generate_ci_low_pct", None), getattr(r, "step_vs_generate_ci_high_pct", None)
+    head = (f"the step ({ms(r.ms_per_token)} ms) is {pct_:+.1f}% off the model's own generate per token "
+            f"({ms(r.generate_ms_per_token)} ms)")
+    if missing(lo) or missing(hi):
+        return f"{head}, more than 5%" if str(r.device).startswith("cuda") and abs(pct_) > 5.0 else None
+    verdict = interval_verdict(lo, hi, 5.0)
+    if verdict == WITHIN:
+        return None
+    spread = f"[{lo:+.1f}, {hi:+.1f}] over generate's rounds"
+    if verdict == OUTSIDE:
+        return f"{head}, more than 5% ({spread})"
+    return f"{head}: the run's spread {spread} cannot tell whether it is within 5%"
+
+
 @dataclass
 class DecodeAnalysis:
     """One decode run's tables with the roofline columns added."""
@@ -92,11 +114,9 @@ class DecodeAnalysis:
             if r.tokens_match is False or r.tokens_match_generate is False:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: greedy tokens of the split step differ from "
                                 "the model's own step or generate")
-            if str(r.device).startswith("cuda") and not missing(r.step_vs_generate_pct) and abs(
-                    r.step_vs_generate_pct) > 5.0:
-                warnings.append(f"batch {r.batch} prompt {r.seqlen}: the step ({ms(r.ms_per_token)} ms) is "
-                                f"{r.step_vs_generate_pct:+.1f}% off the model's own generate per token "
-                                f"({ms(r.generate_ms_per_token)} ms), more than 5%")
+            against = vs_generate_finding(r)
+            if against:
+                warnings.append(f"batch {r.batch} prompt {r.seqlen}: {against}")
             if r.cache_bytes != r.cache_bytes_closed_form:
                 warnings.append(f"batch {r.batch} prompt {r.seqlen}: decode cache {mib(r.cache_bytes)} "
                                 f"measured vs {mib(r.cache_bytes_closed_form)} closed form")

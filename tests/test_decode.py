@@ -124,6 +124,9 @@ def test_decode_sweep_writes_tables(tmp_path: Path, preset: str) -> None:
         assert p["cache_bytes"] == p["cache_bytes_closed_form"] > 0
         assert p["own_eager_ms"] > 0 and p["split_eager_ms"] > 0 and p["ms_per_token"] == p["own_eager_ms"]
         assert p["generate_ms_per_token"] is not None  # recorded; its size depends on the machine
+        # one generate round: the interval is that round's estimate, the point's own number
+        assert p["step_vs_generate_ci_low_pct"] == pytest.approx(p["step_vs_generate_pct"])
+        assert p["step_vs_generate_ci_high_pct"] == pytest.approx(p["step_vs_generate_pct"])
         assert p["graph_replay_ms"] is None and p["launch_bound_pct"] is None
         assert p["tokens_per_s"] == pytest.approx(p["batch"] * 1000.0 / p["ms_per_token"])
     comps = read_table(tmp_path / "run", "decode_components").to_pylist()
@@ -252,3 +255,30 @@ def test_decode_refuses_a_model_with_layers_it_could_not_split() -> None:
     assert [a.layer for a in structure.asis] == [1]
     with pytest.raises(UnsupportedModelError, match=r"1 Mamba layer\(s\) could not be split \(layer 1"):
         decode_step_for(model, structure, 1, 64)
+
+
+def test_step_vs_generate_interval_and_its_verdict() -> None:
+    """The interval over generate's rounds, and what the report says of it: nothing within 5%, a warning
+    beyond, and "cannot tell" across the bound."""
+    from types import SimpleNamespace
+
+    from mambaprof.reports.decode import vs_generate_finding
+
+    cols = run_decode._vs_generate_interval(10.0, [10.0, 9.5, 10.5, 10.2, 9.9])
+    assert cols["step_vs_generate_ci_low_pct"] == pytest.approx(100 * (10 / 10.5 - 1))
+    assert cols["step_vs_generate_ci_high_pct"] == pytest.approx(100 * (10 / 9.5 - 1))
+    assert run_decode._vs_generate_interval(10.0, [10.0, -1.0])["step_vs_generate_ci_low_pct"] is None
+    assert run_decode._vs_generate_interval(None, [10.0])["step_vs_generate_ci_high_pct"] is None
+
+    def point(pct_: float, lo: float | None, hi: float | None, device: str = "cpu") -> SimpleNamespace:
+        return SimpleNamespace(step_vs_generate_pct=pct_, step_vs_generate_ci_low_pct=lo,
+                               step_vs_generate_ci_high_pct=hi, ms_per_token=2.0, generate_ms_per_token=1.9,
+                               device=device)
+
+    assert vs_generate_finding(point(1.0, -2.0, 3.0)) is None
+    assert "more than 5%" in vs_generate_finding(point(9.0, 6.0, 12.0))
+    assert "cannot tell" in vs_generate_finding(point(3.0, -1.0, 8.0))
+    # a run written before the interval existed: the GPU median alone decides, the CPU one says nothing
+    assert "more than 5%" in vs_generate_finding(point(9.0, None, None, "cuda:0"))
+    assert vs_generate_finding(point(9.0, None, None)) is None
+

@@ -44,6 +44,7 @@ from mambaprof.model.decode import DecodeStep, decode_step_for
 from mambaprof.model.inputs import TOLERANCE
 from mambaprof.model.loading import LoadedModel
 from mambaprof.model.structure import ModelStructure
+from mambaprof.paired import paired_difference
 from mambaprof.run.sweep import (
     ProgressFn,
     RunInterrupted,
@@ -254,12 +255,13 @@ def measure_decode_point(loaded: LoadedModel, structure: ModelStructure, config:
             if config.generate:
                 phase("generate")
                 stepper.release()  # the split step's context is not needed any more; generate needs memory
-                gen_ms, gen_tokens = _time_generate(stepper, ids, gen_new, config, graphs_on)
+                gen_ms, gen_rounds, gen_tokens = _time_generate(stepper, ids, gen_new, config, graphs_on)
                 row["generate_ms_per_token"] = gen_ms
                 k = min(len(split_tokens), gen_tokens.shape[1])
                 ours = torch.cat(split_tokens, dim=1)[:, :k]
                 row["tokens_match_generate"] = bool(torch.equal(ours.to(gen_tokens.device), gen_tokens[:, :k]))
                 row["step_vs_generate_pct"] = _pct(row["ms_per_token"], gen_ms)
+                row.update(_vs_generate_interval(row["ms_per_token"], gen_rounds))
         if row.get("ms_per_token"):
             row["tokens_per_s"] = batch * 1000.0 / row["ms_per_token"]
         components = _component_rows(structure, stepper, batch, prompt_len, base, eager, spread, graph_times,
@@ -374,11 +376,28 @@ def _time_graphs(stepper: DecodeStep, first: torch.Tensor, snap: list[torch.Tens
     return out, per, match
 
 
+def _vs_generate_interval(step_ms: float | None, gen_rounds: Sequence[float]) -> dict[str, float | None]:
+    """The interval of step_vs_generate_pct over generate's rounds: each round's per-token estimate (its long
+    minus its short generate) against the step's median, order statistics as for paired timing (the range of
+    the rounds below 6 of them); None where a round's estimate is not positive."""
+    cols: dict[str, float | None] = {"step_vs_generate_ci_low_pct": None, "step_vs_generate_ci_high_pct": None}
+    rounds = [g for g in gen_rounds if g > 0]
+    if step_ms is None or not rounds or len(rounds) != len(gen_rounds):
+        return cols
+    diff = paired_difference(rounds, [step_ms] * len(rounds))
+    if diff is not None:
+        cols["step_vs_generate_ci_low_pct"] = diff.ci_low_pct
+        cols["step_vs_generate_ci_high_pct"] = diff.ci_high_pct
+    return cols
+
+
 def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: DecodeConfig,
-                   graphs_on: bool | None = None) -> tuple[float, torch.Tensor]:
-    """The model's own generate per new token: (median time for `new` tokens - median for 1) / (new - 1), in
-    ms of wall time (the host loop is part of it); also the tokens of the long run. The long run goes first so
-    that a graph cache sized for it serves the short one."""
+                   graphs_on: bool | None = None) -> tuple[float, list[float], torch.Tensor]:
+    """The model's own generate per new token, in ms of wall time (the host loop is part of it): each round
+    times generate for `new` tokens and then for 1, back to back, and estimates (long - short) / (new - 1) (a
+    pair shares the host's state, as in paired timing); returns the median over the rounds, every round's
+    estimate (the spread) and the tokens of the long run. The long run goes first so that a graph cache sized
+    for it serves the short one."""
     timer = ForwardTimer(stepper.device)
     graphs_on = config.graphs_on if graphs_on is None else graphs_on
     tokens = stepper.generate(ids, new, graphs_on)  # warm-up (and graph capture under cg)
@@ -389,8 +408,8 @@ def _time_generate(stepper: DecodeStep, ids: torch.Tensor, new: int, config: Dec
         long.append(host_ms)
         _dev, host_ms, _out = timer.time(lambda: stepper.generate(ids, 1, graphs_on))
         short.append(host_ms)
-    per_token = (statistics.median(long) - statistics.median(short)) / max(new - 1, 1)
-    return per_token, tokens
+    rounds = [(a - b) / max(new - 1, 1) for a, b in zip(long, short, strict=True)]
+    return statistics.median(rounds), rounds, tokens
 
 
 def _component_rows(structure: ModelStructure, stepper: DecodeStep, batch: int, prompt_len: int,

@@ -12,7 +12,7 @@ import pyarrow as pa
 from mambaprof.storage.schema.figures import REPORT_FIGURES
 
 #: Bump on any change to a table or column. Readers refuse runs with a newer version.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 TABLES: dict[str, Table] = {}
 

@@ -59,11 +59,17 @@ DECODE_POINTS = register(Table(
                "launch and loses its overlap with its neighbours)."),
         Column("own_graph_ms", F64, "ms", "Per step: the model's own CUDA-graph decode (mamba_ssm's "
                "capture_graph, the graph generate(cg=True) replays), greedy loop; null where the model has none."),
-        Column("generate_ms_per_token", F64, "ms", "The model's own generate per new token: (time of "
-               "generate for 1 + steps new tokens - time for 1) / steps, medians; mamba_ssm with cg=True on GPU "
-               "when graphs are on, transformers' generate otherwise."),
+        Column("generate_ms_per_token", F64, "ms", "The model's own generate per new token: per round, (time "
+               "of generate for 1 + steps new tokens - time for 1, back to back) / steps; the median over the "
+               "rounds (DecodeConfig.generate_repeats); mamba_ssm with cg=True on GPU when graphs are on, "
+               "transformers' generate otherwise."),
         Column("step_vs_generate_pct", F64, "%", "ms_per_token vs generate_ms_per_token "
                "(100 x (ours/generate - 1)); within 5 on the GPU is the target."),
+        Column("step_vs_generate_ci_low_pct", F64, "%", "Low end of step_vs_generate_pct's interval over "
+               "generate's rounds (each round's long minus short generate per token against ms_per_token; 95% "
+               "order-statistics interval of the median from 6 rounds, the rounds' range below); null without "
+               "generate."),
+        Column("step_vs_generate_ci_high_pct", F64, "%", "High end of that interval."),
         Column("launch_bound_pct", F64, "%", "Share of the eager step that CUDA graphs remove: "
                "100 x (1 - graph_replay_ms / split_eager_ms); the launch-bound share without graphs. Null "
                "without graphs."),
