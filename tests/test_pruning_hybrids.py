@@ -155,7 +155,10 @@ def test_decode_cache_api_found_when_use_cache_goes_through_kwargs() -> None:
 
     model = build_hf(PRESETS["granite-4.0-h-tiny-cpu"]).eval()  # forward(..., cache, ..., **kwargs): no use_cache
     dec = Decoder(model)
-    assert dec.api == "transformers" and dec.cache_kwarg == "cache"
+    from mambaprof.model.decode import cache_kwarg
+
+    # `cache` in transformers 5.18+, `past_key_values` before (the device's 5.17)
+    assert dec.api == "transformers" and dec.cache_kwarg == cache_kwarg(model.forward) != "cache_params"
     with torch.no_grad():
         dec.prefill(torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(2)), 2)
     held = sum(t.numel() for t in dec.cache_tensors())

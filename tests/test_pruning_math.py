@@ -7,6 +7,7 @@ import pytest
 import torch
 from support.models import tiny_mamba, tiny_mamba2
 
+from mambaprof.model.decode import cache_kwarg, linear_states, returned_cache
 from mambaprof.model.structure import discover
 from mambaprof.pruning.mixers import mixer_output_from_scan, mixer_views, ssm_inputs
 from mambaprof.pruning.physical import complement, mask_states, select_states
@@ -78,23 +79,24 @@ def test_decode_with_cache_matches_masked_and_cache_shrinks(family):
     steps = torch.randint(0, 256, (2, 4), generator=torch.Generator().manual_seed(5))
 
     def decode(m):
+        name = cache_kwarg(m.forward)  # `cache` in transformers 5.18+, `cache_params` before (the device's 5.17)
         with torch.no_grad():
             out = m(input_ids=prompt, use_cache=True)
-            cache, logits = out.cache, [out.logits[:, -1]]
+            cache, logits = returned_cache(out), [out.logits[:, -1]]
             for t in range(steps.shape[1]):
-                out = m(input_ids=steps[:, t:t + 1], cache=cache, use_cache=True)
-                cache = out.cache
+                out = m(input_ids=steps[:, t:t + 1], use_cache=True, **{name: cache})
+                cache = returned_cache(out)
                 logits.append(out.logits[:, -1])
         return torch.stack(logits, 1), cache
 
     lp, cache_p = decode(pruned)
     lm, cache_m = decode(masked)
     assert torch.allclose(lp, lm, **TIGHT), (lp - lm).abs().max()
-    ssm_p = cache_p.layers[0].recurrent_states[0]
-    ssm_m = cache_m.layers[0].recurrent_states[0]
+    conv_p, ssm_p = linear_states(cache_p, 0)
+    conv_m, ssm_m = linear_states(cache_m, 0)
     assert ssm_p.shape[-1] == plan.state_sizes[0] and ssm_m.shape[-1] == plan.original[0]
     if family == "mamba2":  # the conv state also carries B and C channels
-        assert cache_p.layers[0].conv_states[0].shape[1] < cache_m.layers[0].conv_states[0].shape[1]
+        assert conv_p.shape[1] < conv_m.shape[1]
 
 
 @pytest.mark.parametrize("family", list(MODELS))

@@ -158,7 +158,7 @@ def _module_fn(module: nn.Module, name: str) -> Callable[..., Any]:
 
 #: what transformers calls the cache argument: `cache` (5.18+), `past_key_values` (models with attention before
 #: 5.18), `cache_params` (Mamba models and mixers before 5.18)
-_CACHE_NAMES = ("cache", "past_key_values", "cache_params")
+CACHE_NAMES = ("cache", "past_key_values", "cache_params")
 
 
 def cache_kwarg(fn: Callable[..., Any]) -> str:
@@ -167,7 +167,7 @@ def cache_kwarg(fn: Callable[..., Any]) -> str:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return "cache"
-    return next((n for n in _CACHE_NAMES if n in params), "cache")
+    return next((n for n in CACHE_NAMES if n in params), "cache")
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -177,8 +177,9 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
         return False
 
 
-def _returned_cache(out: Any) -> Any:
-    for name in _CACHE_NAMES:
+def returned_cache(out: Any) -> Any:
+    """The cache a transformers forward returned (under `cache`, `past_key_values` or `cache_params`), or None."""
+    for name in CACHE_NAMES:
         cache = getattr(out, name, None)
         if cache is not None:
             return cache
@@ -214,7 +215,7 @@ class HFDecodeStep(DecodeStep):
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.model(ids, use_cache=True)
-        self.cache = _returned_cache(out)
+        self.cache = returned_cache(out)
         if self.cache is None:
             raise UnsupportedModelError(f"{type(self.model).__name__} returned no cache from use_cache=True")
         self._segments = None

@@ -20,6 +20,7 @@ from torch import nn
 
 from mambaprof.collectors.timing import ForwardTimer, synchronize
 from mambaprof.evaluation.lm import forward_params, lm_logits
+from mambaprof.model.decode import CACHE_NAMES, cache_kwarg, returned_cache
 
 
 def random_ids(batch: int, seqlen: int, vocab: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -70,11 +71,14 @@ class Decoder:
         params = forward_params(model)
         if "inference_params" in params:
             self.api = "mamba_ssm"
-        elif ("use_cache" in params or "kwargs" in params) and ({"cache", "cache_params"} & params):
-            # use_cache named, or taken through **kwargs (GraniteMoeHybridForCausalLM)
+        elif ("use_cache" in params or "kwargs" in params) and (set(CACHE_NAMES) & params):
+            # use_cache named, or taken through **kwargs (GraniteMoeHybridForCausalLM); the cache under the name
+            # the installed transformers uses (hybrids before 5.18 take past_key_values)
             self.api = "transformers"
-            self.cache_kwarg = "cache" if "cache" in params else "cache_params"
-            self.wants_position = "cache_position" in params
+            self.cache_kwarg = cache_kwarg(model.forward)
+            # where the position goes: cache_position (5.18+), else position_ids (hybrids with rotary attention,
+            # whose forward otherwise restarts positions at 0), else nowhere (Mamba models need none)
+            self.position_kwarg = next((n for n in ("cache_position", "position_ids") if n in params), None)
         else:
             raise ValueError(f"{type(model).__name__} exposes no recurrent cache API (mamba_ssm inference_params "
                              "or transformers use_cache)")
@@ -93,8 +97,8 @@ class Decoder:
             logits = self.model(prompt, inference_params=self.cache).logits
             self.cache.seqlen_offset += length
         else:
-            out = self.model(input_ids=prompt, use_cache=True, **self._position(length))
-            self.cache = _cache_of(out)
+            out = self.model(input_ids=prompt, use_cache=True, **self._position(length, batch))
+            self.cache = returned_cache(out)
             logits = out.logits
         self.position = length
         self.logits = logits[:, -1]
@@ -107,34 +111,27 @@ class Decoder:
             self.cache.seqlen_offset += 1
         else:
             out = self.model(input_ids=token, use_cache=True, **{self.cache_kwarg: self.cache},
-                             **self._position(1))
-            cache = _cache_of(out)
+                             **self._position(1, token.shape[0]))
+            cache = returned_cache(out)
             self.cache = self.cache if cache is None else cache
             logits = out.logits
         self.position += 1
         self.logits = logits[:, -1]
         return self.logits.argmax(dim=-1, keepdim=True)
 
-    def _position(self, length: int) -> dict[str, Any]:
-        if self.api != "transformers" or not self.wants_position:
+    def _position(self, length: int, batch: int) -> dict[str, Any]:
+        if self.api != "transformers" or self.position_kwarg is None:
             return {}
-        return {"cache_position": torch.arange(self.position, self.position + length,
-                                               device=next(self.model.parameters()).device)}
+        positions = torch.arange(self.position, self.position + length, device=next(self.model.parameters()).device)
+        if self.position_kwarg == "position_ids":
+            return {"position_ids": positions.unsqueeze(0).expand(batch, -1)}
+        return {"cache_position": positions}
 
     def cache_tensors(self) -> list[torch.Tensor]:
         """The distinct state tensors held by the cache (conv and SSM states, keys and values of every layer;
         floating-point only: transformers >= 5.25 also keeps int/bool bookkeeping tensors there)."""
         root = self.cache.key_value_memory_dict if self.api == "mamba_ssm" else self.cache
         return [t for t in collect_tensors(root) if t.is_floating_point()]
-
-
-def _cache_of(out: Any) -> Any:
-    """The cache a transformers model returned (`cache` in transformers >= 5.2x, `cache_params` before)."""
-    for name in ("cache", "cache_params"):
-        value = getattr(out, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 def collect_tensors(obj: Any, depth: int = 5) -> list[torch.Tensor]:
