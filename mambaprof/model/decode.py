@@ -499,15 +499,18 @@ class HFHybridDecodeStep(HFDecodeStep):
         if len(layers) != len(self.structure.layers):
             raise UnsupportedModelError(f"--phase decode: {type(self.model).__name__} has layers without a block")
         for ls in layers:
-            called = [getattr(ls.block, b.attr, None) for st in self.layout.stages for b in st.branches]
-            known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe
-            missing = [m for m in known if not any(m is x for x in called)]
-            if missing or not all(isinstance(getattr(ls.block, st.norm, None), nn.Module)
-                                  for st in self.layout.stages):
+            if not self._describes(ls):
                 raise UnsupportedModelError(
                     f"--phase decode: layer {ls.layer} ({type(ls.block).__name__}) does not have the "
                     f"{self.layout.name} layout (norms {', '.join(st.norm for st in self.layout.stages)})")
         return layers
+
+    def _describes(self, ls: LayerSite) -> bool:
+        """Whether the layout's stages call every module the structure found in the layer, and its norms exist."""
+        called = [getattr(ls.block, b.attr, None) for st in self.layout.stages for b in st.branches]
+        known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe
+        return all(any(m is x for x in called) for m in known) and all(
+            isinstance(getattr(ls.block, st.norm, None), nn.Module) for st in self.layout.stages)
 
     def graph_capturable(self) -> str | None:
         return ("transformers' DynamicCache appends each token's keys and values by concatenation (new tensors "
@@ -523,10 +526,15 @@ class HFHybridDecodeStep(HFDecodeStep):
         self.pos.add_(1)
         return self.model(ids, use_cache=True, position_ids=position, **{self.cache_name: self.cache}).logits[:, -1]
 
-    def _kv_layer(self, attn: nn.Module) -> Any:
-        layer = self.cache.layers[int(attn.layer_idx)]
+    def _kv_index(self, ls: LayerSite, attn: nn.Module) -> int:
+        """Where in the cache the attention module `attn` of layer `ls` keeps its keys and values."""
+        return int(attn.layer_idx)
+
+    def _kv_layer(self, ls: LayerSite, attn: nn.Module) -> Any:
+        idx = self._kv_index(ls, attn)
+        layer = self.cache.layers[idx]
         if getattr(layer, "keys", None) is None:
-            raise UnsupportedModelError(f"the model's cache holds no keys for attention layer {attn.layer_idx}")
+            raise UnsupportedModelError(f"the model's cache holds no keys for attention layer {idx}")
         return layer
 
     def state_tensors(self) -> dict[tuple[int, str], list[torch.Tensor]]:
@@ -534,7 +542,7 @@ class HFHybridDecodeStep(HFDecodeStep):
         for ls in self._layers:
             if ls.mixer is not None:
                 out.update(self._mixer_states(ls.layer, ls.mixer.module))
-            kv = [self._kv_layer(a) for a in ls.attention]
+            kv = [self._kv_layer(ls, a) for a in ls.attention]
             if kv:
                 out[(ls.layer, "attention")] = [t for layer in kv for t in (layer.keys, layer.values)]
         return out
@@ -544,7 +552,7 @@ class HFHybridDecodeStep(HFDecodeStep):
         cutting it back to its length restores it)."""
         out = [t.clone() for key, ts in self.state_tensors().items() if key[1] != "attention" for t in ts]
         out.append(self.pos.clone())
-        out += [torch.tensor(self._kv_layer(a).keys.shape[-2]) for ls in self._layers for a in ls.attention]
+        out += [torch.tensor(self._kv_layer(ls, a).keys.shape[-2]) for ls in self._layers for a in ls.attention]
         return out
 
     def restore(self, snap: list[torch.Tensor]) -> None:
@@ -554,27 +562,31 @@ class HFHybridDecodeStep(HFDecodeStep):
             t.copy_(s)
         self.pos.copy_(snap[len(live)])
         lengths = snap[len(live) + 1:]
-        layers = [self._kv_layer(a) for ls in self._layers for a in ls.attention]
+        layers = [self._kv_layer(ls, a) for ls in self._layers for a in ls.attention]
         for layer, n in zip(layers, lengths, strict=True):
             layer.keys, layer.values = layer.keys[..., :int(n), :], layer.values[..., :int(n), :]
 
-    def build_segments(self) -> list[Segment]:
+    def _embedding_segment(self) -> Segment:
+        """(model, embedding): the token embedding of the step's tokens into `h` (times the embedding multiplier)."""
         c, lay, bb = self.ctx, self.layout, self.backbone
         embed = getattr(bb, lay.embed)
         emb_mult = getattr(bb, lay.embedding_multiplier) if lay.embedding_multiplier else None
-        rotary = getattr(bb, lay.rotary, None)
 
         def embedding() -> None:
             c["h"] = embed(self.token) * emb_mult if emb_mult is not None else embed(self.token)
+        return Segment(MODEL_LAYER, "embedding", embedding)
+
+    def build_segments(self) -> list[Segment]:
+        c, lay, bb = self.ctx, self.layout, self.backbone
+        rotary = getattr(bb, lay.rotary, None)
 
         def positions() -> None:
             c["pe"] = rotary(c["h"], self.pos) if rotary is not None else None
             self.pos.add_(1)
 
-        segs = [Segment(MODEL_LAYER, "embedding", embedding), Segment(MODEL_LAYER, "other", positions)]
+        segs = [self._embedding_segment(), Segment(MODEL_LAYER, "other", positions)]
         for ls in self._layers:
-            for stage in lay.stages:
-                segs += self._stage_segments(ls, stage)
+            segs += self._layer_segments(ls)
         final = getattr(bb, lay.final_norm)
         segs.append(Segment(MODEL_LAYER, "norm", lambda: c.__setitem__("h", final(c["h"]))))
         head = self.model.lm_head
@@ -591,6 +603,10 @@ class HFHybridDecodeStep(HFDecodeStep):
 
         segs.append(Segment(MODEL_LAYER, "lm_head", lm_head))
         return segs
+
+    def _layer_segments(self, ls: LayerSite) -> list[Segment]:
+        """One decoder layer's segments: the layout's stages in order."""
+        return [seg for stage in self.layout.stages for seg in self._stage_segments(ls, stage)]
 
     def _stage_segments(self, ls: LayerSite, stage: Stage) -> list[Segment]:
         c, block, layer = self.ctx, ls.block, ls.layer
