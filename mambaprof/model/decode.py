@@ -457,12 +457,8 @@ HYBRID_LAYOUTS: dict[str, HybridLayout] = {
                                                 Branch("self_attn", "attention_in_multiplier", "attn_out_multiplier"))),
                       _PRE_FF),
         embedding_multiplier="embedding_multiplier", logits_multiplier="lm_head_multiplier"),
-}
-
-#: hybrids transformers has that this decode path does not split, and why
-UNSPLIT_HYBRIDS: dict[str, str] = {
-    "Zamba2ForCausalLM": "its hybrid layers call a shared transformer block on the concatenated original "
-                         "embeddings through per-layer adapters, which the stage layout does not describe yet",
+    # its Mamba layers; its hybrid layers (the shared transformer block, then a Mamba layer) are Zamba2DecodeStep's
+    "Zamba2ForCausalLM": HybridLayout("zamba2", (Stage("input_layernorm", (Branch("mamba"),)),)),
 }
 
 
@@ -679,6 +675,85 @@ def _around(segs: list[Segment], before: Callable[[], None], after: Callable[[],
         last.run()
         after()
     return [Segment(first.layer, first.component, start), *segs[1:-1], Segment(last.layer, last.component, end)]
+
+
+class Zamba2DecodeStep(HFHybridDecodeStep):
+    """transformers Zamba2ForCausalLM: Mamba-2 layers (the layout's one pre-norm stage) and hybrid layers, each of
+    which calls the shared transformer block before its own Mamba-2 layer.
+
+    A hybrid layer (Zamba2HybridLayer) runs as the model's own forward does: `attention` concatenates `h` with the
+    token embeddings (the model's clone of them, made in (model, `embedding`)), `norm` (the block's input norm),
+    `attention` (the block's self-attention called with this layer's index: its q/k/v plus this layer's LoRA
+    adapters, this token's K/V appended to the cache under the layer's index), `norm` (pre-feed-forward),
+    `mlp` (gate_up plus this layer's adapter, down), `other` (the layer's linear), then its Mamba layer on h + that
+    output with `h` as the residual (`residual`, `norm`, the mixer's components, `residual`). The block's weights
+    serve every hybrid layer (tied); each invocation is timed as the calling layer's components.
+    """
+
+    @staticmethod
+    def _shared(ls: LayerSite) -> nn.Module | None:
+        """The shared transformer block a hybrid layer calls, None for a Mamba layer."""
+        shared = getattr(ls.block, "shared_transformer", None)
+        return shared if isinstance(shared, nn.Module) else None
+
+    def _describes(self, ls: LayerSite) -> bool:
+        shared = self._shared(ls)
+        if shared is None:
+            return super()._describes(ls)
+        mamba_layer = getattr(ls.block, "mamba_decoder", None)
+        called = [getattr(mamba_layer, "mamba", None), getattr(shared, "self_attn", None),
+                  getattr(shared, "feed_forward", None), getattr(ls.block, "linear", None)]
+        norms = [getattr(shared, "input_layernorm", None), getattr(shared, "pre_ff_layernorm", None),
+                 getattr(mamba_layer, "input_layernorm", None)]
+        known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe + ls.others
+        return (ls.mixer is not None and all(isinstance(m, nn.Module) for m in called + norms)
+                and all(any(m is x for x in called) for m in known))
+
+    def _kv_index(self, ls: LayerSite, attn: nn.Module) -> int:
+        # the shared block's attention has layer_idx -1: each hybrid layer passes its own index, under which the
+        # cache keeps that invocation's keys and values
+        return ls.layer if self._shared(ls) is not None else super()._kv_index(ls, attn)
+
+    def _embedding_segment(self) -> Segment:
+        c, embed = self.ctx, super()._embedding_segment()
+
+        def embedding() -> None:
+            embed.run()
+            c["orig"] = torch.clone(c["h"])  # the model's original_hidden_states, which the hybrid layers read
+        return Segment(MODEL_LAYER, "embedding", embedding)
+
+    def _layer_segments(self, ls: LayerSite) -> list[Segment]:
+        shared = self._shared(ls)
+        if shared is None:
+            return super()._layer_segments(ls)
+        c, layer, mamba_layer, linear = self.ctx, ls.layer, ls.block.mamba_decoder, ls.block.linear
+        attn, ff = shared.self_attn, shared.feed_forward
+        kw: dict[str, Any] = {cache_kwarg(attn.forward): self.cache}
+
+        def concat() -> None:
+            c["t"] = torch.concatenate([c["h"], c["orig"]], dim=-1)
+
+        def attention() -> None:
+            c["t"] = _first(attn(hidden_states=c["t"], layer_idx=layer, attention_mask=None,
+                                 position_embeddings=c["pe"], **kw))
+
+        def into_mamba() -> None:  # the shared block's output joins the Mamba layer's input, not its residual
+            c["res"] = c["h"]
+            c["h"] = c["h"] + c["t"]
+
+        def set_t(module: nn.Module, *args: Any) -> Callable[[], None]:
+            return lambda: c.__setitem__("t", module(c["t"], *args))
+
+        return [Segment(layer, "attention", concat), Segment(layer, "norm", set_t(shared.input_layernorm)),
+                Segment(layer, "attention", attention), Segment(layer, "norm", set_t(shared.pre_ff_layernorm)),
+                Segment(layer, "mlp", set_t(ff, layer)),
+                # the taxonomy's `other`: one d_model x d_model projection of the block's output into the Mamba
+                # layer's input, neither the feed-forward nor attention
+                Segment(layer, "other", set_t(linear)),
+                Segment(layer, "residual", into_mamba),
+                Segment(layer, "norm", lambda: c.__setitem__("h", mamba_layer.input_layernorm(c["h"]))),
+                *self.mixer_segments(layer, mamba_layer.mamba),
+                Segment(layer, "residual", lambda: c.__setitem__("h", c["res"] + c["h"]))]
 
 
 class SSMDecodeStep(DecodeStep):
@@ -941,16 +1016,14 @@ def decode_step_for(model: nn.Module, structure: ModelStructure, batch: int, max
         raise UnsupportedModelError(f"--phase decode: {len(structure.asis)} Mamba layer(s) could not be split "
                                     f"(layer {first.layer} {first.name}: {first.reason}); a decode step without them "
                                     "would time another model")
-    if cls.__name__ in UNSPLIT_HYBRIDS:
-        raise UnsupportedModelError(f"--phase decode: {cls.__name__} has no decode split yet: "
-                                    f"{UNSPLIT_HYBRIDS[cls.__name__]}", _SUPPORTED)
     if structure.family not in ("mamba1", "mamba2"):
         what = "mixes Mamba-1 and Mamba-2 layers" if structure.family == "mixed" else "has no Mamba layer"
         raise UnsupportedModelError(f"--phase decode: {path} {what}; no decode path yet", _SUPPORTED)
     if path in _HF_DECODE and all(s.block is not None for s in structure.mixers):
         return HFDecodeStep(model, structure, batch, max_seqlen)
     if path.startswith("transformers.") and cls.__name__ in HYBRID_LAYOUTS:
-        return HFHybridDecodeStep(model, structure, batch, max_seqlen, HYBRID_LAYOUTS[cls.__name__])
+        step = Zamba2DecodeStep if cls.__name__ == "Zamba2ForCausalLM" else HFHybridDecodeStep
+        return step(model, structure, batch, max_seqlen, HYBRID_LAYOUTS[cls.__name__])
     if path in _SSM_DECODE:
         return SSMDecodeStep(model, structure, batch, max_seqlen)
     raise UnsupportedModelError(f"--phase decode: {path} has no decode cache path mambaprof knows", _SUPPORTED)
