@@ -10,12 +10,14 @@ attention), fills it from a prompt (`prefill`), and runs one generated token per
 
 The segments only ever touch tensors (no Python state changes between calls), so each can be captured as its
 own CUDA graph and the whole list as one graph. A family plugs in by subclassing `DecodeStep` and giving
-per-layer segment builders. Hybrids (`HFHybridDecodeStep`: Bamba, Nemotron-H, Granite-4.0-H, Jamba, Falcon-H1;
-mamba_ssm MambaLMHeadModel with `MHA` layers) add one `attention` segment per attention layer: the layer's own
-attention module called with the model's own cache, which appends this token's keys and values; that KV cache is
-listed in `state_tensors()` under (layer, `attention`). A hybrid family plugs in as data: a `HybridLayout` says in
+per-layer segment builders. Hybrids (`HFHybridDecodeStep`: Bamba, Nemotron-H, Granite-4.0-H, Jamba, Falcon-H1,
+Zamba2; mamba_ssm MambaLMHeadModel with `MHA` layers) add one `attention` segment per attention layer: the layer's
+own attention module called with the model's own cache, which appends this token's keys and values; that KV cache
+is listed in `state_tensors()` under (layer, `attention`). A hybrid family plugs in as data: a `HybridLayout` says in
 which order a decoder layer calls its norms and sub-modules, with which multipliers; what each sub-module is
-(Mamba mixer, attention, mlp, moe) comes from the model's structure (LayerSite).
+(Mamba mixer, attention, mlp, moe) comes from the model's structure (LayerSite). Zamba2's hybrid layers, which call
+a shared transformer block on the concatenated embeddings before their Mamba layer (not a pre-norm residual step),
+are a small subclass (`Zamba2DecodeStep`).
 """
 
 from __future__ import annotations
