@@ -24,10 +24,11 @@ from mambaprof.taxonomy import MIXER_COMPONENTS, component_order
 
 DECODE_TABLES = ("decode_points", "decode_components")
 
-#: layer-kind groups of a hybrid's decode step, by component (the Mamba layers are their mixers' components)
+#: layer-kind groups of a hybrid's decode step, by component (the Mamba layers are their mixers' components; other:
+#: a layer's modules that are none of these, e.g. Zamba2's hybrid linear)
 KIND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mamba", MIXER_COMPONENTS), ("attention", ("attention",)), ("mlp", ("mlp",)), ("moe", ("moe",)),
-    ("norm+residual", ("norm", "residual")))
+    ("norm+residual", ("norm", "residual")), ("other", ("other",)))
 #: what is left (embedding, final norm, lm_head, positions: layer -1)
 MODEL_GROUP = "model"
 _CACHE_PARTS = (("SSM state", "ssm_state_bytes"), ("conv state", "conv_state_bytes"), ("KV cache", "kv_cache_bytes"))
@@ -310,7 +311,8 @@ def kinds_view(analysis: DecodeAnalysis) -> View:
                                                        *[name for name, _ in parts]], rows,
                 caption="eager step, medians summed over the kind's layers and components, in brackets the sums of "
                         "their first and third quartiles over the timed steps; mamba: the Mamba mixers' components; "
-                        "model: embedding, positions, final norm, lm_head. Cache measured right after the prompt: SSM "
+                        "other: a layer's modules that are none of these (Zamba2's hybrid linear); model: embedding, "
+                        "positions, final norm, lm_head. Cache measured right after the prompt: SSM "
                         "and conv state per Mamba layer (constant in the prompt), KV cache per attention layer "
                         "(linear in it).", keys=2)
 

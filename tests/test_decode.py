@@ -79,7 +79,7 @@ def test_decode_cache_matches_closed_form(preset: str, batch: int) -> None:
         assert counts["out_proj"].weight_bytes == 4 * site.module.out_proj.weight.numel()
 
 
-@pytest.mark.parametrize("preset", [*PRESETS, "bamba-tiny", "jamba-tiny"])
+@pytest.mark.parametrize("preset", [*PRESETS, "bamba-tiny", "jamba-tiny", "zamba2-tiny"])
 def test_bf16_step_keeps_the_cache_dtype_the_model_keeps(preset: str) -> None:
     """In bf16 the split step casts the (float32 under residual_in_fp32) hidden state for the head as the model
     does, and the closed-form cache counts the float32 SSM state transformers keeps (the scan's final state), so

@@ -1,8 +1,8 @@
 """The decode phase of hybrids on CPU (tiny presets of each family): the component-split step reproduces the model's
 own cached step, a full forward and its `generate`; each attention layer is one `attention` segment whose KV cache
 matches its closed form at two prompt lengths and grows linearly with the prompt while the SSM and conv states do
-not; the trace CLI runs a prompt-length sweep end to end and the report shows the layer-kind section; a hybrid
-without a decode split is refused with one line. Timing is recorded in the run, never asserted."""
+not; the trace CLI runs a prompt-length sweep end to end and the report shows the layer-kind section; a layer the
+family's split does not describe is refused with one line. Timing is recorded in the run, never asserted."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from mambaprof.run.decode import closed_form_cache, step_counts
 from mambaprof.run.tracing import ModelSource
 from mambaprof.storage.rundir import read_table
 
-#: one tiny preset per supported family (Mamba-2 mixers, Mamba-1 for Jamba; attention, mlp, moe layers)
-HYBRIDS = ("bamba-tiny", "nemotron-h-tiny", "granite-4.0-h-tiny-cpu", "jamba-tiny", "falcon-h1-tiny")
+#: one tiny preset per supported family (Mamba-2 mixers, Mamba-1 for Jamba; attention, mlp, moe layers; Zamba2's
+#: shared transformer block called by two hybrid layers)
+HYBRIDS = ("bamba-tiny", "nemotron-h-tiny", "granite-4.0-h-tiny-cpu", "jamba-tiny", "falcon-h1-tiny", "zamba2-tiny")
 CPU = torch.device("cpu")
 
 
@@ -134,6 +135,15 @@ def test_trend_is_judged_against_the_quartiles() -> None:
     assert _trend(at(1.0, 1.6), at(1.5, 1.7)) == "within the spread"
 
 
+def test_a_layers_other_is_a_group_of_its_own() -> None:
+    """Zamba2's hybrid linear (a layer's `other`) is not counted with the model level (embedding, positions, ...)."""
+    from mambaprof.reports.decode import MODEL_GROUP, kind_group
+
+    assert kind_group(1, "other") == "other"
+    assert kind_group(-1, "other") == kind_group(-1, "norm") == MODEL_GROUP
+    assert kind_group(1, "norm") == kind_group(1, "residual") == "norm+residual"
+
+
 def test_cli_decode_prompt_sweep_on_a_hybrid_and_its_report(tmp_path: Path, cli) -> None:
     res = cli("trace", "--phase", "decode", "--preset", "nemotron-h-tiny", "--prompt-len", "16,64", "--batch", "2",
               "--repeats", "3", "--warmup", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
@@ -165,26 +175,17 @@ def test_cli_decode_prompt_sweep_on_a_hybrid_and_its_report(tmp_path: Path, cli)
     assert "Decode step by layer kind (hybrid)" in html and "KV cache" in html
 
 
-def test_a_hybrid_without_a_decode_split_is_one_line(tmp_path: Path, cli) -> None:
-    loaded, structure = _loaded("zamba2-tiny")
-    with pytest.raises(UnsupportedModelError, match="Zamba2ForCausalLM has no decode split yet"):
-        decode_step_for(loaded.model, structure, 1, 16)
-    res = cli("trace", "--phase", "decode", "--preset", "zamba2-tiny", "--prompt-len", "8", "--batch", "1",
-              "--repeats", "1", "--out", str(tmp_path / "z"), cwd=tmp_path)
-    assert res.returncode == 3
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Zamba2ForCausalLM has no decode split yet" in errors[0], res.stderr
-    assert "Traceback" not in res.stderr
-
-
-def test_a_layer_the_layout_does_not_describe_is_refused() -> None:
-    """A Bamba whose decoder layer calls its attention under another name: the split would skip it, so no step."""
-    loaded, structure = _loaded("bamba-tiny")
+@pytest.mark.parametrize(("preset", "attr", "layout"), [("bamba-tiny", "self_attn", "bamba"),
+                                                        ("zamba2-tiny", "linear", "zamba2")])
+def test_a_layer_the_layout_does_not_describe_is_refused(preset: str, attr: str, layout: str) -> None:
+    """A layer that keeps a module under another name (a Bamba layer's attention, a Zamba2 hybrid layer's linear):
+    the split would skip it, so no step."""
+    loaded, structure = _loaded(preset)
     block = next(ls.block for ls in structure.layers if ls.attention)
-    block.renamed_attn = block.self_attn
-    del block.self_attn
+    setattr(block, f"renamed_{attr}", getattr(block, attr))
+    delattr(block, attr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         structure = discover(loaded.model)
-    with pytest.raises(UnsupportedModelError, match="does not have the bamba layout"):
+    with pytest.raises(UnsupportedModelError, match=f"does not have the {layout} layout"):
         decode_step_for(loaded.model, structure, 1, 16)

@@ -10,12 +10,14 @@ attention), fills it from a prompt (`prefill`), and runs one generated token per
 
 The segments only ever touch tensors (no Python state changes between calls), so each can be captured as its
 own CUDA graph and the whole list as one graph. A family plugs in by subclassing `DecodeStep` and giving
-per-layer segment builders. Hybrids (`HFHybridDecodeStep`: Bamba, Nemotron-H, Granite-4.0-H, Jamba, Falcon-H1;
-mamba_ssm MambaLMHeadModel with `MHA` layers) add one `attention` segment per attention layer: the layer's own
-attention module called with the model's own cache, which appends this token's keys and values; that KV cache is
-listed in `state_tensors()` under (layer, `attention`). A hybrid family plugs in as data: a `HybridLayout` says in
+per-layer segment builders. Hybrids (`HFHybridDecodeStep`: Bamba, Nemotron-H, Granite-4.0-H, Jamba, Falcon-H1,
+Zamba2; mamba_ssm MambaLMHeadModel with `MHA` layers) add one `attention` segment per attention layer: the layer's
+own attention module called with the model's own cache, which appends this token's keys and values; that KV cache
+is listed in `state_tensors()` under (layer, `attention`). A hybrid family plugs in as data: a `HybridLayout` says in
 which order a decoder layer calls its norms and sub-modules, with which multipliers; what each sub-module is
-(Mamba mixer, attention, mlp, moe) comes from the model's structure (LayerSite).
+(Mamba mixer, attention, mlp, moe) comes from the model's structure (LayerSite). Zamba2's hybrid layers, which call
+a shared transformer block on the concatenated embeddings before their Mamba layer (not a pre-norm residual step),
+are a small subclass (`Zamba2DecodeStep`).
 """
 
 from __future__ import annotations
@@ -458,12 +460,8 @@ HYBRID_LAYOUTS: dict[str, HybridLayout] = {
                                                 Branch("self_attn", "attention_in_multiplier", "attn_out_multiplier"))),
                       _PRE_FF),
         embedding_multiplier="embedding_multiplier", logits_multiplier="lm_head_multiplier"),
-}
-
-#: hybrids transformers has that this decode path does not split, and why
-UNSPLIT_HYBRIDS: dict[str, str] = {
-    "Zamba2ForCausalLM": "its hybrid layers call a shared transformer block on the concatenated original "
-                         "embeddings through per-layer adapters, which the stage layout does not describe yet",
+    # its Mamba layers; its hybrid layers (the shared transformer block, then a Mamba layer) are Zamba2DecodeStep's
+    "Zamba2ForCausalLM": HybridLayout("zamba2", (Stage("input_layernorm", (Branch("mamba"),)),)),
 }
 
 
@@ -500,15 +498,18 @@ class HFHybridDecodeStep(HFDecodeStep):
         if len(layers) != len(self.structure.layers):
             raise UnsupportedModelError(f"--phase decode: {type(self.model).__name__} has layers without a block")
         for ls in layers:
-            called = [getattr(ls.block, b.attr, None) for st in self.layout.stages for b in st.branches]
-            known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe
-            missing = [m for m in known if not any(m is x for x in called)]
-            if missing or not all(isinstance(getattr(ls.block, st.norm, None), nn.Module)
-                                  for st in self.layout.stages):
+            if not self._describes(ls):
                 raise UnsupportedModelError(
                     f"--phase decode: layer {ls.layer} ({type(ls.block).__name__}) does not have the "
                     f"{self.layout.name} layout (norms {', '.join(st.norm for st in self.layout.stages)})")
         return layers
+
+    def _describes(self, ls: LayerSite) -> bool:
+        """Whether the layout's stages call every module the structure found in the layer, and its norms exist."""
+        called = [getattr(ls.block, b.attr, None) for st in self.layout.stages for b in st.branches]
+        known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe
+        return all(any(m is x for x in called) for m in known) and all(
+            isinstance(getattr(ls.block, st.norm, None), nn.Module) for st in self.layout.stages)
 
     def graph_capturable(self) -> str | None:
         return ("transformers' DynamicCache appends each token's keys and values by concatenation (new tensors "
@@ -524,10 +525,15 @@ class HFHybridDecodeStep(HFDecodeStep):
         self.pos.add_(1)
         return self.model(ids, use_cache=True, position_ids=position, **{self.cache_name: self.cache}).logits[:, -1]
 
-    def _kv_layer(self, attn: nn.Module) -> Any:
-        layer = self.cache.layers[int(attn.layer_idx)]
+    def _kv_index(self, ls: LayerSite, attn: nn.Module) -> int:
+        """Where in the cache the attention module `attn` of layer `ls` keeps its keys and values."""
+        return int(attn.layer_idx)
+
+    def _kv_layer(self, ls: LayerSite, attn: nn.Module) -> Any:
+        idx = self._kv_index(ls, attn)
+        layer = self.cache.layers[idx]
         if getattr(layer, "keys", None) is None:
-            raise UnsupportedModelError(f"the model's cache holds no keys for attention layer {attn.layer_idx}")
+            raise UnsupportedModelError(f"the model's cache holds no keys for attention layer {idx}")
         return layer
 
     def state_tensors(self) -> dict[tuple[int, str], list[torch.Tensor]]:
@@ -535,7 +541,7 @@ class HFHybridDecodeStep(HFDecodeStep):
         for ls in self._layers:
             if ls.mixer is not None:
                 out.update(self._mixer_states(ls.layer, ls.mixer.module))
-            kv = [self._kv_layer(a) for a in ls.attention]
+            kv = [self._kv_layer(ls, a) for a in ls.attention]
             if kv:
                 out[(ls.layer, "attention")] = [t for layer in kv for t in (layer.keys, layer.values)]
         return out
@@ -545,7 +551,7 @@ class HFHybridDecodeStep(HFDecodeStep):
         cutting it back to its length restores it)."""
         out = [t.clone() for key, ts in self.state_tensors().items() if key[1] != "attention" for t in ts]
         out.append(self.pos.clone())
-        out += [torch.tensor(self._kv_layer(a).keys.shape[-2]) for ls in self._layers for a in ls.attention]
+        out += [torch.tensor(self._kv_layer(ls, a).keys.shape[-2]) for ls in self._layers for a in ls.attention]
         return out
 
     def restore(self, snap: list[torch.Tensor]) -> None:
@@ -555,27 +561,31 @@ class HFHybridDecodeStep(HFDecodeStep):
             t.copy_(s)
         self.pos.copy_(snap[len(live)])
         lengths = snap[len(live) + 1:]
-        layers = [self._kv_layer(a) for ls in self._layers for a in ls.attention]
+        layers = [self._kv_layer(ls, a) for ls in self._layers for a in ls.attention]
         for layer, n in zip(layers, lengths, strict=True):
             layer.keys, layer.values = layer.keys[..., :int(n), :], layer.values[..., :int(n), :]
 
-    def build_segments(self) -> list[Segment]:
+    def _embedding_segment(self) -> Segment:
+        """(model, embedding): the token embedding of the step's tokens into `h` (times the embedding multiplier)."""
         c, lay, bb = self.ctx, self.layout, self.backbone
         embed = getattr(bb, lay.embed)
         emb_mult = getattr(bb, lay.embedding_multiplier) if lay.embedding_multiplier else None
-        rotary = getattr(bb, lay.rotary, None)
 
         def embedding() -> None:
             c["h"] = embed(self.token) * emb_mult if emb_mult is not None else embed(self.token)
+        return Segment(MODEL_LAYER, "embedding", embedding)
+
+    def build_segments(self) -> list[Segment]:
+        c, lay, bb = self.ctx, self.layout, self.backbone
+        rotary = getattr(bb, lay.rotary, None)
 
         def positions() -> None:
             c["pe"] = rotary(c["h"], self.pos) if rotary is not None else None
             self.pos.add_(1)
 
-        segs = [Segment(MODEL_LAYER, "embedding", embedding), Segment(MODEL_LAYER, "other", positions)]
+        segs = [self._embedding_segment(), Segment(MODEL_LAYER, "other", positions)]
         for ls in self._layers:
-            for stage in lay.stages:
-                segs += self._stage_segments(ls, stage)
+            segs += self._layer_segments(ls)
         final = getattr(bb, lay.final_norm)
         segs.append(Segment(MODEL_LAYER, "norm", lambda: c.__setitem__("h", final(c["h"]))))
         head = self.model.lm_head
@@ -592,6 +602,10 @@ class HFHybridDecodeStep(HFDecodeStep):
 
         segs.append(Segment(MODEL_LAYER, "lm_head", lm_head))
         return segs
+
+    def _layer_segments(self, ls: LayerSite) -> list[Segment]:
+        """One decoder layer's segments: the layout's stages in order."""
+        return [seg for stage in self.layout.stages for seg in self._stage_segments(ls, stage)]
 
     def _stage_segments(self, ls: LayerSite, stage: Stage) -> list[Segment]:
         c, block, layer = self.ctx, ls.block, ls.layer
@@ -664,6 +678,85 @@ def _around(segs: list[Segment], before: Callable[[], None], after: Callable[[],
         last.run()
         after()
     return [Segment(first.layer, first.component, start), *segs[1:-1], Segment(last.layer, last.component, end)]
+
+
+class Zamba2DecodeStep(HFHybridDecodeStep):
+    """transformers Zamba2ForCausalLM: Mamba-2 layers (the layout's one pre-norm stage) and hybrid layers, each of
+    which calls the shared transformer block before its own Mamba-2 layer.
+
+    A hybrid layer (Zamba2HybridLayer) runs as the model's own forward does: `attention` concatenates `h` with the
+    token embeddings (the model's clone of them, made in (model, `embedding`)), `norm` (the block's input norm),
+    `attention` (the block's self-attention called with this layer's index: its q/k/v plus this layer's LoRA
+    adapters, this token's K/V appended to the cache under the layer's index), `norm` (pre-feed-forward),
+    `mlp` (gate_up plus this layer's adapter, down), `other` (the layer's linear), then its Mamba layer on h + that
+    output with `h` as the residual (`residual`, `norm`, the mixer's components, `residual`). The block's weights
+    serve every hybrid layer (tied); each invocation is timed as the calling layer's components.
+    """
+
+    @staticmethod
+    def _shared(ls: LayerSite) -> nn.Module | None:
+        """The shared transformer block a hybrid layer calls, None for a Mamba layer."""
+        shared = getattr(ls.block, "shared_transformer", None)
+        return shared if isinstance(shared, nn.Module) else None
+
+    def _describes(self, ls: LayerSite) -> bool:
+        shared = self._shared(ls)
+        if shared is None:
+            return super()._describes(ls)
+        mamba_layer = getattr(ls.block, "mamba_decoder", None)
+        called = [getattr(mamba_layer, "mamba", None), getattr(shared, "self_attn", None),
+                  getattr(shared, "feed_forward", None), getattr(ls.block, "linear", None)]
+        norms = [getattr(shared, "input_layernorm", None), getattr(shared, "pre_ff_layernorm", None),
+                 getattr(mamba_layer, "input_layernorm", None)]
+        known = ([ls.mixer.module] if ls.mixer else []) + ls.attention + ls.mlp + ls.moe + ls.others
+        return (ls.mixer is not None and all(isinstance(m, nn.Module) for m in called + norms)
+                and all(any(m is x for x in called) for m in known))
+
+    def _kv_index(self, ls: LayerSite, attn: nn.Module) -> int:
+        # the shared block's attention has layer_idx -1: each hybrid layer passes its own index, under which the
+        # cache keeps that invocation's keys and values
+        return ls.layer if self._shared(ls) is not None else super()._kv_index(ls, attn)
+
+    def _embedding_segment(self) -> Segment:
+        c, embed = self.ctx, super()._embedding_segment()
+
+        def embedding() -> None:
+            embed.run()
+            c["orig"] = torch.clone(c["h"])  # the model's original_hidden_states, which the hybrid layers read
+        return Segment(MODEL_LAYER, "embedding", embedding)
+
+    def _layer_segments(self, ls: LayerSite) -> list[Segment]:
+        shared = self._shared(ls)
+        if shared is None:
+            return super()._layer_segments(ls)
+        c, layer, mamba_layer, linear = self.ctx, ls.layer, ls.block.mamba_decoder, ls.block.linear
+        attn, ff = shared.self_attn, shared.feed_forward
+        kw: dict[str, Any] = {cache_kwarg(attn.forward): self.cache}
+
+        def concat() -> None:
+            c["t"] = torch.concatenate([c["h"], c["orig"]], dim=-1)
+
+        def attention() -> None:
+            c["t"] = _first(attn(hidden_states=c["t"], layer_idx=layer, attention_mask=None,
+                                 position_embeddings=c["pe"], **kw))
+
+        def into_mamba() -> None:  # the shared block's output joins the Mamba layer's input, not its residual
+            c["res"] = c["h"]
+            c["h"] = c["h"] + c["t"]
+
+        def set_t(module: nn.Module, *args: Any) -> Callable[[], None]:
+            return lambda: c.__setitem__("t", module(c["t"], *args))
+
+        return [Segment(layer, "attention", concat), Segment(layer, "norm", set_t(shared.input_layernorm)),
+                Segment(layer, "attention", attention), Segment(layer, "norm", set_t(shared.pre_ff_layernorm)),
+                Segment(layer, "mlp", set_t(ff, layer)),
+                # the taxonomy's `other`: one d_model x d_model projection of the block's output into the Mamba
+                # layer's input, neither the feed-forward nor attention
+                Segment(layer, "other", set_t(linear)),
+                Segment(layer, "residual", into_mamba),
+                Segment(layer, "norm", lambda: c.__setitem__("h", mamba_layer.input_layernorm(c["h"]))),
+                *self.mixer_segments(layer, mamba_layer.mamba),
+                Segment(layer, "residual", lambda: c.__setitem__("h", c["res"] + c["h"]))]
 
 
 class SSMDecodeStep(DecodeStep):
@@ -926,16 +1019,14 @@ def decode_step_for(model: nn.Module, structure: ModelStructure, batch: int, max
         raise UnsupportedModelError(f"--phase decode: {len(structure.asis)} Mamba layer(s) could not be split "
                                     f"(layer {first.layer} {first.name}: {first.reason}); a decode step without them "
                                     "would time another model")
-    if cls.__name__ in UNSPLIT_HYBRIDS:
-        raise UnsupportedModelError(f"--phase decode: {cls.__name__} has no decode split yet: "
-                                    f"{UNSPLIT_HYBRIDS[cls.__name__]}", _SUPPORTED)
     if structure.family not in ("mamba1", "mamba2"):
         what = "mixes Mamba-1 and Mamba-2 layers" if structure.family == "mixed" else "has no Mamba layer"
         raise UnsupportedModelError(f"--phase decode: {path} {what}; no decode path yet", _SUPPORTED)
     if path in _HF_DECODE and all(s.block is not None for s in structure.mixers):
         return HFDecodeStep(model, structure, batch, max_seqlen)
     if path.startswith("transformers.") and cls.__name__ in HYBRID_LAYOUTS:
-        return HFHybridDecodeStep(model, structure, batch, max_seqlen, HYBRID_LAYOUTS[cls.__name__])
+        step = Zamba2DecodeStep if cls.__name__ == "Zamba2ForCausalLM" else HFHybridDecodeStep
+        return step(model, structure, batch, max_seqlen, HYBRID_LAYOUTS[cls.__name__])
     if path in _SSM_DECODE:
         return SSMDecodeStep(model, structure, batch, max_seqlen)
     raise UnsupportedModelError(f"--phase decode: {path} has no decode cache path mambaprof knows", _SUPPORTED)
