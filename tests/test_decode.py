@@ -282,3 +282,24 @@ def test_step_vs_generate_interval_and_its_verdict() -> None:
     assert "more than 5%" in vs_generate_finding(point(9.0, None, None, "cuda:0"))
     assert vs_generate_finding(point(9.0, None, None)) is None
 
+
+
+def test_eager_timing_interleaves_own_and_split_steps_in_blocks() -> None:
+    """Every requested step of each kind is timed, own and split alternating by blocks, not step by step."""
+    calls: list[str] = []
+
+    class Fake:
+        device = CPU
+
+        def own_step(self, tok):
+            calls.append("own")
+
+        def split_step(self, tok):
+            calls.append("split")
+
+    run_decode._time_eager(Fake(), torch.zeros(1, 1), steps=12, warmup=1)
+    timed = calls[2:]  # after one warm-up step of each
+    assert timed.count("own") == 12 and timed.count("split") == 12
+    block = run_decode.EAGER_BLOCK
+    assert timed[:2 * block] == ["own"] * block + ["split"] * block
+    assert timed[-4:] == ["own", "own", "split", "split"]  # the last, shorter block
