@@ -7,9 +7,9 @@
 # "mamba-1.4b mamba2-1.3b"; PARTS a comma list of graphs, eager, prune, default graphs,eager)
 #  1. GPU tests of the decode path (tests/gpu/test_gpu_decode.py).
 #  2. `mambaprof trace --phase decode` at the mamba-1.4b and mamba2-1.3b preset shapes (mamba_ssm, bf16),
-#     prompt 128, batch 1/8/64/256, with CUDA graphs (the split step as one graph, every (layer, component)
-#     as its own graph, their sum vs the whole-step graph, mamba_ssm's own capture_graph and generate(cg=True)
-#     per token) and without (--no-cuda-graphs).
+#     prompt 128, batch 1/8/64/256, with CUDA graphs (the split step as one graph, the components timed by
+#     events inside it against the plain graph, isolated per-component graphs for comparison, mamba_ssm's own
+#     capture_graph and generate(cg=True) per token) and without (--no-cuda-graphs).
 #  2b. (PARTS prune) the pruning what-if at each preset (random score, ratio 0.5, prefill at 1024) with the decode
 #     step replayed from CUDA graphs at batch 64 and 256 (--decode-graph-batches): what removing states does to
 #     a graph-replayed decode step.
